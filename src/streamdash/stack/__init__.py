@@ -1,0 +1,152 @@
+"""The local stack: real Kafka (with an Event Hubs-style listener) and InfluxDB on 127.0.0.1.
+
+`Stack(dir).up()` installs what is missing (cached in `~/.cache/streamdash`), starts each server, waits for
+it to be healthy and records its endpoints in `<dir>/stack.json`; secrets go to `<dir>/secrets.json` (0600).
+`up` on a running stack changes nothing; `down` stops every process it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from streamdash.errors import StackError
+from streamdash.stack import influxdb, install, kafka, process, tls
+
+DEFAULT_PORTS = {"kafka": 9092, "kafka_sasl": 9093, "kafka_controller": 9094, "influxdb": 8086, "influxdb_rpc": 8088}
+SERVICES = ("kafka", "influxdb")
+EVENTHUBS_NAMESPACE = "streamdash-local"
+DEFAULT_TOPIC = "telemetry"
+DATABASE = "streamdash"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("STREAMDASH_STACK_DIR") or install.cache_home() / "stack")
+
+
+class Stack:
+    def __init__(self, directory: Path | None = None, ports: dict[str, int] | None = None,
+                 die_with_parent: bool = False, progress: Callable[[str], None] = print):
+        """`ports` maps a service port name to a number; 0 picks a free port. Missing names use the defaults."""
+        self.dir = Path(directory or default_dir()).resolve()
+        self.requested_ports = {**DEFAULT_PORTS, **(ports or {})}
+        self.die_with_parent = die_with_parent
+        self.progress = progress
+
+    # ---- what the stack offers to clients -------------------------------------------------------------
+    @property
+    def info(self) -> dict:
+        try:
+            return json.loads((self.dir / "stack.json").read_text())
+        except FileNotFoundError:
+            raise StackError(f"no local stack in {self.dir}; start it with `streamdash stack up`") from None
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        return json.loads((self.dir / "secrets.json").read_text())
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the pipeline and the simulator at this stack (secrets included)."""
+        info, secret = self.info, self.secrets
+        return {
+            "STREAMDASH_KAFKA_BOOTSTRAP": info["kafka"]["bootstrap_servers"],
+            "STREAMDASH_EVENTHUBS_BOOTSTRAP": info["kafka"]["eventhubs_bootstrap_servers"],
+            "STREAMDASH_KAFKA_CA_FILE": info["kafka"]["ca_file"],
+            "STREAMDASH_INFLUXDB_URL": info["influxdb"]["url"],
+            "EVENTHUBS_CONNECTION_STRING": secret["eventhubs_connection_string"],
+            "INFLUXDB_TOKEN": secret["influxdb_token"],
+        }
+
+    # ---- lifecycle --------------------------------------------------------------------------------------
+    def up(self) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        running = self.running()
+        if all(running.values()):
+            return self.info
+        if any(running.values()):
+            self.down()
+        ports = self._choose_ports()
+        secret = self._secrets()
+        ca_file, keystore = tls.ensure_certificates(self.dir / "tls")
+        info = {
+            "dir": str(self.dir),
+            "ports": ports,
+            "kafka": {
+                "bootstrap_servers": f"127.0.0.1:{ports['kafka']}",
+                "eventhubs_bootstrap_servers": f"127.0.0.1:{ports['kafka_sasl']}",
+                "ca_file": str(ca_file),
+                "eventhubs_namespace": EVENTHUBS_NAMESPACE,
+                "default_topic": DEFAULT_TOPIC,
+            },
+            "influxdb": {"url": f"http://127.0.0.1:{ports['influxdb']}", "database": DATABASE,
+                         "bucket": f"{DATABASE}/autogen", "org": "streamdash"},
+        }
+        (self.dir / "stack.json").write_text(json.dumps(info, indent=2))
+        try:
+            self.progress(f"starting Kafka on 127.0.0.1:{ports['kafka']} (PLAINTEXT) "
+                          f"and 127.0.0.1:{ports['kafka_sasl']} (SASL_SSL, Event Hubs-style)")
+            kafka.start(self.dir, ports, secret["eventhubs_connection_string"], keystore, self.die_with_parent)
+            self.progress(f"starting InfluxDB on 127.0.0.1:{ports['influxdb']}")
+            influxdb.start(self.dir, ports, secret["influxdb_token"], DATABASE, self.die_with_parent)
+            create_topic(info["kafka"]["bootstrap_servers"], DEFAULT_TOPIC, partitions=4)
+        except BaseException:
+            self.down()
+            raise
+        return info
+
+    def down(self) -> list[str]:
+        """Stop every server of this stack; returns the names of those that were running."""
+        return [name for name in SERVICES if process.stop(self._pid_file(name))]
+
+    def running(self) -> dict[str, bool]:
+        return {name: process.read_pid(self._pid_file(name)) is not None for name in SERVICES}
+
+    def log_files(self) -> dict[str, Path]:
+        return {name: self.dir / "logs" / f"{name}.log" for name in SERVICES}
+
+    # ---- internals --------------------------------------------------------------------------------------
+    def _pid_file(self, name: str) -> Path:
+        return self.dir / "run" / f"{name}.pid"
+
+    def _choose_ports(self) -> dict[str, int]:
+        """Keep the ports of an earlier run of this stack (clients' config points there), else as requested."""
+        try:
+            previous = self.info["ports"]
+        except StackError:
+            previous = {}
+        ports = {}
+        for name, requested in self.requested_ports.items():
+            port = previous.get(name) or requested or process.free_port()
+            while port in ports.values():
+                port = process.free_port()
+            process.check_port_free(port, f"{name} ({self.dir})")
+            ports[name] = port
+        return ports
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.dir / "secrets.json"
+        if path.exists():
+            return self.secrets
+        secret = {"eventhubs_connection_string": kafka.new_connection_string(EVENTHUBS_NAMESPACE, DEFAULT_TOPIC),
+                  "influxdb_token": influxdb.new_token()}
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(secret))
+        return secret
+
+
+def create_topic(bootstrap_servers: str, topic: str, partitions: int, admin_config: dict | None = None) -> None:
+    """Create a topic if it does not exist yet (Event Hubs: the hub must exist already)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(admin_config or {})})
+    if topic in admin.list_topics(timeout=15).topics:
+        return
+    future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+    try:
+        future.result(timeout=30)
+    except KafkaException as err:
+        if "TOPIC_ALREADY_EXISTS" not in str(err):
+            raise StackError(f"could not create Kafka topic {topic!r}: {err}") from None

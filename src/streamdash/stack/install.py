@@ -1,0 +1,133 @@
+"""Install the local stack's servers and connector jars once, into a cache outside the repository.
+
+Everything comes from package registries: the Kafka broker and Spark's Kafka connector from Maven
+Central (through `mvn`), InfluxDB from the Go module proxy (through `go install`). A finished install
+leaves a `.complete` marker, so later runs are offline and fast.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from streamdash.errors import StackError
+
+KAFKA_VERSION = "4.1.1"
+INFLUXDB_MODULE = "github.com/influxdata/influxdb/cmd/influxd"
+INFLUXDB_VERSION = "v1.8.10"
+MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
+
+
+def cache_home() -> Path:
+    """Where installs are cached; `STREAMDASH_HOME` moves it."""
+    return Path(os.environ.get("STREAMDASH_HOME") or Path.home() / ".cache" / "streamdash")
+
+
+def require_tool(name: str, purpose: str, hint: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise StackError(f"`{name}` was not found on PATH; it is needed {purpose}. {hint}")
+    return path
+
+
+def require_java() -> str:
+    return require_tool(
+        "java", "to run Kafka and Spark", "Install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)."
+    )
+
+
+def spark_version() -> str:
+    import pyspark
+
+    return pyspark.__version__
+
+
+def kafka_broker_classpath(progress: Callable[[str], None] = print) -> Path:
+    """The folder of jars that runs the Kafka broker (`java -cp '<dir>/*' kafka.Kafka ...`)."""
+    target = cache_home() / f"kafka-{KAFKA_VERSION}" / "libs"
+    _maven_copy_dependencies("kafka-broker.xml", {"kafka.version": KAFKA_VERSION}, target,
+                             f"Apache Kafka {KAFKA_VERSION} broker", progress)
+    return target
+
+
+def spark_kafka_connector_jars(progress: Callable[[str], None] = print) -> list[Path]:
+    """Jars to add to spark-submit for the Kafka source, minus those PySpark already ships."""
+    version = spark_version()
+    target = cache_home() / f"spark-connectors-{version}"
+    _maven_copy_dependencies("spark-connectors.xml", {"spark.version": version}, target,
+                             f"Spark {version} Kafka connector", progress)
+    import pyspark
+
+    shipped = {_artifact_name(jar.name) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    return sorted(jar for jar in target.glob("*.jar") if _artifact_name(jar.name) not in shipped)
+
+
+def influxd_binary(progress: Callable[[str], None] = print) -> Path:
+    """The `influxd` server binary, built with `go install` from the Go module proxy."""
+    target = cache_home() / f"influxdb-{INFLUXDB_VERSION}"
+    binary = target / "bin" / "influxd"
+    if (target / ".complete").exists() and binary.exists():
+        return binary
+    go = require_tool("go", "to build InfluxDB from the Go module proxy", "Install Go 1.21+ (https://go.dev/dl).")
+    progress(f"installing InfluxDB {INFLUXDB_VERSION} with go install (first run only, about a minute)")
+    env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(target / "bin")}
+    _run_with_progress([go, "install", "-v", f"{INFLUXDB_MODULE}@{INFLUXDB_VERSION}"], env, target / "install.log",
+                       f"InfluxDB {INFLUXDB_VERSION}", ("go: downloading", "github.com/", "golang.org/"), progress)
+    if not binary.exists():
+        raise StackError(f"go install finished but {binary} is missing; see {target / 'install.log'}")
+    (target / ".complete").touch()
+    return binary
+
+
+def _artifact_name(jar_file_name: str) -> str:
+    """`kafka-clients-3.9.1.jar` -> `kafka-clients`: the artifact without its version."""
+    stem = jar_file_name.removesuffix(".jar")
+    parts = stem.split("-")
+    while parts and parts[-1][:1].isdigit():
+        parts.pop()
+    return "-".join(parts)
+
+
+def _maven_copy_dependencies(pom_name: str, properties: dict[str, str], target: Path, what: str,
+                             progress: Callable[[str], None]) -> None:
+    if (target / ".complete").exists():
+        return
+    mvn = require_tool("mvn", f"to fetch the {what} from Maven Central",
+                       "Install Maven (apt-get install maven).")
+    require_java()
+    progress(f"installing the {what} from Maven Central (first run only)")
+    target.mkdir(parents=True, exist_ok=True)
+    pom = target / "pom.xml"
+    pom.write_text(resources.files("streamdash.stack").joinpath("poms", pom_name).read_text())
+    argv = [mvn, "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={target}",
+            "-DincludeScope=runtime", *(f"-D{key}={value}" for key, value in properties.items())]
+    _run_with_progress(argv, dict(os.environ), target / "install.log", what, ("Downloaded from",), progress)
+    (target / ".complete").touch()
+
+
+def _run_with_progress(argv: list[str], env: dict[str, str], log_path: Path, what: str,
+                       counted_prefixes: tuple[str, ...], progress: Callable[[str], None]) -> None:
+    """Run an installer, keep its full output in a log, and show a running count of what it fetched."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    fetched = 0
+    with log_path.open("w") as log, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                    stdin=subprocess.DEVNULL, text=True, env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            if line.lstrip().startswith(counted_prefixes):
+                fetched += 1
+                if fetched % 25 == 0:
+                    progress(f"  {what}: {fetched} modules fetched or built")
+        code = proc.wait()
+    if code != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-8:])
+        raise StackError(f"installing the {what} failed (exit {code}); is the package registry reachable? "
+                         f"Full log: {log_path}\n{tail}")
+    progress(f"  {what}: installed")
+    sys.stdout.flush()

@@ -1,0 +1,128 @@
+"""Start, find and stop the stack's server processes by pid file, each in its own process group."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from streamdash.errors import StackError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM when the parent (the test run) dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_port_free(port: int, service: str) -> None:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            raise StackError(
+                f"port {port} on 127.0.0.1 is already in use, so {service} cannot start there. Stop whatever "
+                f"listens on it (`ss -ltnp 'sport = :{port}'` shows it) or choose another port."
+            ) from None
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process is still alive and still ours, else None."""
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid if str(pid_file.parent.parent).encode() in cmdline else None
+
+
+def start(argv: list[str], pid_file: Path, log_file: Path, env: dict[str, str] | None = None,
+          die_with_parent: bool = False) -> int:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
+    pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def run_to_log(argv: list[str], log_file: Path, what: str) -> None:
+    """Run a short set-up command to completion, its output appended to the service's log."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        code = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
+    if code != 0:
+        raise StackError(f"{what} failed (exit {code}). Last lines of {log_file}:\n{_tail(log_file)}")
+
+
+def wait_until(healthy: Callable[[], bool], pid_file: Path, log_file: Path, service: str,
+               timeout_s: float = 90.0) -> None:
+    """Poll `healthy` until it answers True; fail early with the log's tail if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if healthy():
+            return
+        if read_pid(pid_file) is None:
+            raise StackError(f"{service} exited during start-up. Last lines of {log_file}:\n{_tail(log_file)}")
+        time.sleep(0.5)
+    raise StackError(f"{service} did not become healthy within {timeout_s:.0f}s. "
+                     f"Last lines of {log_file}:\n{_tail(log_file)}")
+
+
+def stop(pid_file: Path, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the process group, then SIGKILL what is left; True if something was running."""
+    pid = read_pid(pid_file)
+    pid_file.unlink(missing_ok=True)
+    if pid is None:
+        return False
+    for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return True
+            time.sleep(0.2)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it if it is our own child
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
+    except FileNotFoundError:
+        return "(no log)"

@@ -56,6 +56,40 @@ def cmd_stack_jars(args: argparse.Namespace) -> None:
     print(",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr)))
 
 
+def cmd_simulate(args: argparse.Namespace) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    from streamdash.kafka_client import client_config
+    from streamdash.simulator import SimulatorSettings, send
+
+    connection_string = None
+    if args.eventhubs:
+        connection_string = os.environ.get("EVENTHUBS_CONNECTION_STRING")
+        if not connection_string:
+            raise StreamdashError("--eventhubs needs the namespace's connection string in EVENTHUBS_CONNECTION_STRING")
+    bootstrap = args.bootstrap or os.environ.get(
+        "STREAMDASH_EVENTHUBS_BOOTSTRAP" if args.eventhubs else "STREAMDASH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    settings = SimulatorSettings(
+        devices=args.devices, sites=args.sites, rate=args.rate, duration_s=args.duration, seed=args.seed,
+        start_time_ms=args.start_time_ms, realtime=not args.fast, late_within_rate=args.late_within_rate,
+        late_beyond_rate=args.late_beyond_rate, out_of_order_rate=args.out_of_order_rate,
+        duplicate_rate=args.duplicate_rate, malformed_rate=args.malformed_rate, watermark_s=args.watermark_s,
+        max_window_s=args.max_window_s)
+    try:
+        settings.validate()
+    except ValueError as err:
+        raise StreamdashError(f"simulate: {err}") from None
+    config = client_config(bootstrap, connection_string, args.ca_file or os.environ.get("STREAMDASH_KAFKA_CA_FILE"))
+    summary = send(settings, config, args.topic, Path(args.manifest) if args.manifest else None)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+    if summary["failed"] or summary["undelivered"]:
+        raise StreamdashError(f"{summary['failed'] + summary['undelivered']} records were not delivered; "
+                              f"first error: {summary['first_error']}")
+
+
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -80,6 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
                        ).set_defaults(func=cmd_stack_env)
     actions.add_parser("jars", help="comma-separated Spark Kafka connector jars for spark-submit --jars"
                        ).set_defaults(func=cmd_stack_jars)
+    simulate = commands.add_parser("simulate", help="send simulated device telemetry to Kafka or Event Hubs")
+    target = simulate.add_argument_group("target")
+    target.add_argument("--bootstrap", help="host:port (default: $STREAMDASH_KAFKA_BOOTSTRAP, or "
+                        "$STREAMDASH_EVENTHUBS_BOOTSTRAP with --eventhubs)")
+    target.add_argument("--topic", default="telemetry", help="Kafka topic or event hub")
+    target.add_argument("--eventhubs", action="store_true",
+                        help="SASL_SSL/PLAIN with $EVENTHUBS_CONNECTION_STRING (Event Hubs Kafka endpoint)")
+    target.add_argument("--ca-file", help="CA bundle to trust (default: $STREAMDASH_KAFKA_CA_FILE or the system's)")
+    fleet = simulate.add_argument_group("fleet and rate")
+    fleet.add_argument("--devices", type=int, default=20)
+    fleet.add_argument("--sites", type=int, default=4)
+    fleet.add_argument("--rate", type=float, default=100.0, help="events per second, all devices together")
+    fleet.add_argument("--duration", type=float, default=60.0, help="seconds of event time to send")
+    fleet.add_argument("--seed", type=int, default=1)
+    fleet.add_argument("--start-time-ms", type=int, help="event time of the first event (default: now)")
+    fleet.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
+    faults = simulate.add_argument_group("injected faults (shares of all records)")
+    for name, default in (("late-within-rate", 0.01), ("late-beyond-rate", 0.005), ("out-of-order-rate", 0.01),
+                          ("duplicate-rate", 0.01), ("malformed-rate", 0.01)):
+        faults.add_argument(f"--{name}", type=float, default=default)
+    faults.add_argument("--watermark-s", type=float, default=30.0, help="the job's watermark, to place late events")
+    faults.add_argument("--max-window-s", type=float, default=60.0, help="the job's largest window")
+    output = simulate.add_argument_group("output")
+    output.add_argument("--manifest", help="write every delivered record, with partition and offset (JSON lines)")
+    output.add_argument("--summary", help="write the summary as JSON")
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -1,0 +1,209 @@
+"""One typed, validated configuration for the job, loaded from `conf/<env>.toml`.
+
+String values may use `${VAR}` / `${VAR:-default}` (environment) and `{{secrets/<scope>/<key>}}` (a Databricks
+secret, see `streamdash.secrets`). `--set section.field=value` overrides a value after the file is read. A bad
+configuration fails at start with one message naming each bad field, and never echoes a value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from streamdash.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def duration_seconds(text: str) -> float:
+    """'10 seconds', '1 minute', '500 ms' -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration like '10 seconds' or '1 minute': {text!r}")
+    unit = match.group(2)
+    key = "ms" if unit.startswith("ms") or unit.startswith("milli") else unit[0]
+    return int(match.group(1)) * _UNIT_SECONDS[key]
+
+
+def window_label(size: str) -> str:
+    """'10 seconds' -> '10s', '1 minute' -> '1m': the `window` tag in InfluxDB."""
+    seconds = duration_seconds(size)
+    for unit, length in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= length and seconds % length == 0:
+            return f"{int(seconds // length)}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSource(_Section):
+    """Apache Kafka, or Azure Event Hubs through its Kafka endpoint (`security = "eventhubs"`)."""
+
+    kind: Literal["kafka"] = "kafka"
+    bootstrap_servers: str = Field(min_length=1)
+    topic: str = Field(min_length=1)
+    security: Literal["plaintext", "eventhubs"] = "plaintext"
+    connection_string: SecretStr | None = None
+    ca_file: str | None = None
+    consumer_group: str | None = None
+    starting_offsets: str = "latest"
+    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
+    fail_on_data_loss: bool = True
+
+    @model_validator(mode="after")
+    def _eventhubs_needs_connection_string(self) -> KafkaSource:
+        if self.security == "eventhubs" and not (self.connection_string and self.connection_string.get_secret_value()):
+            raise ValueError("security = 'eventhubs' needs connection_string (the namespace's connection string)")
+        if self.ca_file and not Path(self.ca_file).is_file():
+            raise ValueError("ca_file does not name a readable file")
+        return self
+
+
+class EventHubsNativeSource(_Section):
+    """Legacy: the azure-eventhubs-spark connector (Scala 2.12 runtimes only; unmaintained since 2022)."""
+
+    kind: Literal["eventhubs_native"]
+    connection_string: SecretStr
+    consumer_group: str = "$Default"
+    starting_position: Literal["earliest", "latest"] = "latest"
+    max_events_per_trigger: int | None = Field(default=None, gt=0)
+
+
+class Aggregation(_Section):
+    window_sizes: list[str] = Field(default=["10 seconds", "1 minute"], min_length=1)
+    watermark: str = "30 seconds"
+    percentile_accuracy: int = Field(default=10000, gt=0)
+
+    @field_validator("window_sizes")
+    @classmethod
+    def _valid_windows(cls, sizes: list[str]) -> list[str]:
+        for size in sizes:
+            if duration_seconds(size) < 1:
+                raise ValueError(f"window size {size!r} is shorter than one second")
+        if len({window_label(size) for size in sizes}) != len(sizes):
+            raise ValueError("window sizes repeat")
+        return sizes
+
+    @field_validator("watermark")
+    @classmethod
+    def _valid_watermark(cls, watermark: str) -> str:
+        duration_seconds(watermark)
+        return watermark
+
+
+class Validation(_Section):
+    max_event_bytes: int = Field(default=65536, gt=0)
+    max_identifier_length: int = Field(default=128, gt=0)
+
+
+class InfluxDBSink(_Section):
+    url: str = Field(pattern=r"^https?://")
+    org: str = "streamdash"
+    bucket: str = Field(min_length=1)
+    token: SecretStr
+    batch_size: int = Field(default=5000, gt=0, le=100000)
+    max_retries: int = Field(default=5, ge=0)
+    retry_initial_delay_s: float = Field(default=0.5, gt=0)
+    retry_max_delay_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class DeadLetterSink(_Section):
+    path: str = Field(min_length=1)
+    format: Literal["json", "delta"] = "json"
+
+
+class Job(_Section):
+    name: str = "streamdash"
+    checkpoint_location: str = Field(min_length=1)
+    trigger_interval: str = "5 seconds"
+    shuffle_partitions: int = Field(default=4, gt=0)
+    self_metrics: bool = True
+
+    @field_validator("trigger_interval")
+    @classmethod
+    def _valid_trigger(cls, value: str) -> str:
+        duration_seconds(value)
+        return value
+
+
+class Settings(_Section):
+    source: Annotated[KafkaSource | EventHubsNativeSource, Field(discriminator="kind")]
+    aggregation: Aggregation = Aggregation()
+    validation: Validation = Validation()
+    influxdb: InfluxDBSink
+    dead_letter: DeadLetterSink
+    job: Job
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_REF = re.compile(r"\{\{secrets/([^/{}]+)/([^/{}]+)\}\}")
+
+
+def load_settings(env: str, conf_dir: str | Path = "conf", overrides: list[str] | None = None) -> Settings:
+    path = Path(conf_dir) / f"{env}.toml"
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        known = sorted(p.stem for p in Path(conf_dir).glob("*.toml"))
+        raise ConfigError(f"no configuration for environment {env!r}: {path} does not exist (known: {known})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    for override in overrides or []:
+        _apply_override(raw, override)
+    return settings_from_dict(_resolve(raw, ""), source=str(path))
+
+
+def settings_from_dict(raw: dict[str, Any], source: str = "configuration") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                             for e in err.errors(include_input=False, include_url=False))
+        raise ConfigError(f"invalid {source}: {problems}") from None
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"an override must look like section.field=value, got {key.strip()!r}")
+    *sections, field = key.strip().split(".")
+    target = raw
+    for section in sections:
+        target = target.setdefault(section, {})
+    try:
+        target[field] = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        target[field] = value  # a bare string
+
+
+def _resolve(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        return {key: _resolve(item, f"{where}.{key}" if where else key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolve(item, where) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def from_env(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+
+    def from_secret_scope(match: re.Match) -> str:
+        from streamdash.secrets import get_secret
+
+        return get_secret(match.group(1), match.group(2), where)
+
+    return _SECRET_REF.sub(from_secret_scope, _ENV_REF.sub(from_env, value))

@@ -1,0 +1,119 @@
+"""The streaming job: source -> parse/validate -> windowed aggregates -> InfluxDB, plus dead letters.
+
+One Spark application runs one streaming query per window size (Spark allows one streaming aggregation per
+query, and one window expression per aggregation) and one dead-letter query. Each query has its own
+checkpoint folder under `job.checkpoint_location`, so a restart replays exactly what was not committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from streamdash.config import Settings, load_settings, window_label
+from streamdash.errors import StreamdashError
+from streamdash.metrics import InfluxProgressListener
+from streamdash.sinks import dead_letter, influxdb
+from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.points import aggregate_line
+from streamdash.sources import eventhubs_native, kafka
+from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
+from streamdash.transforms.parse import dead_letters, parse_events, valid_events
+
+log = logging.getLogger("streamdash.job")
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """The active session (Databricks, notebooks, spark-submit) configured for this job."""
+    spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.shuffle.partitions", str(settings.job.shuffle_partitions))
+    return spark
+
+
+def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
+    if settings.source.kind == "eventhubs_native":
+        return eventhubs_native.read_stream(spark, settings.source)
+    return kafka.read_stream(spark, settings.source)
+
+
+def start_queries(spark: SparkSession, settings: Settings) -> list[StreamingQuery]:
+    parsed = parse_events(read_source(spark, settings), settings.validation)
+    writer = InfluxWriter.from_config(settings.influxdb)
+    checkpoint = settings.job.checkpoint_location.rstrip("/")
+    trigger = {"processingTime": settings.job.trigger_interval}
+    events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
+    queries = []
+    for size in settings.aggregation.window_sizes:
+        label = window_label(size)
+        aggregates = windowed_aggregates(events, size, settings.aggregation.percentile_accuracy)
+        queries.append(
+            aggregates.writeStream.outputMode("update").queryName(f"{settings.job.name}_aggregates_{label}")
+            .option("checkpointLocation", f"{checkpoint}/aggregates_{label}").trigger(**trigger)
+            .foreachBatch(influxdb.foreach_batch(writer, aggregate_line)).start()
+        )
+    bad = dead_letters(parsed).observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
+    queries.append(
+        bad.writeStream.queryName(f"{settings.job.name}_dead_letters")
+        .option("checkpointLocation", f"{checkpoint}/dead_letters").trigger(**trigger)
+        .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, f"{settings.job.name}_dead_letters"))
+        .start()
+    )
+    return queries
+
+
+def run(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT (then finish the batch in flight and stop) or until a query fails."""
+    spark = spark_session(settings)
+    if settings.job.self_metrics:
+        spark.streams.addListener(InfluxProgressListener(InfluxWriter.from_config(settings.influxdb)))
+    queries = start_queries(spark, settings)
+    log.info("started %d queries: %s", len(queries), ", ".join(q.name for q in queries))
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stopping.set())
+    try:
+        while not stopping.is_set():
+            if spark.streams.awaitAnyTermination(1.0):
+                break
+    finally:
+        stop_gracefully(queries)
+    failed = [q for q in queries if q.exception() is not None]
+    if failed:
+        raise StreamdashError(f"query {failed[0].name} failed: {failed[0].exception()}")
+    log.info("stopped cleanly")
+
+
+def stop_gracefully(queries: list[StreamingQuery], timeout_s: float = 60.0) -> None:
+    """Let each query finish the micro-batch in flight (so its commit lands), then stop it."""
+    deadline = time.monotonic() + timeout_s
+    for query in queries:
+        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        query.stop()
+
+
+def main(argv: list[str], default_conf_dir: Path) -> None:
+    parser = argparse.ArgumentParser(prog="stream_to_influx", description=__doc__)
+    parser.add_argument("--env", default="local", help="configuration: conf/<env>.toml")
+    parser.add_argument("--conf-dir", default=str(default_conf_dir))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="override one configuration value (repeatable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.env, args.conf_dir, args.overrides)
+        run(settings)
+    except StreamdashError as err:
+        log.error("%s", err)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Sinks: write per micro-batch (foreachBatch), idempotently, from the executors."""

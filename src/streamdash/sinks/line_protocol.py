@@ -1,0 +1,72 @@
+"""InfluxDB line protocol, built so that no input can produce a corrupt or ambiguous line.
+
+Escaping: measurement `,` and space; tag keys, tag values and field keys `,` `=` and space; string field
+values `"` and `\\`. A backslash elsewhere is stored literally by InfluxDB, but a backslash at the end of a
+name or in front of `,` `=` or space cannot be told apart from an escape, and line protocol has no way to
+carry control characters such as a newline in a name: such names raise `LineProtocolError` (the parser
+dead-letters events whose identifiers match `UNREPRESENTABLE`, so this never stops a stream). An empty tag
+value is left out (line protocol cannot express it). Non-finite floats (NaN, inf) are never written;
+integers keep the `i` suffix so a field's type never changes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+# Java- and Python-compatible: used by Spark's rlike in the parser and by this module.
+UNREPRESENTABLE = r"[\x00-\x1f\x7f]|\\$|\\[,= ]"
+_UNREPRESENTABLE = re.compile(UNREPRESENTABLE)
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+
+
+class LineProtocolError(ValueError):
+    """A value cannot be written as line protocol without changing its meaning."""
+
+
+def _checked(kind: str, text: str) -> str:
+    if not text:
+        raise LineProtocolError(f"empty {kind}")
+    if _UNREPRESENTABLE.search(text):
+        raise LineProtocolError(f"{kind} {text!r} has a control character or an ambiguous backslash")
+    return text
+
+
+def escape_measurement(name: str) -> str:
+    return _checked("measurement", name).translate(_MEASUREMENT_ESCAPES)
+
+
+def escape_key(key: str, kind: str = "tag key or field key") -> str:
+    return _checked(kind, key).translate(_KEY_ESCAPES)
+
+
+def format_field_value(value: object) -> str | None:
+    """The field value's line-protocol form, or None for a value that must not be written (NaN, inf, None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    raise LineProtocolError(f"unsupported field type {type(value).__name__}")
+
+
+def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, object],
+         timestamp_ns: int) -> str | None:
+    """One point as line protocol; None when no field has a writable value."""
+    field_parts = []
+    for key in sorted(fields):
+        formatted = format_field_value(fields[key])
+        if formatted is not None:
+            field_parts.append(f"{escape_key(key, 'field key')}={formatted}")
+    if not field_parts:
+        return None
+    tag_parts = "".join(f",{escape_key(key, 'tag key')}={escape_key(value, 'tag value')}"
+                        for key, value in sorted(tags.items()) if value not in (None, ""))
+    return f"{escape_measurement(measurement)}{tag_parts} {','.join(field_parts)} {int(timestamp_ns)}"

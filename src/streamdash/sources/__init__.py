@@ -1,0 +1,1 @@
+"""Sources: read the raw telemetry stream into one normalised shape (see `sources.kafka.RAW_COLUMNS`)."""

@@ -1,0 +1,1 @@
+"""Pure DataFrame -> DataFrame transforms: parse and validate, then aggregate on event time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -10,16 +11,24 @@ from streamdash.errors import StreamdashError
 
 
 def _stack(args: argparse.Namespace):
-    from streamdash.stack import Stack
+    from streamdash.stack import DEFAULT_PORTS, Stack
 
-    return Stack(args.dir)
+    ports = {}
+    for item in filter(None, (args.ports or "").split(",")):
+        name, _, number = item.partition("=")
+        if name.strip() not in DEFAULT_PORTS or not number.strip().isdigit():
+            raise StreamdashError(f"--ports takes name=number pairs with names from {sorted(DEFAULT_PORTS)}, "
+                                  f"got {item!r}")
+        ports[name.strip()] = int(number)
+    return Stack(args.dir, ports=ports)
 
 
 def cmd_stack_up(args: argparse.Namespace) -> None:
     info = _stack(args).up()
     print(f"stack up in {info['dir']}")
     print(f"  kafka      {info['kafka']['bootstrap_servers']} (PLAINTEXT)")
-    print(f"  event hubs {info['kafka']['eventhubs_bootstrap_servers']} (SASL_SSL/PLAIN, CA {info['kafka']['ca_file']})")
+    kafka = info["kafka"]
+    print(f"  event hubs {kafka['eventhubs_bootstrap_servers']} (SASL_SSL/PLAIN, CA {kafka['ca_file']})")
     print(f"  influxdb   {info['influxdb']['url']} (bucket {info['influxdb']['bucket']})")
     print("point a shell at it with: eval \"$(streamdash stack env)\"")
 
@@ -58,7 +67,6 @@ def cmd_stack_jars(args: argparse.Namespace) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     import json
-    import os
     from pathlib import Path
 
     from streamdash.kafka_client import client_config
@@ -100,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = commands.add_parser("stack", help="the local Kafka + InfluxDB stack on 127.0.0.1")
     stack.add_argument("--dir", help="stack folder (default: $STREAMDASH_STACK_DIR or ~/.cache/streamdash/stack)")
+    stack.add_argument("--ports", default=os.environ.get("STREAMDASH_STACK_PORTS"),
+                       help="name=port pairs, 0 for a free port, e.g. kafka=19092,influxdb=0 "
+                            "(default: $STREAMDASH_STACK_PORTS, else 9092/9093/9094 and 8086/8088)")
     actions = stack.add_subparsers(dest="action", required=True)
     actions.add_parser("up", help="install what is missing, start everything, wait until healthy").set_defaults(
         func=cmd_stack_up)
@@ -152,3 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

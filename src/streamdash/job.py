@@ -35,6 +35,7 @@ log = logging.getLogger("streamdash.job")
 def spark_session(settings: Settings) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.job.shuffle_partitions))
     return spark

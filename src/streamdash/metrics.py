@@ -50,7 +50,7 @@ def progress_line(progress: dict) -> str | None:
         for key, value in (metric_row or {}).items():
             if isinstance(value, int | float):
                 fields[f"{name}_{key}" if key != name else name] = value
-    return line(PROGRESS_MEASUREMENT, {"query": progress.get("name") or "unnamed"}, fields, timestamp_ns)
+    return line(PROGRESS_MEASUREMENT, {"stream": progress.get("name") or "unnamed"}, fields, timestamp_ns)
 
 
 class InfluxProgressListener(StreamingQueryListener):

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamdash.events import MEASUREMENTS, SCHEMA_VERSION, Reason
+from streamdash.events import SCHEMA_VERSION, Reason
 
 DEVICE_TYPES = ("thermostat", "weather-station", "cold-store")
 

@@ -1,12 +1,12 @@
 """The InfluxDB schema: which measurement, tags, fields and timestamp each output row becomes.
 
-| measurement        | tags                                  | fields                                   | time          |
-|--------------------|---------------------------------------|------------------------------------------|---------------|
-| telemetry_device   | site, device, device_type, window     | count (int), <m>_{mean,min,max,last,     | window start  |
-|                    |                                       | stddev,p95} for each measurement <m>     |               |
-| telemetry_site     | site, window                          | as telemetry_device                      | window start  |
-| pipeline_deadletter| reason                                | count (int)                              | see below     |
-| pipeline_progress  | query                                 | see `streamdash.metrics`                 | batch time    |
+| measurement         | tags                              | fields                                  | time         |
+|---------------------|-----------------------------------|-----------------------------------------|--------------|
+| telemetry_device    | site, device, device_type, window | count (int), <m>_{mean,min,max,last,    | window start |
+|                     |                                   | stddev,p95} for each measurement <m>    |              |
+| telemetry_site      | site, window                      | as telemetry_device                     | window start |
+| pipeline_deadletter | reason                            | count (int)                             | see below    |
+| pipeline_progress   | stream (the query name)           | see `streamdash.metrics`                | batch time   |
 
 Tags are low-cardinality dimensions; the window size is a tag so one series never mixes window sizes.
 Timestamps are nanoseconds. A point's identity is a pure function of the data, so a replayed micro-batch

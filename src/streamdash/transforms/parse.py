@@ -50,7 +50,7 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
         raw.withColumn("payload", F.col("value").cast("string"))
         .withColumn("_doc", F.try_parse_json("payload"))
         .select(
-            *raw.columns, "payload",
+            *raw.columns, "payload", "_doc",
             F.try_variant_get(doc, "$.schemaVersion", "long").alias("schema_version"),
             F.try_variant_get(doc, "$.deviceId", "string").alias("device_id"),
             F.try_variant_get(doc, "$.site", "string").alias("site"),
@@ -94,7 +94,7 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
         .when(F.coalesce(non_finite, F.lit(False)), F.lit(Reason.NON_FINITE_VALUE))
     )
     return parsed.withColumn("error", error).drop(
-        "_is_object", *[f"_type_{name}" for name in [*types, *measurement_types]])
+        "_doc", "_is_object", *[f"_type_{name}" for name in [*types, *measurement_types]])
 
 
 EVENT_COLUMNS = ("device_id", "site", "device_type", "event_time", "seq", *MEASUREMENTS)

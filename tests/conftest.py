@@ -1,0 +1,78 @@
+"""Session fixtures: a real local stack (Kafka + InfluxDB) on free ports and a local Spark session.
+
+The stack lives in a temporary folder; its servers die with the test run (PR_SET_PDEATHSIG) and are
+stopped at the end of the session even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from streamdash.stack import Stack, create_topic
+from streamdash.stack.influxdb import influxql
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+REPO = Path(__file__).resolve().parent.parent
+FREE_PORTS = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    stack = Stack(tmp_path_factory.mktemp("stack"), ports=FREE_PORTS, die_with_parent=True)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope="session")
+def stack_env(stack) -> dict[str, str]:
+    return stack.env()
+
+
+@pytest.fixture()
+def topic(stack) -> str:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    create_topic(stack.info["kafka"]["bootstrap_servers"], name, partitions=3)
+    return name
+
+
+class Influx:
+    """InfluxQL against the stack's InfluxDB."""
+
+    def __init__(self, stack: Stack):
+        self.url = stack.info["influxdb"]["url"]
+        self.database = stack.info["influxdb"]["database"]
+        self.bucket = stack.info["influxdb"]["bucket"]
+        self.token = stack.secrets["influxdb_token"]
+
+    def query(self, statement: str) -> list[dict]:
+        """Rows as dicts (time in ns, tags included) across every series of the first result."""
+        answer = influxql(self.url, statement, self.token, self.database)
+        rows = []
+        for series in answer["results"][0].get("series", []):
+            for values in series["values"]:
+                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
+        return rows
+
+
+@pytest.fixture(scope="session")
+def influx(stack) -> Influx:
+    return Influx(stack)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("streamdash-tests")
+               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+               .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()

@@ -7,6 +7,7 @@ stopped at the end of the session even when tests fail.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from streamdash.stack import Stack, create_topic
 from streamdash.stack.influxdb import influxql
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 REPO = Path(__file__).resolve().parent.parent
 FREE_PORTS = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
 

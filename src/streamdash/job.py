@@ -37,6 +37,9 @@ def spark_session(settings: Settings) -> SparkSession:
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # The validation predicate is a large CASE over many JSON-type checks. Inferring constraints from it
+    # (done again for every micro-batch) exhausts the driver's heap within minutes; nothing here needs it.
+    spark.conf.set("spark.sql.constraintPropagation.enabled", "false")
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.job.shuffle_partitions))
     return spark
 

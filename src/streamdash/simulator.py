@@ -85,7 +85,7 @@ class Record:
     payload: bytes
     category: str
     reason: str | None = None
-    event: dict[str, Any] | None = field(default=None)  # the event as sent, for counted categories
+    event: dict[str, Any] | None = field(default=None)  # the event as sent (a duplicate: the original's)
 
 
 class TelemetryGenerator:
@@ -103,7 +103,7 @@ class TelemetryGenerator:
                    base_temperature=self.rng.uniform(15.0, 25.0), drift_per_hour=self.rng.uniform(-0.5, 0.5))
             for i in range(settings.devices)
         ]
-        self.sent_events: list[bytes] = []
+        self.sent_events: list[tuple[bytes, dict]] = []  # payload and truth of each valid event
         late_after = settings.late_beyond_after_s
         self.late_beyond_after_ms = int(1000 * (late_after if late_after is not None else settings.watermark_s + 15))
 
@@ -154,9 +154,8 @@ class TelemetryGenerator:
     def _duplicate(self, now_ms: int) -> list[Record]:
         if not self.sent_events:
             return self._on_time(now_ms)
-        original = self.rng.choice(self.sent_events[-50:])
-        event = json.loads(original)
-        return [Record(key=event["deviceId"], payload=original, category=Category.DUPLICATE)]
+        payload, truth = self.rng.choice(self.sent_events[-50:])
+        return [Record(key=truth["device_id"], payload=payload, category=Category.DUPLICATE, event=truth)]
 
     def _event(self, device: Device, event_ms: int, category: str) -> Record:
         device.seq += 1
@@ -172,9 +171,9 @@ class TelemetryGenerator:
         if self.rng.random() < 0.05:
             event["firmware"] = {"version": "1.4.2", "channel": "stable"}  # unknown fields are tolerated
         payload = json.dumps(event, separators=(",", ":")).encode()
-        self.sent_events.append(payload)
         truth = {"device_id": device.device_id, "site": device.site, "device_type": device.device_type,
                  "event_time_ms": event_ms, "seq": device.seq, **event["measurements"]}
+        self.sent_events.append((payload, truth))
         return Record(key=device.device_id, payload=payload, category=category, event=truth)
 
     def _format_time(self, event_ms: int) -> str | int:

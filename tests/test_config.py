@@ -1,0 +1,90 @@
+"""Configuration: every environment loads; bad values fail with one message naming the field, never the secret."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamdash.config import load_settings, window_label
+from streamdash.errors import ConfigError
+from streamdash.secrets import secret_env_name
+
+from .conftest import REPO
+
+CONF = REPO / "conf"
+SECRET = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"
+
+
+@pytest.fixture()
+def cloud_env(monkeypatch):
+    monkeypatch.setenv("EVENTHUBS_NAMESPACE", "ns")
+    monkeypatch.setenv("INFLUXDB_URL", "https://influx.example.com")
+    monkeypatch.setenv(secret_env_name("streamdash", "eventhubs-connection-string"), SECRET)
+    monkeypatch.setenv(secret_env_name("streamdash", "influxdb-token"), "token-secret")
+
+
+def test_local_loads_with_defaults(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    monkeypatch.delenv("STREAMDASH_KAFKA_BOOTSTRAP", raising=False)
+    settings = load_settings("local", CONF)
+    assert settings.source.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.influxdb.token.get_secret_value() == "u:p"
+    assert [window_label(w) for w in settings.aggregation.window_sizes] == ["10s", "1m"]
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_databricks_environments_resolve_secrets(cloud_env, env):
+    settings = load_settings(env, CONF)
+    assert settings.source.security == "eventhubs"
+    assert settings.source.bootstrap_servers == "ns.servicebus.windows.net:9093"
+    assert settings.source.connection_string.get_secret_value() == SECRET
+    assert "TOPSECRET" not in repr(settings) and "TOPSECRET" not in str(settings)
+
+
+def test_overrides_take_toml_values_and_bare_strings(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    settings = load_settings("local", CONF, ['aggregation.window_sizes=["5 seconds"]', "job.trigger_interval=1 second",
+                                             "source.max_offsets_per_trigger=10"])
+    assert settings.aggregation.window_sizes == ["5 seconds"]
+    assert settings.job.trigger_interval == "1 second"
+    assert settings.source.max_offsets_per_trigger == 10
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    ("aggregation.window_sizes=[\"ten seconds\"]", "aggregation.window_sizes"),
+    ("influxdb.url=influx:8086", "influxdb.url"),
+    ("influxdb.batch_size=0", "influxdb.batch_size"),
+    ("source.security=kerberos", "source.kafka.security"),
+    ("job.trigger_interval=soon", "job.trigger_interval"),
+    ("job.unknown=1", "job.unknown"),
+])
+def test_bad_values_name_the_field(monkeypatch, override, field):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", CONF, [override])
+    assert field in str(error.value)
+
+
+def test_eventhubs_without_connection_string_is_refused_without_echoing_secrets(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "token-secret")
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", CONF, ["source.security=eventhubs"])
+    assert "connection_string" in str(error.value)
+    assert "token-secret" not in str(error.value)
+
+
+def test_missing_environment_variable_and_secret_name_what_to_set(monkeypatch):
+    monkeypatch.delenv("INFLUXDB_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match=r"influxdb.token: environment variable INFLUXDB_TOKEN is not set"):
+        load_settings("local", CONF)
+    monkeypatch.setenv("EVENTHUBS_NAMESPACE", "ns")
+    monkeypatch.setenv("INFLUXDB_URL", "https://influx.example.com")
+    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_RUNTIME_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")  # no workspace configured here
+    with pytest.raises(ConfigError, match="STREAMDASH_SECRET_STREAMDASH_EVENTHUBS_CONNECTION_STRING"):
+        load_settings("dev", CONF)
+
+
+def test_unknown_environment_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"known: \['dev', 'local', 'prod'\]"):
+        load_settings("staging", CONF)

@@ -140,14 +140,17 @@ def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Pat
     wait_for(converged, 240)  # then compare in detail, so a mismatch says what differs
     actual = influx_points(influx, database)
     assert dead_letters(work / "dead_letters") == expected_dead
-    assert set(actual) == set(expected), (sorted(set(expected) - set(actual))[:5], sorted(set(actual) - set(expected))[:5])
+    missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
+    assert not missing and not extra, (missing[:5], extra[:5])
     for key, fields in expected.items():
         assert actual[key]["count"] == fields["count"], key
         assert isinstance(actual[key]["count"], int)
         for name, value in fields.items():
-            assert math.isclose(actual[key][name], value, rel_tol=1e-9, abs_tol=1e-12), (key, name, actual[key][name], value)
+            got = actual[key][name]
+            assert math.isclose(got, value, rel_tol=1e-9, abs_tol=1e-12), (key, name, got, value)
         assert set(actual[key]) == set(fields), key
-    counts = influxql(influx.url, 'SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', influx.token, database)
+    counts = influxql(influx.url, 'SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', influx.token,
+                      database)
     by_reason = {s["tags"]["reason"]: s["values"][0][1] for s in counts["results"][0]["series"]}
     assert by_reason == {r: list(expected_dead.values()).count(r) for r in set(expected_dead.values())}
     return entries

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from streamdash.sinks.line_protocol import UNREPRESENTABLE, LineProtocolError, format_field_value, line
 from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.line_protocol import UNREPRESENTABLE, LineProtocolError, format_field_value, line
 
 HOSTILE = ["with space", "comma,here", "equals=sign", 'double"quote', "single'quote", "back\\slash",
            "ünïcødé ✓ 温度", "a, b=c \"d\"", "trailing space ", " leading", "=", ",", " "]

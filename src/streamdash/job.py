@@ -13,8 +13,11 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
@@ -50,29 +53,36 @@ def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
     return kafka.read_stream(spark, settings.source)
 
 
-def start_queries(spark: SparkSession, settings: Settings) -> list[StreamingQuery]:
+def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
+    """One function per streaming query that starts it (again) from its checkpoint."""
     parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
     checkpoint = settings.job.checkpoint_location.rstrip("/")
     trigger = {"processingTime": settings.job.trigger_interval}
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
-    queries = []
+    starters = {}
     for size in settings.aggregation.window_sizes:
         label = window_label(size)
         aggregates = windowed_aggregates(events, size, settings.aggregation.percentile_accuracy)
-        queries.append(
-            aggregates.writeStream.outputMode("update").queryName(f"{settings.job.name}_aggregates_{label}")
+        name = f"{settings.job.name}_aggregates_{label}"
+        starters[name] = partial(
+            aggregates.writeStream.outputMode("update").queryName(name)
             .option("checkpointLocation", f"{checkpoint}/aggregates_{label}").trigger(**trigger)
-            .foreachBatch(influxdb.foreach_batch(writer, aggregate_line)).start()
-        )
+            .foreachBatch(influxdb.foreach_batch(writer, aggregate_line)).start)
+    name = f"{settings.job.name}_dead_letters"
     bad = dead_letters(parsed).observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
-    queries.append(
-        bad.writeStream.queryName(f"{settings.job.name}_dead_letters")
-        .option("checkpointLocation", f"{checkpoint}/dead_letters").trigger(**trigger)
-        .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, f"{settings.job.name}_dead_letters"))
-        .start()
-    )
-    return queries
+    starters[name] = partial(
+        bad.writeStream.queryName(name).option("checkpointLocation", f"{checkpoint}/dead_letters").trigger(**trigger)
+        .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, name)).start)
+    return starters
+
+
+def hit_kafka_metrics_bug(query: StreamingQuery) -> bool:
+    """SPARK-55271 (Spark 4.1.x, 4.2.0): after a crash, the first batch re-run from the offset log commits, then
+    the Kafka source's progress metrics throw a NullPointerException and stop the query. Its batch is already
+    committed, so starting the query again is safe and continues exactly where it was."""
+    error = query.exception()
+    return error is not None and 'the return value of "scala.Option.get()" is null' in str(error)
 
 
 def run(settings: Settings) -> None:
@@ -80,19 +90,32 @@ def run(settings: Settings) -> None:
     spark = spark_session(settings)
     if settings.job.self_metrics:
         spark.streams.addListener(InfluxProgressListener(InfluxWriter.from_config(settings.influxdb)))
-    queries = start_queries(spark, settings)
-    log.info("started %d queries: %s", len(queries), ", ".join(q.name for q in queries))
+    starters = query_starters(spark, settings)
+    queries = {name: start() for name, start in starters.items()}
+    log.info("started %d queries: %s", len(queries), ", ".join(queries))
     stopping = threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stopping.set())
+    restarted: set[str] = set()
     try:
         while not stopping.is_set():
-            if spark.streams.awaitAnyTermination(1.0):
+            try:
+                if not spark.streams.awaitAnyTermination(1.0):
+                    continue
+            except StreamingQueryException:
+                pass
+            spark.streams.resetTerminated()
+            ended = [name for name, query in queries.items() if not query.isActive]
+            if not all(hit_kafka_metrics_bug(queries[name]) and name not in restarted for name in ended):
                 break
+            for name in ended:
+                log.warning("query %s hit SPARK-55271 after recovery; starting it again from its checkpoint", name)
+                restarted.add(name)
+                queries[name] = starters[name]()
     finally:
-        stop_gracefully(queries)
-    failed = [q for q in queries if q.exception() is not None]
+        stop_gracefully(list(queries.values()))
+    failed = [q for q in queries.values() if q.exception() is not None]
     if failed:
         raise StreamdashError(f"query {failed[0].name} failed: {failed[0].exception()}")
     log.info("stopped cleanly")

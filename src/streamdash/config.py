@@ -13,7 +13,16 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streamdash.errors import ConfigError
 
@@ -38,6 +47,14 @@ def window_label(size: str) -> str:
         if seconds >= length and seconds % length == 0:
             return f"{int(seconds // length)}{unit}"
     return f"{int(seconds * 1000)}ms"
+
+
+def _check_duration(text: str) -> str:
+    duration_seconds(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
 
 
 class _Section(BaseModel):
@@ -79,7 +96,7 @@ class EventHubsNativeSource(_Section):
 
 class Aggregation(_Section):
     window_sizes: list[str] = Field(default=["10 seconds", "1 minute"], min_length=1)
-    watermark: str = "30 seconds"
+    watermark: Duration = "30 seconds"
     percentile_accuracy: int = Field(default=10000, gt=0)
 
     @field_validator("window_sizes")
@@ -92,11 +109,6 @@ class Aggregation(_Section):
             raise ValueError("window sizes repeat")
         return sizes
 
-    @field_validator("watermark")
-    @classmethod
-    def _valid_watermark(cls, watermark: str) -> str:
-        duration_seconds(watermark)
-        return watermark
 
 
 class Validation(_Section):
@@ -124,15 +136,9 @@ class DeadLetterSink(_Section):
 class Job(_Section):
     name: str = "streamdash"
     checkpoint_location: str = Field(min_length=1)
-    trigger_interval: str = "5 seconds"
+    trigger_interval: Duration = "5 seconds"
     shuffle_partitions: int = Field(default=4, gt=0)
     self_metrics: bool = True
-
-    @field_validator("trigger_interval")
-    @classmethod
-    def _valid_trigger(cls, value: str) -> str:
-        duration_seconds(value)
-        return value
 
 
 class Settings(_Section):

@@ -24,7 +24,7 @@ run: install
 	PYSPARK_PYTHON=$(abspath $(BIN)/python) $(BIN)/spark-submit --master 'local[2]' --driver-memory 2g \
 	  --conf spark.ui.enabled=false --jars "$$($(BIN)/streamdash stack jars)" \
 	  jobs/stream_to_influx.py --env local & job=$$!; \
-	trap 'kill $$job 2>/dev/null' EXIT INT TERM; \
+	trap "pkill -TERM -f '^[^ ]*python[^ ]* [^ ]*jobs/stream_to_influx.py'; wait $$job" EXIT INT TERM; \
 	eval "$$($(BIN)/streamdash stack env)" && $(BIN)/streamdash simulate --rate 200 --duration 3600; \
 	wait $$job
 

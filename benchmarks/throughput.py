@@ -161,7 +161,7 @@ def main() -> None:
                 rate=args.backlog, duration_s=1, realtime=False, **base), preload=True)]
             print_table(results)
             for rate in (float(r) for r in args.rates.split(",")):
-                results.append(run_scenario(stack, work, f"live-{rate:g}/s", SimulatorSettings(
+                results.append(run_scenario(stack, work, f"live-{rate:g}-per-s", SimulatorSettings(
                     rate=rate, duration_s=args.duration, **base), preload=False))
                 print_table(results[-1:])
         finally:

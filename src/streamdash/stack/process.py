@@ -77,7 +77,7 @@ def wait_until(healthy: Callable[[], bool], pid_file: Path, log_file: Path, serv
     while time.monotonic() < deadline:
         if healthy():
             return
-        if read_pid(pid_file) is None:
+        if not _alive(int(pid_file.read_text())):  # not read_pid: before exec the cmdline is still ours
             raise StackError(f"{service} exited during start-up. Last lines of {log_file}:\n{_tail(log_file)}")
         time.sleep(0.5)
     raise StackError(f"{service} did not become healthy within {timeout_s:.0f}s. "

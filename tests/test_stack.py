@@ -113,6 +113,9 @@ def test_down_leaves_no_process(tmp_path):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
     assert own.running() == {"kafka": False, "influxdb": False}
     assert own.down() == []
+    own.up()  # again, over the data and certificates of the first run
+    assert own.running() == {"kafka": True, "influxdb": True}
+    assert sorted(own.down()) == ["influxdb", "kafka"]
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 
 from streamdash.errors import StreamdashError
@@ -90,6 +91,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     except ValueError as err:
         raise StreamdashError(f"simulate: {err}") from None
     config = client_config(bootstrap, connection_string, args.ca_file or os.environ.get("STREAMDASH_KAFKA_CA_FILE"))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops sending like Ctrl-C: nothing lost
     summary = send(settings, config, args.topic, Path(args.manifest) if args.manifest else None)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))

@@ -253,6 +253,7 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
     started = time.monotonic()
     last_report = started
     sent = 0
+    interrupted = False
     try:
         for clock_ms, record in generator.records():
             if settings.realtime:
@@ -273,6 +274,9 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
                 rate = sent / (last_report - started)
                 print(f"simulate: sent {sent}/{generator.total} ({rate:,.0f} events/s), "
                       f"delivered {sum(counts.values())}, failed {len(failures)}", file=progress, flush=True)
+    except KeyboardInterrupt:
+        interrupted = True  # stop sending, but deliver and record what was already handed to the producer
+    try:
         remaining = producer.flush(60)
     finally:
         if manifest:
@@ -280,6 +284,7 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
     elapsed = time.monotonic() - started
     summary = {"sent": sent, "delivered": sum(counts.values()), "undelivered": remaining, "failed": len(failures),
                "first_error": failures[0] if failures else None, "by_category": counts,
+               "interrupted": interrupted,
                "elapsed_s": round(elapsed, 3), "events_per_s": round(sent / elapsed, 1) if elapsed else None,
                "start_time_ms": generator.start_ms, "settings": asdict(settings)}
     if progress:

@@ -66,9 +66,6 @@ class InfluxProgressListener(StreamingQueryListener):
         except Exception as err:  # noqa: BLE001 - metrics must never stop the pipeline
             log.warning("could not write self-metrics for batch %s: %s", event.progress.batchId, err)
 
-    def onQueryIdle(self, event) -> None:
-        pass
-
     def onQueryTerminated(self, event) -> None:
         if event.exception:
             log.error("query %s failed: %s", event.id, event.exception)

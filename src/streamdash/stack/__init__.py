@@ -136,12 +136,12 @@ class Stack:
         return secret
 
 
-def create_topic(bootstrap_servers: str, topic: str, partitions: int, admin_config: dict | None = None) -> None:
-    """Create a topic if it does not exist yet (Event Hubs: the hub must exist already)."""
+def create_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
+    """Create a topic on the local broker if it does not exist yet (on Event Hubs, create the hub in Azure)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, **(admin_config or {})})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     if topic in admin.list_topics(timeout=15).topics:
         return
     future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]

@@ -61,6 +61,9 @@ class InfluxProgressListener(StreamingQueryListener):
         log.info("query %s started (id %s)", event.name, event.id)
 
     def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        log.info("%s batch %d: %d rows, %.0f rows/s, %d ms", progress.name, progress.batchId, progress.numInputRows,
+                 progress.processedRowsPerSecond, progress.batchDuration)
         try:
             self.writer.write_lines([progress_line(json.loads(event.progress.json))])
         except Exception as err:  # noqa: BLE001 - metrics must never stop the pipeline

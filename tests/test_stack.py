@@ -160,3 +160,10 @@ def test_missing_go_and_failed_download_are_clear_errors(tmp_path):
     result = _cli(["stack", "--dir", str(tmp_path / "b"), "up"], offline)
     _assert_clear_error(result, "installing the InfluxDB", "failed", "GOPROXY=off")
     assert Stack(tmp_path / "a").running() == Stack(tmp_path / "b").running() == {"kafka": False, "influxdb": False}
+
+
+def test_cluster_ids_never_look_like_an_option():
+    from streamdash.stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5000)]  # about 1 in 64 raw ids starts with '-'
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

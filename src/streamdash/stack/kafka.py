@@ -35,6 +35,15 @@ def new_connection_string(namespace: str, hub: str) -> str:
             f"SharedAccessKey={key};EntityPath={hub}")
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id as Kafka makes them: URL-safe base64 of a UUID, never starting with '-' (which the
+    storage tool's argument parser would take for an option)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def server_properties(folder: Path, ports: dict[str, int], connection_string: str, keystore: Path) -> str:
     plain, sasl, controller = ports["kafka"], ports["kafka_sasl"], ports["kafka_controller"]
     jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
@@ -81,7 +90,7 @@ def start(stack_dir: Path, ports: dict[str, int], connection_string: str, keysto
                  "-cp", f"{classpath}/*"]
     log_file = stack_dir / "logs" / "kafka.log"
     if not (folder / "data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         process.run_to_log([*java_argv, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
                            log_file, "formatting Kafka's KRaft storage")
     pid_file = stack_dir / "run" / "kafka.pid"

@@ -76,9 +76,10 @@ class Job:
             self.kill()
 
 
-def simulate(target: list[str], topic: str, manifest: Path, env: dict[str, str]) -> subprocess.Popen:
+def simulate(target: list[str], topic: str, manifest: Path, env: dict[str, str],
+             extra: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "streamdash.cli", "simulate", *target, "--topic", topic,
-                             *SIMULATION, "--manifest", str(manifest)], env={**os.environ, **env})
+                             *SIMULATION, *extra, "--manifest", str(manifest)], env={**os.environ, **env})
 
 
 def job_args(stack, topic: str, database: str, work: Path, eventhubs: bool) -> list[str]:
@@ -126,16 +127,24 @@ def wait_for(predicate, timeout_s: float) -> bool:
     return False
 
 
+def dead_letter_counts(influx, database: str) -> dict[str, int]:
+    answer = influxql(influx.url, 'SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', influx.token,
+                      database)
+    return {s["tags"]["reason"]: s["values"][0][1] for s in answer["results"][0].get("series", [])}
+
+
 def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Path) -> list[dict]:
     entries = ground_truth.manifest(manifest)
     expected = ground_truth.expected_points(ground_truth.counted_events(entries), WINDOWS)
     expected_dead = {(e["partition"], e["offset"]): e["reason"] for e in entries if e["category"] == "malformed"}
+    expected_counts = {r: list(expected_dead.values()).count(r) for r in set(expected_dead.values())}
     total_expected = sum(f["count"] for k, f in expected.items() if k[0] == "telemetry_site")
 
     def converged() -> bool:
         points = influx_points(influx, database)
         total = sum(f.get("count", 0) for k, f in points.items() if k[0] == "telemetry_site")
-        return total == total_expected and dead_letters(work / "dead_letters") == expected_dead
+        return (total == total_expected and dead_letters(work / "dead_letters") == expected_dead
+                and dead_letter_counts(influx, database) == expected_counts)
 
     wait_for(converged, 240)  # then compare in detail, so a mismatch says what differs
     actual = influx_points(influx, database)
@@ -149,10 +158,7 @@ def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Pat
             got = actual[key][name]
             assert math.isclose(got, value, rel_tol=1e-9, abs_tol=1e-12), (key, name, got, value)
         assert set(actual[key]) == set(fields), key
-    counts = influxql(influx.url, 'SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', influx.token,
-                      database)
-    by_reason = {s["tags"]["reason"]: s["values"][0][1] for s in counts["results"][0]["series"]}
-    assert by_reason == {r: list(expected_dead.values()).count(r) for r in set(expected_dead.values())}
+    assert dead_letter_counts(influx, database) == expected_counts
     return entries
 
 
@@ -189,12 +195,14 @@ def test_pipeline_matches_ground_truth(stack, stack_env, influx, topic, database
 
 
 def test_restart_after_sigkill_loses_and_doubles_nothing(stack, stack_env, influx, topic, database, tmp_path):
+    """No events beyond the watermark here: Spark advances the watermark only between batches, so the first
+    batches after a crash may still accept them (see README). Late data is checked in the run above."""
     args = job_args(stack, topic, database, tmp_path, eventhubs=False)
     first = Job(args, stack_env, tmp_path / "job-1.log")
     try:
         first.wait_started()
         sender = simulate(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic,
-                          tmp_path / "manifest.jsonl", stack_env)
+                          tmp_path / "manifest.jsonl", stack_env, extra=("--late-beyond-rate", "0"))
         time.sleep(15)
         first.kill()
     finally:

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streamdash.kafka_client import client_config  # noqa: E402
-from streamdash.simulator import SimulatorSettings, send  # noqa: E402
+from streamdash.simulator import Category, SimulatorSettings, send  # noqa: E402
 from streamdash.stack import Stack, create_topic  # noqa: E402
 from streamdash.stack.influxdb import influxql  # noqa: E402
 from tests.test_end_to_end import Job, job_args  # noqa: E402  (the same job launch as the e2e tests)
@@ -86,8 +86,7 @@ def run_scenario(stack: Stack, work: Path, name: str, settings: SimulatorSetting
         started = time.monotonic()
         if not preload:
             summary = send(settings, producer, topic, None, progress=None)
-        expected = summary["by_category"].get("on_time", 0) + summary["by_category"].get("out_of_order", 0) + \
-            summary["by_category"].get("late_within", 0)
+        expected = sum(summary["by_category"].get(category, 0) for category in Category.COUNTED)
         deadline = time.monotonic() + 900
         while site_total(info, token, database) < expected and time.monotonic() < deadline:
             time.sleep(0.5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -39,10 +38,3 @@ def foreach_batch(sink: DeadLetterSink, writer: InfluxWriter, app_id: str) -> Ca
             batch.unpersist()
 
     return write_batch
-
-
-def read_dead_letters(spark: Any, sink: DeadLetterSink) -> DataFrame:
-    """Every dead letter written so far (for notebooks and tests)."""
-    if sink.format == "delta":
-        return spark.read.format("delta").load(sink.path)
-    return spark.read.json(sink.path)

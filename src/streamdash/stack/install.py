@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -130,4 +129,3 @@ def _run_with_progress(argv: list[str], env: dict[str, str], log_path: Path, wha
         raise StackError(f"installing the {what} failed (exit {code}); is the package registry reachable? "
                          f"Full log: {log_path}\n{tail}")
     progress(f"  {what}: installed")
-    sys.stdout.flush()

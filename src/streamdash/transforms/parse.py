@@ -98,7 +98,6 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
 
 
 EVENT_COLUMNS = ("device_id", "site", "device_type", "event_time", "seq", *MEASUREMENTS)
-DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason")
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

@@ -53,14 +53,20 @@ class Influx:
         self.bucket = stack.info["influxdb"]["bucket"]
         self.token = stack.secrets["influxdb_token"]
 
-    def query(self, statement: str) -> list[dict]:
+    def query(self, statement: str, database: str | None = None) -> list[dict]:
         """Rows as dicts (time in ns, tags included) across every series of the first result."""
-        answer = influxql(self.url, statement, self.token, self.database)
+        answer = influxql(self.url, statement, self.token, database or self.database)
         rows = []
         for series in answer["results"][0].get("series", []):
             for values in series["values"]:
                 rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
         return rows
+
+    def create_database(self, prefix: str) -> str:
+        """A new database of its own, so a test sees only the points it wrote."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        influxql(self.url, f'CREATE DATABASE "{name}"', self.token)
+        return name
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from streamdash.stack import install
-from streamdash.stack.influxdb import influxql
 
 from . import ground_truth
 from .conftest import REPO
@@ -99,13 +97,10 @@ def job_args(stack, topic: str, database: str, work: Path, eventhubs: bool) -> l
 def influx_points(influx, database: str) -> dict[tuple, dict]:
     points = {}
     for measurement in ("telemetry_device", "telemetry_site"):
-        answer = influxql(influx.url, f"SELECT * FROM {measurement}", influx.token, database)
-        for series in answer["results"][0].get("series", []):
-            for values in series["values"]:
-                row = dict(zip(series["columns"], values, strict=True))
-                key = (measurement, row.pop("window"), row.pop("site"), row.pop("device", None), row.pop("time"))
-                row.pop("device_type", None)
-                points[key] = {k: v for k, v in row.items() if v is not None}
+        for row in influx.query(f"SELECT * FROM {measurement}", database):
+            key = (measurement, row.pop("window"), row.pop("site"), row.pop("device", None), row.pop("time"))
+            row.pop("device_type", None)
+            points[key] = {k: v for k, v in row.items() if v is not None}
     return points
 
 
@@ -128,9 +123,8 @@ def wait_for(predicate, timeout_s: float) -> bool:
 
 
 def dead_letter_counts(influx, database: str) -> dict[str, int]:
-    answer = influxql(influx.url, 'SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', influx.token,
-                      database)
-    return {s["tags"]["reason"]: s["values"][0][1] for s in answer["results"][0].get("series", [])}
+    rows = influx.query('SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', database)
+    return {row["reason"]: row["sum"] for row in rows}
 
 
 def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Path) -> list[dict]:
@@ -164,9 +158,7 @@ def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Pat
 
 @pytest.fixture()
 def database(influx) -> str:
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
-    influxql(influx.url, f'CREATE DATABASE "{name}"', influx.token)
-    return name
+    return influx.create_database("e2e")
 
 
 @pytest.mark.parametrize("eventhubs", [False, True], ids=["kafka-plaintext", "eventhubs-sasl-ssl"])
@@ -185,11 +177,10 @@ def test_pipeline_matches_ground_truth(stack, stack_env, influx, topic, database
         job.cleanup()
     assert stack_env["EVENTHUBS_CONNECTION_STRING"] not in job.log.read_text(errors="replace")
     assert stack_env["INFLUXDB_TOKEN"] not in job.log.read_text(errors="replace")
-    progress = influxql(influx.url, 'SELECT sum(rows_dropped_by_watermark), max(batch_id) FROM pipeline_progress '
-                        'GROUP BY stream', influx.token, database)["results"][0]["series"]
+    progress = influx.query("SELECT sum(rows_dropped_by_watermark) FROM pipeline_progress GROUP BY stream", database)
     late_keys = {(e["event"]["device_id"], e["event"]["seq"]) for e in entries if e["category"] == "late_beyond"}
     late_records = sum(1 for e in entries if e["event"] and (e["event"]["device_id"], e["event"]["seq"]) in late_keys)
-    dropped = {s["tags"]["stream"]: s["values"][0][1] for s in progress}
+    dropped = {row["stream"]: row["sum"] for row in progress}
     for label in WINDOWS:
         assert dropped[f"e2e_{database}_aggregates_{label}"] == late_records
 

@@ -113,13 +113,10 @@ def test_lines_go_in_batches_and_none_lines_are_skipped(fault_server):
 
 
 def test_writes_land_in_the_real_influxdb(influx):
-    from streamdash.stack.influxdb import influxql
-
-    influxql(influx.url, 'CREATE DATABASE "writer_check"', influx.token)
-    real = InfluxWriter(url=influx.url, org="streamdash", bucket="writer_check/autogen", token=influx.token,
+    database = influx.create_database("writer")
+    real = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token,
                         batch_size=1000)
     lines = [f"w,k=a v={i}i {i * 1_000_000_000}" for i in range(2500)]
     assert real.write_lines(lines) == 2500
     assert real.write_lines(lines) == 2500  # a replay overwrites: same points, no duplicates
-    count = influxql(influx.url, "SELECT count(v) FROM w", influx.token, "writer_check")
-    assert count["results"][0]["series"][0]["values"][0][1] == 2500
+    assert influx.query("SELECT count(v) FROM w", database)[0]["count"] == 2500

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 
 import pytest
 
@@ -55,17 +54,13 @@ def test_one_line_per_point_whatever_the_input():
 
 
 def test_hostile_strings_round_trip_through_influxdb(influx):
-    database = f"lp_{uuid.uuid4().hex[:8]}"
-    from streamdash.stack.influxdb import influxql
-
-    influxql(influx.url, f'CREATE DATABASE "{database}"', influx.token)
+    database = influx.create_database("lp")
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
     lines = [line("hostile", {"device": text, "site": "s"}, {"label": text, "i": index, "x": index + 0.25,
                                                            "bad": math.nan}, 1_000_000_000 * (index + 1))
              for index, text in enumerate(HOSTILE)]
     assert writer.write_lines(lines) == len(HOSTILE)
-    rows = influxql(influx.url, "SELECT * FROM hostile", influx.token, database)["results"][0]["series"][0]
-    got = [dict(zip(rows["columns"], values, strict=True)) for values in rows["values"]]
+    got = influx.query("SELECT * FROM hostile", database)
     assert [(r["device"], r["label"], r["i"], r["x"]) for r in got] == [
         (text, text, index, index + 0.25) for index, text in enumerate(HOSTILE)]
-    assert all(r["bad"] is None for r in got) if "bad" in rows["columns"] else True
+    assert all(r.get("bad") is None for r in got)

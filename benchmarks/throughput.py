@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from streamdash import influxql  # noqa: E402
 from streamdash.kafka_client import client_config  # noqa: E402
 from streamdash.simulator import Category, SimulatorSettings, send  # noqa: E402
 from streamdash.stack import Stack, create_topic  # noqa: E402
-from streamdash.stack.influxdb import influxql  # noqa: E402
 from tests.test_end_to_end import Job, job_args  # noqa: E402  (the same job launch as the e2e tests)
 
 FREE = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
@@ -58,28 +58,26 @@ class PeakRss:
 
 
 def site_total(stack_info: dict, token: str, database: str) -> int:
-    answer = influxql(stack_info["influxdb"]["url"], 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'5s\'',
-                      token, database)
-    series = answer["results"][0].get("series")
-    return int(series[0]["values"][0][1]) if series else 0
+    statement = 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'5s\''
+    found = influxql.rows(influxql.query(stack_info["influxdb"]["url"], statement, token, database))
+    return int(found[0]["sum"]) if found else 0
 
 
 def progress_rows(stack_info: dict, token: str, database: str) -> list[dict]:
-    answer = influxql(stack_info["influxdb"]["url"], "SELECT * FROM pipeline_progress", token, database)
-    series = answer["results"][0].get("series", [])
-    return [dict(zip(s["columns"], v, strict=True)) | s.get("tags", {}) for s in series for v in s["values"]]
+    url = stack_info["influxdb"]["url"]
+    return influxql.rows(influxql.query(url, "SELECT * FROM pipeline_progress", token, database))
 
 
 def run_scenario(stack: Stack, work: Path, name: str, settings: SimulatorSettings, preload: bool) -> dict:
     info, token = stack.info, stack.secrets["influxdb_token"]
     topic, database = f"bench-{uuid.uuid4().hex[:8]}", f"bench_{uuid.uuid4().hex[:8]}"
     create_topic(info["kafka"]["bootstrap_servers"], topic, partitions=4)
-    influxql(info["influxdb"]["url"], f'CREATE DATABASE "{database}"', token)
+    influxql.query(info["influxdb"]["url"], f'CREATE DATABASE "{database}"', token)
     producer = client_config(info["kafka"]["bootstrap_servers"])
     folder = work / name
     folder.mkdir()
     summary = send(settings, producer, topic, None, progress=None) if preload else None
-    job = Job(job_args(stack, topic, database, folder, eventhubs=False), stack.env(), folder / "job.log")
+    job = Job(job_args(stack, topic, database, folder), stack.env(), folder / "job.log")
     try:
         job.wait_started()
         memory = PeakRss(job.proc.pid)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from streamdash import influxql
 from streamdash.stack import Stack, create_topic
-from streamdash.stack.influxdb import influxql
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -55,17 +55,12 @@ class Influx:
 
     def query(self, statement: str, database: str | None = None) -> list[dict]:
         """Rows as dicts (time in ns, tags included) across every series of the first result."""
-        answer = influxql(self.url, statement, self.token, database or self.database)
-        rows = []
-        for series in answer["results"][0].get("series", []):
-            for values in series["values"]:
-                rows.append({**series.get("tags", {}), **dict(zip(series["columns"], values, strict=True))})
-        return rows
+        return influxql.rows(influxql.query(self.url, statement, self.token, database or self.database))
 
     def create_database(self, prefix: str) -> str:
         """A new database of its own, so a test sees only the points it wrote."""
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        influxql(self.url, f'CREATE DATABASE "{name}"', self.token)
+        influxql.query(self.url, f'CREATE DATABASE "{name}"', self.token)
         return name
 
 

@@ -14,14 +14,6 @@ CONF = REPO / "conf"
 SECRET = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"
 
 
-@pytest.fixture()
-def cloud_env(monkeypatch):
-    monkeypatch.setenv("EVENTHUBS_NAMESPACE", "ns")
-    monkeypatch.setenv("INFLUXDB_URL", "https://influx.example.com")
-    monkeypatch.setenv(secret_env_name("streamdash", "eventhubs-connection-string"), SECRET)
-    monkeypatch.setenv(secret_env_name("streamdash", "influxdb-token"), "token-secret")
-
-
 def test_local_loads_with_defaults(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     monkeypatch.delenv("STREAMDASH_KAFKA_BOOTSTRAP", raising=False)
@@ -31,11 +23,11 @@ def test_local_loads_with_defaults(monkeypatch):
     assert [window_label(w) for w in settings.aggregation.window_sizes] == ["10s", "1m"]
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
-def test_databricks_environments_resolve_secrets(cloud_env, env):
-    settings = load_settings(env, CONF)
-    assert settings.source.security == "eventhubs"
-    assert settings.source.bootstrap_servers == "ns.servicebus.windows.net:9093"
+def test_secret_scope_references_resolve_from_the_environment_outside_databricks(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    monkeypatch.setenv(secret_env_name("streamdash", "eventhubs-connection-string"), SECRET)
+    settings = load_settings("local", CONF, ["source.security=eventhubs",
+                                             "source.connection_string={{secrets/streamdash/eventhubs-connection-string}}"])
     assert settings.source.connection_string.get_secret_value() == SECRET
     assert "TOPSECRET" not in repr(settings) and "TOPSECRET" not in str(settings)
 
@@ -76,15 +68,15 @@ def test_missing_environment_variable_and_secret_name_what_to_set(monkeypatch):
     monkeypatch.delenv("INFLUXDB_TOKEN", raising=False)
     with pytest.raises(ConfigError, match=r"influxdb.token: environment variable INFLUXDB_TOKEN is not set"):
         load_settings("local", CONF)
-    monkeypatch.setenv("EVENTHUBS_NAMESPACE", "ns")
-    monkeypatch.setenv("INFLUXDB_URL", "https://influx.example.com")
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_RUNTIME_VERSION"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")  # no workspace configured here
     with pytest.raises(ConfigError, match="STREAMDASH_SECRET_STREAMDASH_EVENTHUBS_CONNECTION_STRING"):
-        load_settings("dev", CONF)
+        load_settings("local", CONF, ["source.security=eventhubs",
+                                      "source.connection_string={{secrets/streamdash/eventhubs-connection-string}}"])
 
 
 def test_unknown_environment_lists_the_known_ones():
-    with pytest.raises(ConfigError, match=r"known: \['dev', 'local', 'prod'\]"):
+    with pytest.raises(ConfigError, match=r"known: \['dev', 'local', 'prod', 'scala212'\]"):
         load_settings("staging", CONF)

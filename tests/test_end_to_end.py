@@ -16,7 +16,7 @@ import pytest
 
 from streamdash.stack import install
 
-from . import ground_truth
+from . import bundle, ground_truth
 from .conftest import REPO
 
 WINDOWS = {"5s": 5, "20s": 20}
@@ -29,10 +29,11 @@ SIMULATION = ["--devices", "8", "--sites", "3", "--rate", "100", "--duration", "
 class Job:
     """`spark-submit jobs/stream_to_influx.py` in its own process group."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = ""):
         jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars())
         spark_submit = Path(sys.executable).parent / "spark-submit"
         argv = [str(spark_submit), "--master", "local[2]", "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
+                *(["--driver-java-options", java_options] if java_options else []),
                 "--jars", jars, str(REPO / "jobs" / "stream_to_influx.py"), *args]
         self.log = log
         with log.open("ab") as out:
@@ -80,18 +81,50 @@ def simulate(target: list[str], topic: str, manifest: Path, env: dict[str, str],
                              *SIMULATION, *extra, "--manifest", str(manifest)], env={**os.environ, **env})
 
 
-def job_args(stack, topic: str, database: str, work: Path, eventhubs: bool) -> list[str]:
-    kafka = stack.info["kafka"]
-    source = ([f"source.bootstrap_servers={kafka['eventhubs_bootstrap_servers']}", "source.security=eventhubs",
-               "source.connection_string=${EVENTHUBS_CONNECTION_STRING}", f"source.ca_file={kafka['ca_file']}"]
-              if eventhubs else [f"source.bootstrap_servers={kafka['bootstrap_servers']}"])
-    overrides = [*source, f"source.topic={topic}", "source.starting_offsets=earliest",
-                 f"influxdb.url={stack.info['influxdb']['url']}", f"influxdb.bucket={database}/autogen",
-                 f"dead_letter.path={work / 'dead_letters'}", f"job.checkpoint_location={work / 'checkpoints'}",
-                 "job.trigger_interval=1 second", f"job.name=e2e_{database}",
+def job_args(stack, topic: str, database: str, work: Path) -> list[str]:
+    """`--env local` against the stack's plaintext Kafka listener."""
+    overrides = [f"source.bootstrap_servers={stack.info['kafka']['bootstrap_servers']}", f"source.topic={topic}",
+                 "source.starting_offsets=earliest", f"influxdb.url={stack.info['influxdb']['url']}",
+                 f"influxdb.bucket={database}/autogen", f"dead_letter.path={work / 'dead_letters'}",
+                 f"job.checkpoint_location={work / 'checkpoints'}", "job.trigger_interval=1 second",
+                 f"job.name=e2e_{database}",
                  f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
                  f"aggregation.watermark={WATERMARK_S} seconds"]
     return ["--env", "local", *(arg for override in overrides for arg in ("--set", override))]
+
+
+def bundle_job_args(stack, topic: str, database: str, work: Path) -> tuple[list[str], dict[str, str]]:
+    """Parity with Databricks: the dev target's streaming task parameters, read from databricks.yml with its
+    variables set as `databricks bundle deploy --var` would set them for this stack, and the environment its job
+    cluster fills from the secret scope. Azure's DNS is the one stand-in: the namespace's endpoint is
+    swapped for the stack's Event Hubs-style SASL_SSL listener."""
+    variables = {"eventhubs_namespace": "streamdash-local", "eventhub_name": topic, "starting_offsets": "earliest",
+                 "influxdb_url": stack.info["influxdb"]["url"], "influxdb_bucket": f"{database}/autogen",
+                 "window_sizes": json.dumps([f"{s} seconds" for s in WINDOWS.values()]),
+                 "watermark": f"{WATERMARK_S} seconds", "trigger_interval": "1 second",
+                 "checkpoint_location": str(work / "checkpoints"), "dead_letter_location": str(work / "dead_letters"),
+                 "dead_letter_format": "json", "notification_email": "oncall@example.com"}
+    resolved = bundle.resolve("dev", variables)
+    task = resolved.task("streamdash_stream", "stream_to_influx")
+    endpoint = "streamdash-local.servicebus.windows.net:9093"
+    args = [arg.replace(endpoint, stack.info["kafka"]["eventhubs_bootstrap_servers"])
+            for arg in task["spark_python_task"]["parameters"]]
+    cluster = next(c["new_cluster"] for c in resolved.job("streamdash_stream")["job_clusters"]
+                   if c["job_cluster_key"] == task["job_cluster_key"])
+    local_secrets = {"eventhubs-connection-string": stack.secrets["eventhubs_connection_string"],
+                     "influxdb-token": stack.secrets["influxdb_token"]}
+    env = {name: local_secrets[value.removesuffix("}}").rsplit("/", 1)[1]]
+           for name, value in cluster["spark_env_vars"].items()}
+    return args, env
+
+
+def java_trust_store(ca_file: str, work: Path) -> str:
+    """The JVM trusts the stack's CA as Databricks trusts Azure's: through the default trust store."""
+    store = work / "truststore.p12"
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "streamdash-ca", "-file", ca_file,
+                    "-keystore", str(store), "-storetype", "PKCS12", "-storepass", "changeit"],
+                   check=True, capture_output=True)
+    return f"-Djavax.net.ssl.trustStore={store} -Djavax.net.ssl.trustStorePassword=changeit"
 
 
 def influx_points(influx, database: str) -> dict[tuple, dict]:
@@ -161,13 +194,18 @@ def database(influx) -> str:
     return influx.create_database("e2e")
 
 
-@pytest.mark.parametrize("eventhubs", [False, True], ids=["kafka-plaintext", "eventhubs-sasl-ssl"])
+@pytest.mark.parametrize("eventhubs", [False, True], ids=["kafka-plaintext", "eventhubs-sasl-ssl-bundle-parity"])
 def test_pipeline_matches_ground_truth(stack, stack_env, influx, topic, database, tmp_path, eventhubs):
-    job = Job(job_args(stack, topic, database, tmp_path, eventhubs), stack_env, tmp_path / "job.log")
+    if eventhubs:
+        args, env = bundle_job_args(stack, topic, database, tmp_path)
+        job = Job(args, {**stack_env, **env}, tmp_path / "job.log",
+                  java_trust_store(stack.info["kafka"]["ca_file"], tmp_path))
+        target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    else:
+        job = Job(job_args(stack, topic, database, tmp_path), stack_env, tmp_path / "job.log")
+        target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
     try:
         job.wait_started()
-        target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]] if eventhubs else [
-            "--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
         assert simulate(target, topic, tmp_path / "manifest.jsonl", stack_env).wait(timeout=180) == 0
         entries = assert_matches_ground_truth(influx, database, tmp_path / "manifest.jsonl", tmp_path)
         assert any(e["category"] == "late_beyond" for e in entries), "the run must exercise late data"
@@ -181,14 +219,15 @@ def test_pipeline_matches_ground_truth(stack, stack_env, influx, topic, database
     late_keys = {(e["event"]["device_id"], e["event"]["seq"]) for e in entries if e["category"] == "late_beyond"}
     late_records = sum(1 for e in entries if e["event"] and (e["event"]["device_id"], e["event"]["seq"]) in late_keys)
     dropped = {row["stream"]: row["sum"] for row in progress}
+    name = "streamdash-dev" if eventhubs else f"e2e_{database}"  # the dev target keeps conf/dev.toml's job name
     for label in WINDOWS:
-        assert dropped[f"e2e_{database}_aggregates_{label}"] == late_records
+        assert dropped[f"{name}_aggregates_{label}"] == late_records
 
 
 def test_restart_after_sigkill_loses_and_doubles_nothing(stack, stack_env, influx, topic, database, tmp_path):
     """No events beyond the watermark here: Spark advances the watermark only between batches, so the first
     batches after a crash may still accept them (see README). Late data is checked in the run above."""
-    args = job_args(stack, topic, database, tmp_path, eventhubs=False)
+    args = job_args(stack, topic, database, tmp_path)
     first = Job(args, stack_env, tmp_path / "job-1.log")
     try:
         first.wait_started()

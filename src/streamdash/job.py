@@ -130,13 +130,18 @@ def stop_gracefully(queries: list[StreamingQuery], timeout_s: float = 60.0) -> N
         query.stop()
 
 
-def main(argv: list[str], default_conf_dir: Path) -> None:
+def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
+    """The job's command line: what spark-submit and the bundle's spark_python_task pass."""
     parser = argparse.ArgumentParser(prog="stream_to_influx", description=__doc__)
     parser.add_argument("--env", default="local", help="configuration: conf/<env>.toml")
     parser.add_argument("--conf-dir", default=str(default_conf_dir))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one configuration value (repeatable)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str], default_conf_dir: Path) -> None:
+    args = parse_args(argv, default_conf_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.env, args.conf_dir, args.overrides)

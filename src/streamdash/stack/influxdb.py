@@ -6,14 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from streamdash.errors import StackError
+from streamdash.influxql import query as influxql
 from streamdash.stack import install, process
 
 ADMIN_USER = "streamdash"
@@ -64,27 +62,6 @@ def start(stack_dir: Path, ports: dict[str, int], token: str, database: str, die
     if influxql(url, "SHOW USERS", token=token, check=False).get("error"):
         influxql(url, f"CREATE USER {user} WITH PASSWORD '{password}' WITH ALL PRIVILEGES", token=None)
     influxql(url, f'CREATE DATABASE "{database}"', token=token)
-
-
-def influxql(url: str, statement: str, token: str | None, database: str | None = None,
-             check: bool = True) -> dict:
-    """POST one InfluxQL statement to `/query` and return the decoded JSON answer."""
-    form = {"q": statement, "epoch": "ns"}
-    if database:
-        form["db"] = database
-    request = urllib.request.Request(f"{url}/query", data=urllib.parse.urlencode(form).encode(), method="POST")
-    if token:
-        request.add_header("Authorization", f"Token {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.load(response)
-    except urllib.error.HTTPError as err:
-        answer = json.loads(err.read() or b"{}") or {"error": f"HTTP {err.code}"}
-    errors = [answer.get("error")] + [result.get("error") for result in answer.get("results", [])]
-    errors = [error for error in errors if error]
-    if errors and check:
-        raise StackError(f"InfluxDB refused an InfluxQL statement: {errors[0]}")
-    return {**answer, "error": errors[0] if errors else None}
 
 
 def _pings(url: str) -> bool:

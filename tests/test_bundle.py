@@ -1,0 +1,169 @@
+"""The Databricks bundle: each target resolves and validates against Databricks' own job models, every path it
+names exists, its parameters load into a valid configuration, and its wheel builds with its own command.
+
+Schema: the Databricks CLI (`databricks bundle schema`) cannot be installed here (the Go module proxy refuses
+github.com/databricks/cli), so jobs are validated with `databricks-bundles`, Databricks' Python models
+generated from the same schema: unknown fields, bad enum values and wrong types are refused.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from databricks.bundles.jobs import Job
+
+from streamdash.config import load_settings
+from streamdash.job import parse_args
+
+from . import bundle
+from .conftest import REPO
+
+REQUIRED = {"eventhubs_namespace": "contoso-iot", "influxdb_url": "https://influx.example.com:8086",
+            "notification_email": "oncall@example.com"}
+PROD = {**REQUIRED, "service_principal": "9f0c2a57-1c1e-4a4e-9d52-1a2b3c4d5e6f"}
+TARGETS = {"dev": REQUIRED, "prod": PROD}
+VARIANTS = ("resources/variants/*.yml",)
+SECRETS = {"EVENTHUBS_CONNECTION_STRING": "Endpoint=sb://contoso-iot.servicebus.windows.net/;"
+           "SharedAccessKeyName=listen;SharedAccessKey=TOPSECRET;EntityPath=telemetry",
+           "INFLUXDB_TOKEN": "influx-token-secret"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_job_validates_against_databricks_job_models(target):
+    resolved = bundle.resolve(target, TARGETS[target], extra_includes=VARIANTS)
+    assert not {ref for ref in bundle.references(resolved.config) if ref.split(".")[0] in ("var", "bundle")}
+    for key, job in resolved.config["resources"]["jobs"].items():
+        Job.from_dict(job)  # raises on an unknown field, a bad enum value or a wrong type
+        for task in job["tasks"]:
+            assert task.get("job_cluster_key") in {c["job_cluster_key"] for c in job["job_clusters"]}, (key, task)
+
+
+def test_job_models_do_refuse_bad_jobs():
+    """The validator above can fail: a typo and a wrong enum are refused."""
+    job = bundle.resolve("dev", REQUIRED).job("streamdash_stream")
+    with pytest.raises(ValueError, match="Unexpected field"):
+        Job.from_dict({**job, "continous": job["continuous"]})
+    with pytest.raises(ValueError, match="PauseStatus"):
+        Job.from_dict({**job, "continuous": {"pause_status": "RUNNING"}})
+
+
+def test_dev_runs_continuously_and_prod_runs_as_a_service_principal():
+    dev = bundle.resolve("dev", REQUIRED).config
+    assert dev["mode"] == "development" and dev["presets"]["trigger_pause_status"] == "UNPAUSED"
+    stream = dev["resources"]["jobs"]["streamdash_stream"]
+    assert stream["continuous"] == {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"}
+    assert stream["email_notifications"]["on_failure"] == ["oncall@example.com"]
+    cluster = stream["job_clusters"][0]["new_cluster"]
+    assert cluster["spark_version"].startswith("18.") and cluster["spark_version"].endswith("-scala2.13")
+    assert cluster["spark_env_vars"]["EVENTHUBS_CONNECTION_STRING"] == (
+        "{{secrets/streamdash/eventhubs-connection-string}}")
+    prod = bundle.resolve("prod", PROD).config
+    assert prod["mode"] == "production"
+    assert prod["run_as"] == {"service_principal_name": PROD["service_principal"]}
+    assert {p["level"] for p in prod["permissions"]} == {"CAN_MANAGE", "CAN_VIEW"}
+    assert prod["workspace"]["root_path"] == "/Workspace/Shared/.bundle/streamdash/prod"
+    checkpoints = {t: bundle.resolve(t, TARGETS[t]).task("streamdash_stream", "stream_to_influx")
+                   ["spark_python_task"]["parameters"] for t in TARGETS}
+    assert "job.checkpoint_location=/Volumes/main/streamdash_dev/state/checkpoints" in checkpoints["dev"]
+    assert "job.checkpoint_location=/Volumes/main/streamdash_prod/state/checkpoints" in checkpoints["prod"]
+
+
+def test_a_required_variable_without_a_value_is_named():
+    with pytest.raises(bundle.BundleError, match='required variable "eventhubs_namespace"'):
+        bundle.resolve("dev", {k: v for k, v in REQUIRED.items() if k != "eventhubs_namespace"})
+
+
+def test_every_variable_is_used_and_every_reference_declared():
+    config, _ = bundle.read(extra_includes=VARIANTS)
+    declared = set(config["variables"])
+    used = {ref.split(".", 1)[1] for ref in bundle.references(config) if ref.startswith("var.")}
+    assert used == declared, (declared - used, used - declared)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_path_the_bundle_names_exists(target):
+    resolved = bundle.resolve(target, TARGETS[target], extra_includes=VARIANTS)
+    artifact = resolved.config["artifacts"]["streamdash_wheel"]
+    assert (REPO / artifact["path"] / "pyproject.toml").is_file()
+    wheel_dir = shlex.split(artifact["build"])[shlex.split(artifact["build"]).index("--wheel-dir") + 1]
+    for key, job in resolved.config["resources"]["jobs"].items():
+        for task in job["tasks"]:
+            if "spark_python_task" in task:
+                assert resolved.path(key, task["spark_python_task"]["python_file"]).is_file()
+                args = parse_args(task["spark_python_task"]["parameters"], REPO / "conf")
+                assert (REPO / "conf" / f"{args.env}.toml").is_file()
+            for library in task.get("libraries", []):
+                if "whl" in library:
+                    assert resolved.path(key, library["whl"]).parent == (REPO / wheel_dir).resolve(), library
+
+
+@pytest.mark.parametrize(("target", "job_key"), [("dev", "streamdash_stream"), ("prod", "streamdash_stream"),
+                                                 ("dev", "streamdash_stream_scala212")])
+def test_job_parameters_load_into_a_valid_configuration(monkeypatch, target, job_key):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    resolved = bundle.resolve(target, TARGETS[target], extra_includes=VARIANTS)
+    args = parse_args(resolved.task(job_key, "stream_to_influx")["spark_python_task"]["parameters"], REPO / "conf")
+    settings = load_settings(args.env, args.conf_dir, args.overrides)
+    assert settings.influxdb.url == REQUIRED["influxdb_url"]
+    assert settings.dead_letter.format == "delta"
+    assert settings.job.checkpoint_location.startswith(f"/Volumes/main/streamdash_{target}/")
+    if settings.source.kind == "kafka":
+        assert settings.source.bootstrap_servers == "contoso-iot.servicebus.windows.net:9093"
+        assert settings.source.topic == "telemetry" and settings.source.security == "eventhubs"
+    assert settings.source.connection_string.get_secret_value() == SECRETS["EVENTHUBS_CONNECTION_STRING"]
+
+
+def test_load_test_job_runs_the_simulator_entry_point():
+    resolved = bundle.resolve("dev", REQUIRED)
+    task = resolved.task("streamdash_load_test", "simulate")["python_wheel_task"]
+    assert task["package_name"] == "streamdash" and task["entry_point"] == "streamdash"
+    from streamdash.cli import build_parser
+
+    args = build_parser().parse_args([str(arg) for arg in task["parameters"]])
+    assert args.eventhubs and args.bootstrap == "contoso-iot.servicebus.windows.net:9093" and args.rate == 1000
+
+
+def test_wheel_builds_with_the_bundle_build_command(tmp_path):
+    """The artifact's own build command, on a copy of the tracked files; the wheel carries the package and its
+    data but no pyspark requirement (the runtime has its own)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for name in files:
+        if (REPO / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    build = bundle.resolve("dev", REQUIRED).config["artifacts"]["streamdash_wheel"]["build"]
+    command = [sys.executable if word == "python3" else word for word in shlex.split(build)]
+    subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+    wheels = list((tmp_path / "dist").glob("streamdash-*.whl"))
+    assert len(wheels) == 1
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        names = set(wheel.namelist())
+        metadata = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+        entry_points = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert {"streamdash/job.py", "streamdash/cli.py", "streamdash/stack/poms/kafka-broker.xml"} <= names, sorted(names)
+    assert "Requires-Dist: influxdb-client" in metadata
+    pyspark = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pyspark")]
+    assert pyspark and all("extra == " in line for line in pyspark), pyspark  # only in the `local` extra
+    assert "streamdash = streamdash.cli:main" in entry_points
+
+
+def test_variant_targets_a_scala_212_runtime_with_the_native_connector():
+    job = bundle.resolve("dev", REQUIRED, extra_includes=VARIANTS).job("streamdash_stream_scala212")
+    assert job["job_clusters"][0]["new_cluster"]["spark_version"].endswith("-scala2.12")
+    maven = [lib["maven"]["coordinates"] for lib in job["tasks"][0]["libraries"] if "maven" in lib]
+    assert maven == ["com.microsoft.azure:azure-eventhubs-spark_2.12:2.3.22"]
+
+
+def test_bundle_has_no_unknown_top_level_keys(tmp_path):
+    (tmp_path / "databricks.yml").write_text((REPO / "databricks.yml").read_text() + "\nartefacts: {}\n")
+    for name in ("resources",):
+        (tmp_path / name).symlink_to(REPO / name)
+    with pytest.raises(bundle.BundleError, match="artefacts"):
+        bundle.read(Path(tmp_path))

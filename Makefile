@@ -30,7 +30,7 @@ run: install
 
 ## The whole test suite against real Kafka, InfluxDB and Spark (started and stopped by the tests).
 test: install
-	$(BIN)/ruff check src tests jobs
+	$(BIN)/ruff check src tests jobs notebooks benchmarks
 	$(BIN)/pytest
 
 stack-down:

@@ -71,11 +71,11 @@ def influx(stack) -> Influx:
 
 @pytest.fixture(scope="session")
 def spark():
-    from pyspark.sql import SparkSession
+    """The notebooks' local session (Kafka connector included), with fewer shuffle partitions for tiny data."""
+    from streamdash.notebook import local_spark
 
-    session = (SparkSession.builder.master("local[2]").appName("streamdash-tests")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-               .config("spark.sql.session.timeZone", "UTC").getOrCreate())
+    session = local_spark()
+    session.conf.set("spark.sql.shuffle.partitions", "2")
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()

@@ -100,6 +100,20 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                               f"first error: {summary['first_error']}")
 
 
+def cmd_notebook(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from streamdash import notebook
+
+    widgets = {}
+    for pair in args.widget:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise StreamdashError(f"--widget takes name=value, got {name!r}")
+        widgets[name] = value
+    notebook.run(Path(args.path), widgets)
+
+
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -153,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--manifest", help="write every delivered record, with partition and offset (JSON lines)")
     output.add_argument("--summary", help="write the summary as JSON")
     simulate.set_defaults(func=cmd_simulate)
+    run_notebook = commands.add_parser("notebook", help="run a notebook from notebooks/ locally, cell by cell "
+                                       "(spark, dbutils.widgets/secrets and display provided)")
+    run_notebook.add_argument("path")
+    run_notebook.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE",
+                              help="a widget value, e.g. env=local or overrides='source.topic=t;...' (repeatable)")
+    run_notebook.set_defaults(func=cmd_notebook)
     return parser
 
 

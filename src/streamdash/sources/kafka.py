@@ -62,5 +62,15 @@ def kafka_options(source: KafkaSource, shaded: bool | None = None) -> dict[str, 
 
 def read_stream(spark: SparkSession, source: KafkaSource) -> DataFrame:
     """The topic as raw records: value (binary), topic, partition, offset, kafka_timestamp."""
-    raw = spark.readStream.format("kafka").options(**kafka_options(source)).load()
-    return raw.select("value", "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"))
+    return _raw_columns(spark.readStream.format("kafka").options(**kafka_options(source)).load())
+
+
+def read_batch(spark: SparkSession, source: KafkaSource) -> DataFrame:
+    """What the topic holds now, from `starting_offsets` to the latest offsets, as a batch (for notebooks):
+    the same raw columns as `read_stream`."""
+    options = {key: value for key, value in kafka_options(source).items() if key != "maxOffsetsPerTrigger"}
+    return _raw_columns(spark.read.format("kafka").options(**options, endingOffsets="latest").load())
+
+
+def _raw_columns(records: DataFrame) -> DataFrame:
+    return records.select("value", "topic", "partition", "offset", F.col("timestamp").alias("kafka_timestamp"))

@@ -1,0 +1,48 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # What landed in InfluxDB, against the stream
+# MAGIC Reads the site-level windows from InfluxDB (InfluxQL, as the dashboards do) and recomputes the same
+# MAGIC windows from the topic with the job's transforms. Closed windows should match exactly; windows still
+# MAGIC open, or events the running job dropped as too late, show up as differences.
+# MAGIC
+# MAGIC Widgets: as in 01, plus `window_size`.
+
+# COMMAND ----------
+
+from pyspark.sql import functions as F
+
+from streamdash import influxql
+from streamdash.config import window_label
+from streamdash.notebook import influx_database, settings_from_widgets
+from streamdash.sources import kafka
+from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
+from streamdash.transforms.parse import parse_events, valid_events
+
+settings = settings_from_widgets(dbutils)
+dbutils.widgets.text("window_size", settings.aggregation.window_sizes[0])
+window_size = dbutils.widgets.get("window_size")
+statement = (f"SELECT \"count\", temperature_mean FROM telemetry_site WHERE \"window\" = '{window_label(window_size)}' "
+             "GROUP BY site")
+rows = influxql.rows(influxql.query(settings.influxdb.url, statement, settings.influxdb.token.get_secret_value(),
+                                    influx_database(settings)))
+print(f"{len(rows)} site windows of {window_size} in InfluxDB")
+landed = spark.createDataFrame(
+    [(r["site"], r["time"], r["count"], r["temperature_mean"]) for r in rows],
+    "site string, window_start_ns long, count long, temperature_mean double")
+display(landed.orderBy("window_start_ns", "site"))
+
+# COMMAND ----------
+
+source = settings.source.model_copy(update={"starting_offsets": "earliest"})
+events = valid_events(parse_events(kafka.read_batch(spark, source), settings.validation))
+from_stream = (windowed_aggregates(deduplicate(events, settings.aggregation.watermark), window_size,
+                                   settings.aggregation.percentile_accuracy)
+               .where("level = 'site'").select("site", "window_start_ns", "count", "temperature_mean"))
+comparison = (from_stream.alias("s").join(landed.alias("i"), ["site", "window_start_ns"], "full_outer")
+              .select("site", "window_start_ns", F.col("s.count").alias("stream_count"),
+                      F.col("i.count").alias("influx_count"),
+                      (F.col("s.temperature_mean") - F.col("i.temperature_mean")).alias("mean_difference")))
+mismatches = comparison.where(
+    "stream_count IS NULL OR influx_count IS NULL OR stream_count != influx_count OR abs(mean_difference) > 1e-9")
+print(f"{comparison.count()} windows compared, {mismatches.count()} differ")
+display(mismatches.orderBy("window_start_ns", "site"))

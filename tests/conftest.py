@@ -16,6 +16,8 @@ import pytest
 from streamdash import influxql
 from streamdash.stack import Stack, create_topic
 
+from .http_servers import FaultServer
+
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 REPO = Path(__file__).resolve().parent.parent
@@ -79,3 +81,18 @@ def spark():
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
+
+
+@pytest.fixture()
+def fault_server():
+    servers: list[FaultServer] = []
+
+    def make(script, **options):
+        servers.append(FaultServer(script, **options))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+

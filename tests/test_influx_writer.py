@@ -5,64 +5,11 @@ The fault server speaks plain HTTP on loopback and records each request, so the 
 
 from __future__ import annotations
 
-import gzip
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from streamdash.sinks.influxdb import InfluxWriteError, InfluxWriter
 
 TOKEN = "streamdash:do-not-print-me"
-
-
-class FaultServer:
-    """Answers each POST with the next (status, headers) from a script; 204 once the script is used up."""
-
-    def __init__(self, script: list[tuple[int, dict]]):
-        self.script = list(script)
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
-                server.requests.append({"at": time.monotonic(), "path": self.path, "body": body.decode(),
-                                        "auth": self.headers.get("Authorization")})
-                status, headers = server.script.pop(0) if server.script else (204, {})
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                payload = b'{"code":"invalid","message":"bad line"}' if status == 400 else b""
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-
-
-@pytest.fixture()
-def fault_server():
-    servers: list[FaultServer] = []
-
-    def make(script):
-        servers.append(FaultServer(script))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 def writer(url: str, **overrides) -> InfluxWriter:

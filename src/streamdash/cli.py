@@ -114,6 +114,32 @@ def cmd_notebook(args: argparse.Namespace) -> None:
     notebook.run(Path(args.path), widgets)
 
 
+def cmd_dashboards_check(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from streamdash import dashboards
+
+    token = os.environ.get("INFLUXDB_TOKEN")
+    if not token:
+        raise StreamdashError("set INFLUXDB_TOKEN (1.8: user:password; 2.x: an API token) to query InfluxDB")
+    query = dashboards.influx_query(args.influxdb_url, token, args.database)
+    window = dashboards.Window(minutes=args.minutes)
+    folder = Path(args.dir)
+    channels = [f"stream/{args.live_stream_id}/telemetry_site"]
+    checks = [check for path in sorted((folder / "grafana").glob("*.json"))
+              for check in dashboards.check_grafana(path, query, window, channels)]
+    if (folder / "chronograf" / "fleet_overview.json").is_file():
+        checks += dashboards.check_chronograf(folder / "chronograf" / "fleet_overview.json", query, window,
+                                              args.database)
+    for check in checks:
+        status = "ok" if check.ok else (check.problem or "no values")
+        print(f"{check.dashboard[:34]:34}  {check.panel[:52]:52}  {check.ref_id:2}  {check.values:6}  {status}")
+    failed = [check for check in checks if not check.ok]
+    if failed:
+        raise StreamdashError(f"{len(failed)} of {len(checks)} panel queries returned no data or failed")
+    print(f"all {len(checks)} panel queries returned data")
+
+
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -173,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_notebook.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE",
                               help="a widget value, e.g. env=local or overrides='source.topic=t;...' (repeatable)")
     run_notebook.set_defaults(func=cmd_notebook)
+    check = commands.add_parser("dashboards", help="run every dashboard panel's InfluxQL (macros expanded) against "
+                                "InfluxDB and report the panels that return no data")
+    check.add_argument("action", choices=["check"])
+    check.add_argument("--influxdb-url", default=os.environ.get("STREAMDASH_INFLUXDB_URL", "http://127.0.0.1:8086"))
+    check.add_argument("--database", default="streamdash", help="InfluxQL database (2.x: the DBRP database)")
+    check.add_argument("--minutes", type=int, default=30, help="the dashboards' time range, back from now")
+    check.add_argument("--dir", default="dashboards", help="the folder holding grafana/ and chronograf/")
+    check.add_argument("--live-stream-id", default="streamdash", help="grafana_live.stream_id of the job")
+    check.set_defaults(func=cmd_dashboards_check)
     return parser
 
 

@@ -128,6 +128,20 @@ class InfluxDBSink(_Section):
     timeout_s: float = Field(default=30.0, gt=0)
 
 
+class GrafanaLiveSink(_Section):
+    """Optional: push each micro-batch's windows to Grafana Live (`sinks.grafana_live`)."""
+
+    url: str = Field(pattern=r"^https?://")
+    token: SecretStr  # a service account token with the Editor role (or Admin)
+    stream_id: str = Field(default="streamdash", pattern=r"^[A-Za-z0-9_-]+$")
+    measurements: list[str] = Field(default=["telemetry_site"], min_length=1)
+    max_lines_per_push: int = Field(default=1000, gt=0)
+    max_retries: int = Field(default=2, ge=0)
+    retry_initial_delay_s: float = Field(default=0.2, gt=0)
+    retry_max_delay_s: float = Field(default=2.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
 class DeadLetterSink(_Section):
     path: str = Field(min_length=1)
     format: Literal["json", "delta"] = "json"
@@ -146,6 +160,7 @@ class Settings(_Section):
     aggregation: Aggregation = Aggregation()
     validation: Validation = Validation()
     influxdb: InfluxDBSink
+    grafana_live: GrafanaLiveSink | None = None
     dead_letter: DeadLetterSink
     job: Job
 

@@ -26,6 +26,7 @@ from streamdash.config import Settings, load_settings, window_label
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
 from streamdash.sinks import dead_letter, influxdb
+from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.points import aggregate_line
 from streamdash.sources import eventhubs_native, kafka
@@ -57,6 +58,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     """One function per streaming query that starts it (again) from its checkpoint."""
     parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
+    live = GrafanaLivePusher.from_config(settings.grafana_live) if settings.grafana_live else None
     checkpoint = settings.job.checkpoint_location.rstrip("/")
     trigger = {"processingTime": settings.job.trigger_interval}
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
@@ -68,7 +70,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
         starters[name] = partial(
             aggregates.writeStream.outputMode("update").queryName(name)
             .option("checkpointLocation", f"{checkpoint}/aggregates_{label}").trigger(**trigger)
-            .foreachBatch(influxdb.foreach_batch(writer, aggregate_line)).start)
+            .foreachBatch(influxdb.foreach_batch(writer, aggregate_line, live)).start)
     name = f"{settings.job.name}_dead_letters"
     bad = dead_letters(parsed).observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
     starters[name] = partial(

@@ -33,7 +33,7 @@ def foreach_batch(sink: DeadLetterSink, writer: InfluxWriter, app_id: str) -> Ca
             counts = batch.groupBy("reason", "batch_id").agg(
                 F.count(F.lit(1)).alias("count"),
                 F.unix_micros(F.max("kafka_timestamp")).alias("max_kafka_timestamp_us"))
-            counts.foreachPartition(partial(write_partition, writer, dead_letter_count_line))
+            counts.foreachPartition(partial(write_partition, writer, dead_letter_count_line, None))
         finally:
             batch.unpersist()
 

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import email.utils
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -20,8 +18,8 @@ from typing import Any
 
 from streamdash.config import InfluxDBSink
 from streamdash.errors import StreamdashError
-
-RETRY_AFTER_STATUSES = (429, 503)
+from streamdash.sinks.grafana_live import GrafanaLivePusher
+from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_permanent, retry_after_s
 
 
 class InfluxWriteError(StreamdashError):
@@ -78,34 +76,21 @@ class InfluxWriter:
             except ApiException as err:
                 status = err.status or 0
                 problem = f"HTTP {status}: {(err.body or err.reason or '')!s:.300}"
-                if status < 500 and status not in RETRY_AFTER_STATUSES:
+                if is_permanent(status):
                     raise InfluxWriteError(f"InfluxDB at {self.url} refused a batch ({problem})") from None
-                delay = self._delay(attempt, _retry_after_s(err.headers) if status in RETRY_AFTER_STATUSES else None)
+                delay = self._retry.delay(attempt, retry_after_s(err.headers) if status in RETRY_AFTER_STATUSES
+                                          else None)
             except (TransportError, OSError) as err:
                 problem = f"{type(err).__name__}: {err!s:.300}"
-                delay = self._delay(attempt, None)
+                delay = self._retry.delay(attempt)
             if attempt < self.max_retries:
                 time.sleep(delay)
         raise InfluxWriteError(f"InfluxDB at {self.url} did not take a batch after {self.max_retries + 1} "
                                f"attempts; last error {problem}")
 
-    def _delay(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return min(retry_after_s, self.retry_max_delay_s)
-        backoff = min(self.retry_max_delay_s, self.retry_initial_delay_s * 2 ** attempt)
-        return backoff * random.uniform(0.5, 1.0)
-
-
-def _retry_after_s(headers: Any) -> float | None:
-    """Retry-After as seconds, from either of its forms (delta-seconds or an HTTP date)."""
-    value = (headers or {}).get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    @property
+    def _retry(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.retry_initial_delay_s, self.retry_max_delay_s)
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -119,15 +104,23 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def write_partition(writer: InfluxWriter, to_line: Callable[[dict], str | None], rows: Iterable[Any]) -> None:
-    """`foreachPartition` body: rows -> line protocol -> InfluxDB, on the executor that holds them."""
-    writer.write_lines(to_line(row.asDict()) for row in rows)
+def write_partition(writer: InfluxWriter, to_line: Callable[[dict], str | None], live: GrafanaLivePusher | None,
+                    rows: Iterable[Any]) -> None:
+    """`foreachPartition` body: rows -> line protocol -> InfluxDB (then Grafana Live, if configured), on the
+    executor that holds them."""
+    if live is None:
+        writer.write_lines(to_line(row.asDict()) for row in rows)
+        return
+    lines = [to_line(row.asDict()) for row in rows]
+    writer.write_lines(lines)
+    live.push(lines)
 
 
-def foreach_batch(writer: InfluxWriter, to_line: Callable[[dict], str | None]) -> Callable[[Any, int], None]:
+def foreach_batch(writer: InfluxWriter, to_line: Callable[[dict], str | None],
+                  live: GrafanaLivePusher | None = None) -> Callable[[Any, int], None]:
     """A foreachBatch handler that writes every row of the micro-batch from the executors."""
 
     def write_batch(batch: Any, batch_id: int) -> None:
-        batch.foreachPartition(partial(write_partition, writer, to_line))
+        batch.foreachPartition(partial(write_partition, writer, to_line, live))
 
     return write_batch

@@ -1,0 +1,84 @@
+"""Push the freshest windows to Grafana Live, so live panels update without polling InfluxDB.
+
+`POST <grafana>/api/live/push/<stream_id>` with line protocol; Grafana publishes each measurement on the
+channel `stream/<stream_id>/<measurement>`, which a panel reads through the built-in "-- Grafana --"
+datasource. In update mode a micro-batch holds exactly the windows that changed, so each batch's lines
+(of the configured measurements) are the freshest results.
+
+Live is a view, InfluxDB is the record: pushes follow the HTTP sinks' retry rules (`sinks.retry`), and when
+they run out, or Grafana refuses a push, the lines are dropped with a warning. A push never fails the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from streamdash.config import GrafanaLiveSink
+from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_permanent, retry_after_s
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GrafanaLivePusher:
+    """Plain values, so Spark can ship it to the executors with the InfluxDB writer."""
+
+    url: str
+    token: str
+    stream_id: str
+    measurements: tuple[str, ...]
+    max_lines_per_push: int = 1000
+    retry: RetryPolicy = RetryPolicy(max_retries=2, initial_delay_s=0.2, max_delay_s=2.0)
+    timeout_s: float = 5.0
+
+    @classmethod
+    def from_config(cls, sink: GrafanaLiveSink) -> GrafanaLivePusher:
+        return cls(url=sink.url.rstrip("/"), token=sink.token.get_secret_value(), stream_id=sink.stream_id,
+                   measurements=tuple(sink.measurements), max_lines_per_push=sink.max_lines_per_push,
+                   retry=RetryPolicy(sink.max_retries, sink.retry_initial_delay_s, sink.retry_max_delay_s),
+                   timeout_s=sink.timeout_s)
+
+    def __repr__(self) -> str:  # never show the token
+        return f"GrafanaLivePusher(url={self.url!r}, stream_id={self.stream_id!r})"
+
+    def channels(self) -> list[str]:
+        return [f"stream/{self.stream_id}/{measurement}" for measurement in self.measurements]
+
+    def push(self, lines: Iterable[str | None]) -> int:
+        """Push the lines of the configured measurements; returns how many Grafana took. Never raises."""
+        selected = [line for line in lines if line and line.split(",", 1)[0].split(" ", 1)[0] in self.measurements]
+        pushed = 0
+        for start in range(0, len(selected), self.max_lines_per_push):
+            chunk = selected[start:start + self.max_lines_per_push]
+            if self._push_with_retries("\n".join(chunk)):
+                pushed += len(chunk)
+        return pushed
+
+    def _push_with_retries(self, body: str) -> bool:
+        problem = ""
+        for attempt in range(self.retry.max_retries + 1):
+            request = urllib.request.Request(f"{self.url}/api/live/push/{self.stream_id}", data=body.encode(),
+                                             method="POST", headers={"Authorization": f"Bearer {self.token}",
+                                                                     "Content-Type": "text/plain"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s):
+                    return True
+            except urllib.error.HTTPError as err:
+                problem = f"HTTP {err.code}"
+                if is_permanent(err.code):
+                    break
+                delay = self.retry.delay(attempt, retry_after_s(err.headers) if err.code in RETRY_AFTER_STATUSES
+                                         else None)
+            except (urllib.error.URLError, OSError) as err:
+                problem = f"{type(err).__name__}: {getattr(err, 'reason', err)!s:.200}"
+                delay = self.retry.delay(attempt)
+            if attempt < self.retry.max_retries:
+                time.sleep(delay)
+        log.warning("Grafana Live at %s did not take %d lines (%s); they stay in InfluxDB only",
+                    self.url, body.count("\n") + 1, problem)
+        return False

@@ -1,0 +1,229 @@
+"""Dashboards and the live path, after a real pipeline run with the default window sizes.
+
+Grafana itself cannot be installed here (its Go module is refused by this workplace's package policy and no
+registry ships its server), so, as issue 5 allows, every panel's InfluxQL is run against the real InfluxDB
+with Grafana's macros and template variables expanded as Grafana expands them (`streamdash.dashboards`),
+and Grafana Live's push endpoint is a loopback stand-in that enforces its request format and token.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamdash import dashboards
+from streamdash.config import load_settings
+from streamdash.errors import ConfigError
+from streamdash.sinks.grafana_live import GrafanaLivePusher
+from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.retry import RetryPolicy
+
+from . import ground_truth
+from .conftest import REPO
+from .http_servers import FaultServer
+from .test_end_to_end import Job, job_args, simulate, wait_for
+
+GRAFANA = REPO / "dashboards" / "grafana"
+CHRONOGRAF = REPO / "dashboards" / "chronograf" / "fleet_overview.json"
+LIVE_TOKEN = "glsa_live-token-do-not-print"
+DEFAULT_WINDOWS = {"10s": 10, "1m": 60}
+
+
+@pytest.fixture(scope="module")
+def dashboard_run(stack, stack_env, influx, tmp_path_factory):
+    """The job with the default window sizes and Grafana Live pushes (the stand-in refuses the first push with a
+    503, which must cost nothing), fed by the simulator until InfluxDB holds every event."""
+    from streamdash.stack import create_topic
+
+    work = tmp_path_factory.mktemp("dashboards")
+    topic, database = f"dash-{work.name[-8:]}", influx.create_database("dashboards")
+    create_topic(stack.info["kafka"]["bootstrap_servers"], topic, partitions=3)
+    live = FaultServer([(503, {"Retry-After": "0"})], default_status=200, expected_auth=f"Bearer {LIVE_TOKEN}")
+    args = job_args(stack, topic, database, work) + [
+        "--set", 'aggregation.window_sizes=["10 seconds", "1 minute"]', "--set", f"grafana_live.url={live.url}",
+        "--set", "grafana_live.token=${GRAFANA_LIVE_TOKEN}"]
+    job = Job(args, {**stack_env, "GRAFANA_LIVE_TOKEN": LIVE_TOKEN}, work / "job.log")
+    try:
+        job.wait_started()
+        sender = simulate(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic, work / "manifest.jsonl",
+                          stack_env, extra=("--max-window-s", "60"))
+        assert sender.wait(timeout=180) == 0
+        entries = ground_truth.manifest(work / "manifest.jsonl")
+        counted = len(ground_truth.counted_events(entries))
+        total = 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'10s\''
+        assert wait_for(lambda: sum(r["sum"] for r in influx.query(total, database)) == counted, 240)
+        assert wait_for(lambda: influx.query("SELECT count(dead_letters) FROM pipeline_progress", database), 60)
+        assert job.terminate() == 0
+    finally:
+        job.cleanup()
+        live.close()
+    assert LIVE_TOKEN not in job.log.read_text(errors="replace")
+    return {"database": database, "live": live, "entries": entries}
+
+
+@pytest.fixture()
+def query(influx, dashboard_run):
+    return dashboards.influx_query(influx.url, influx.token, dashboard_run["database"])
+
+
+def test_provisioning_points_every_panel_at_the_provisioned_datasource():
+    datasources = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "streamdash.yml").read_text())
+    (source,) = datasources["datasources"]
+    assert source["type"] == "influxdb" and source["jsonData"]["version"] == "InfluxQL"
+    assert source["url"] == "${STREAMDASH_INFLUXDB_URL}" and source["jsonData"]["dbName"]
+    assert source["secureJsonData"]["httpHeaderValue1"] == "Token ${INFLUXDB_TOKEN}"
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "streamdash.yml").read_text())
+    assert providers["providers"][0]["options"]["path"] == "${STREAMDASH_DASHBOARDS_DIR}"
+    boards = sorted(GRAFANA.glob("*.json"))
+    assert [b.stem for b in boards] == ["data_quality", "device_drilldown", "fleet_overview", "pipeline_health"]
+    uids = set()
+    for path in boards:
+        board = dashboards.load(path)
+        uids.add(board["uid"])
+        assert board["refresh"] in ("5s", "10s"), "a real-time view refreshes every few seconds"
+        for panel in dashboards.grafana_panels(board):
+            for target in panel["targets"]:
+                uid = (target.get("datasource") or panel["datasource"])["uid"]
+                assert uid in (source["uid"], dashboards.EXPRESSION_UID, *dashboards.LIVE_UIDS), (path, panel["title"])
+    assert len(uids) == len(boards)
+
+
+def test_device_drilldown_has_site_device_and_window_variables():
+    board = dashboards.load(GRAFANA / "device_drilldown.json")
+    assert [v["name"] for v in board["templating"]["list"]] == ["window", "site", "device"]
+
+
+@pytest.mark.parametrize("board", ["fleet_overview", "device_drilldown", "data_quality", "pipeline_health"])
+def test_every_grafana_panel_query_returns_data(query, board):
+    live = GrafanaLivePusher("http://grafana", "t", "streamdash", ("telemetry_site",))
+    checks = dashboards.check_grafana(GRAFANA / f"{board}.json", query, dashboards.Window(), live.channels())
+    assert checks
+    failed = [(c.panel, c.ref_id, c.problem or "no values", c.statement) for c in checks if not c.ok]
+    assert not failed, failed
+
+
+def test_a_broken_panel_query_is_caught(query, tmp_path):
+    """The check above can fail: a misspelt field returns no values, a bad statement an error."""
+    board = dashboards.load(GRAFANA / "pipeline_health.json")
+    board["panels"][1]["targets"][0]["query"] = board["panels"][1]["targets"][0]["query"].replace(
+        "batch_duration_ms", "batch_duration_msec")
+    board["panels"][2]["targets"][0]["query"] = "SELEC nonsense"
+    (tmp_path / "broken.json").write_text(json.dumps(board))
+    checks = {c.panel: c for c in dashboards.check_grafana(tmp_path / "broken.json", query, dashboards.Window(), [])}
+    assert not checks["Batch duration"].ok and not checks["Batch duration"].problem
+    assert "refused" in checks["Offsets behind latest"].problem
+
+
+def test_macros_expand_as_grafana_expands_them():
+    window = dashboards.Window(minutes=5, interval="10s", now_ms=1_700_000_000_000)
+    statement = "SELECT x FROM m WHERE \"site\" =~ /^$site$/ AND \"window\" = '$window' AND $timeFilter " \
+                "GROUP BY time($__interval)"
+    expanded = dashboards.expand_grafana(statement, {"site": ["a.b", "c"], "window": ["10s"]}, window)
+    assert expanded == ("SELECT x FROM m WHERE \"site\" =~ /^(a\\.b|c)$/ AND \"window\" = '10s' AND "
+                        "time >= 1699999700000ms and time <= 1700000000000ms GROUP BY time(10s)")
+
+
+def test_chronograf_fleet_overview_returns_data(query, dashboard_run):
+    checks = dashboards.check_chronograf(CHRONOGRAF, query, dashboards.Window(), dashboard_run["database"])
+    assert len(checks) == 4
+    failed = [(c.panel, c.problem or "no values", c.statement) for c in checks if not c.ok]
+    assert not failed, failed
+
+
+def test_live_pushes_carry_the_windows_that_landed_in_influxdb(influx, dashboard_run):
+    requests = dashboard_run["live"].requests
+    pushes = [r for r in requests if r["auth"] == f"Bearer {LIVE_TOKEN}"]
+    assert len(pushes) == len(requests) > 1
+    assert {r["path"] for r in pushes} == {"/api/live/push/streamdash"}
+    lines = [line for r in pushes[1:] for line in r["body"].splitlines()]  # the first was refused with a 503
+    assert lines and all(line.startswith("telemetry_site,") for line in lines)
+    assert pushes[0]["body"] in {r["body"] for r in pushes[1:]}, "the refused push was retried"
+    # The newest push of each point equals what InfluxDB holds (update mode re-emits a window as it grows).
+    pushed = {}
+    for line in lines:
+        series, fields, timestamp = line.rsplit(" ", 2)
+        tags = dict(part.split("=", 1) for part in series.split(",")[1:])
+        count = next(int(f.split("=")[1].rstrip("i")) for f in fields.split(",") if f.startswith("count="))
+        pushed[(tags["site"], tags["window"], int(timestamp))] = count
+    landed = {(r["site"], r["window"], r["time"]): r["count"]
+              for r in influx.query('SELECT "count" FROM telemetry_site GROUP BY site, "window"',
+                                    dashboard_run["database"])}
+    assert set(pushed) <= set(landed)
+    assert pushed == {key: landed[key] for key in pushed}
+    # Every pushed line is valid line protocol: InfluxDB takes them all.
+    scratch = influx.create_database("live_lines")
+    assert InfluxWriter(influx.url, "o", f"{scratch}/autogen", influx.token).write_lines(lines) == len(lines)
+
+
+def test_live_channel_in_the_fleet_dashboard_is_the_one_the_job_pushes_to(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    settings = load_settings("local", REPO / "conf", ["grafana_live.url=http://127.0.0.1:3000",
+                                                      "grafana_live.token=t"])
+    pusher = GrafanaLivePusher.from_config(settings.grafana_live)
+    board = dashboards.load(GRAFANA / "fleet_overview.json")
+    channels = [t["channel"] for p in dashboards.grafana_panels(board) for t in p["targets"] if "channel" in t]
+    assert channels and set(channels) <= set(pusher.channels())
+
+
+def pusher(url: str, **overrides) -> GrafanaLivePusher:
+    return GrafanaLivePusher(url, LIVE_TOKEN, "streamdash", ("telemetry_site",),
+                             **{"retry": RetryPolicy(2, 0.05, 1.0), **overrides})
+
+
+def test_live_refusal_gives_up_at_once_and_never_raises(fault_server, caplog):
+    server = fault_server([], default_status=200, expected_auth="Bearer another-token")
+    assert pusher(server.url).push(["telemetry_site,site=a count=1i 1"]) == 0
+    assert len(server.requests) == 1, "a 401 is not retried"
+    assert "HTTP 401" in caplog.text and LIVE_TOKEN not in caplog.text
+
+
+def test_live_retries_server_errors_then_drops_without_raising(fault_server):
+    server = fault_server([(500, {})] * 5, default_status=200)
+    started = time.monotonic()
+    assert pusher(server.url).push(["telemetry_site,site=a count=1i 1"]) == 0
+    assert len(server.requests) == 3 and time.monotonic() - started < 5
+    down = FaultServer([])
+    down.close()
+    assert pusher(down.url, timeout_s=1.0).push(["telemetry_site,site=a count=1i 1"]) == 0
+
+
+def test_live_sends_only_its_measurements_in_chunks(fault_server):
+    server = fault_server([], default_status=200)
+    lines = [f"telemetry_site,site=s{i} count={i}i {i}" for i in range(5)] + ["telemetry_device,site=a count=1i 1",
+                                                                             None]
+    assert pusher(server.url, max_lines_per_push=2).push(lines) == 5
+    assert [len(r["body"].splitlines()) for r in server.requests] == [2, 2, 1]
+
+
+def test_live_configuration_is_validated(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError, match="grafana_live.token"):
+        load_settings("local", REPO / "conf", ["grafana_live.url=http://127.0.0.1:3000"])
+    with pytest.raises(ConfigError, match="grafana_live.stream_id"):
+        load_settings("local", REPO / "conf", ["grafana_live.url=http://g", "grafana_live.token=t",
+                                               "grafana_live.stream_id=a/b"])
+
+
+def test_every_dashboard_file_is_valid_json():
+    for path in [*GRAFANA.glob("*.json"), CHRONOGRAF]:
+        json.loads(Path(path).read_text())
+
+
+def test_dashboards_check_command_reports_each_panel(influx, dashboard_run):
+    import subprocess
+    import sys
+
+    def check(database: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streamdash.cli", "dashboards", "check", "--influxdb-url",
+                               influx.url, "--database", database, "--dir", str(REPO / "dashboards")],
+                              capture_output=True, text=True, env={"INFLUXDB_TOKEN": influx.token, "PATH": ""})
+
+    good = check(dashboard_run["database"])
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "panel queries returned data" in good.stdout and influx.token not in good.stdout + good.stderr
+    empty = check(influx.create_database("empty"))
+    assert empty.returncode == 2 and "returned no data or failed" in empty.stderr

@@ -1,4 +1,4 @@
-"""The `streamdash` command: the local stack and the device simulator."""
+"""The `streamdash` command: the local stack, the device simulator, notebooks run locally, dashboard checks."""
 
 from __future__ import annotations
 

@@ -113,3 +113,10 @@ def test_a_magic_that_cannot_run_locally_is_refused(tmp_path):
     path.write_text("x = 1\n")
     with pytest.raises(StreamdashError, match="not a Databricks source notebook"):
         notebook.run(path, spark=object())
+
+
+def test_a_failing_cell_is_named_in_one_line(tmp_path):
+    path = tmp_path / "fails.py"
+    path.write_text("# Databricks notebook source\nx = 1\n\n# COMMAND ----------\n\nraise ValueError('boom\\nmore')\n")
+    with pytest.raises(StreamdashError, match=r"^fails.py cell 2 failed: ValueError: boom$"):
+        notebook.run(path, spark=object())

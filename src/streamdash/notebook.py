@@ -110,9 +110,11 @@ def local_spark():
     from streamdash.stack import install
 
     jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars())
-    return (SparkSession.builder.master("local[2]").appName("streamdash-notebook").config("spark.jars", jars)
-            .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
-            .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    spark = (SparkSession.builder.master("local[2]").appName("streamdash-notebook").config("spark.jars", jars)
+             .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
 
 
 def cells(path: Path) -> list[str]:
@@ -120,6 +122,16 @@ def cells(path: Path) -> list[str]:
     if not text.startswith(HEADER):
         raise StreamdashError(f"{path} is not a Databricks source notebook (first line must be {HEADER!r})")
     return [cell.strip("\n") for cell in CELL_SEPARATOR.split(text[len(HEADER):])]
+
+
+def _summary(err: Exception) -> str:
+    """One line: for a JVM error its root cause (py4j's own message only says which call failed)."""
+    cause = getattr(err, "java_exception", None)
+    if cause is not None:
+        while cause.getCause() is not None:
+            cause = cause.getCause()
+        return f"{cause.getClass().getSimpleName()}: {cause.getMessage()}"[:300]
+    return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:300]}"
 
 
 def run(path: Path, widgets: dict[str, str] | None = None, spark=None) -> dict[str, Any]:
@@ -140,7 +152,10 @@ def run(path: Path, widgets: dict[str, str] | None = None, spark=None) -> dict[s
                     raise StreamdashError(f"{path.name} cell {number}: {magic[0].split()[0]} does not run locally")
                 print("\n".join(magic).removeprefix("%md").strip())
                 continue
-            exec(compile(cell, f"{path.name}:cell{number}", "exec"), namespace)  # noqa: S102 - running a notebook
+            try:
+                exec(compile(cell, f"{path.name}:cell{number}", "exec"), namespace)  # noqa: S102 - a notebook
+            except Exception as err:
+                raise StreamdashError(f"{path.name} cell {number} failed: {_summary(err)}") from err
     finally:
         os.chdir(previous)
     return namespace

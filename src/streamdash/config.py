@@ -132,7 +132,7 @@ class GrafanaLiveSink(_Section):
     """Optional: push each micro-batch's windows to Grafana Live (`sinks.grafana_live`)."""
 
     url: str = Field(pattern=r"^https?://")
-    token: SecretStr  # a service account token with the Editor role (or Admin)
+    token: SecretStr  # a service account token with the Admin role (what Live pushes need)
     stream_id: str = Field(default="streamdash", pattern=r"^[A-Za-z0-9_-]+$")
     measurements: list[str] = Field(default=["telemetry_site"], min_length=1)
     max_lines_per_push: int = Field(default=1000, gt=0)

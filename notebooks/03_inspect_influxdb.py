@@ -9,6 +9,15 @@
 
 # COMMAND ----------
 
+# The bundle syncs the repository next to this notebook: import streamdash from its src/ (on a job cluster,
+# or locally, the installed wheel is found first either way).
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path.cwd().parent / "src"))
+
+# COMMAND ----------
+
 from pyspark.sql import functions as F
 
 from streamdash import influxql

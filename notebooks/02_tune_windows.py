@@ -31,7 +31,8 @@ settings = settings_from_widgets(dbutils)
 dbutils.widgets.text("watermarks", "10 seconds, 30 seconds, 2 minutes")
 dbutils.widgets.text("window_sizes", ", ".join(settings.aggregation.window_sizes))
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
-events = valid_events(parse_events(kafka.read_batch(spark, source), settings.validation)).cache()
+parsed = parse_events(kafka.read_batch(spark, source), settings.validation).cache()
+events = valid_events(parsed)
 
 # COMMAND ----------
 
@@ -42,7 +43,7 @@ events = valid_events(parse_events(kafka.read_batch(spark, source), settings.val
 
 # COMMAND ----------
 
-arrivals = (parse_events(kafka.read_batch(spark, source), settings.validation).where("error IS NULL")
+arrivals = (parsed.where("error IS NULL")
             .withColumn("newest_so_far", F.max("event_time").over(
                 Window.partitionBy("partition").orderBy("offset").rowsBetween(Window.unboundedPreceding, 0)))
             .withColumn("delay_s", F.col("newest_so_far").cast("double") - F.col("event_time").cast("double")))

@@ -33,7 +33,6 @@ class QueryCheck:
     panel: str
     ref_id: str
     statement: str
-    series: int = 0
     values: int = 0
     problem: str = ""
 
@@ -177,7 +176,6 @@ def _run(check: QueryCheck, query: Any) -> None:
     except influxql.InfluxQLError as err:
         check.problem = str(err)
         return
-    check.series = len({tuple(sorted((k, v) for k, v in row.items() if isinstance(v, str))) for row in rows})
     check.values = sum(1 for row in rows for key, value in row.items()
                        if key != "time" and isinstance(value, int | float) and not isinstance(value, bool))
 

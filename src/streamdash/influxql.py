@@ -41,10 +41,10 @@ def query(url: str, statement: str, token: str | None, database: str | None = No
     return {**answer, "error": errors[0] if errors else None}
 
 
-def rows(answer: dict, result: int = 0) -> list[dict]:
-    """One result's rows as dicts: `time` (ns), the series' tags and its columns, across every series."""
+def rows(answer: dict) -> list[dict]:
+    """The first result's rows as dicts: `time` (ns), the series' tags and its columns, across every series."""
     found = []
-    for series in answer["results"][result].get("series", []):
+    for series in answer["results"][0].get("series", []):
         tags = series.get("tags", {})
         for values in series["values"]:
             found.append({**tags, **dict(zip(series["columns"], values, strict=True))})

@@ -24,6 +24,11 @@ from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_permane
 log = logging.getLogger(__name__)
 
 
+def live_channel(stream_id: str, measurement: str) -> str:
+    """The Grafana Live channel a pushed measurement appears on, as a panel names it."""
+    return f"stream/{stream_id}/{measurement}"
+
+
 @dataclass(frozen=True)
 class GrafanaLivePusher:
     """Plain values, so Spark can ship it to the executors with the InfluxDB writer."""
@@ -47,7 +52,7 @@ class GrafanaLivePusher:
         return f"GrafanaLivePusher(url={self.url!r}, stream_id={self.stream_id!r})"
 
     def channels(self) -> list[str]:
-        return [f"stream/{self.stream_id}/{measurement}" for measurement in self.measurements]
+        return [live_channel(self.stream_id, measurement) for measurement in self.measurements]
 
     def push(self, lines: Iterable[str | None]) -> int:
         """Push the lines of the configured measurements; returns how many Grafana took. Never raises."""

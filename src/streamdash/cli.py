@@ -118,8 +118,8 @@ def cmd_dashboards_check(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from streamdash import dashboards
+    from streamdash.config import GrafanaLiveSink
     from streamdash.sinks.grafana_live import live_channel
-    from streamdash.sinks.points import SITE_MEASUREMENT
 
     token = os.environ.get("INFLUXDB_TOKEN")
     if not token:
@@ -127,7 +127,8 @@ def cmd_dashboards_check(args: argparse.Namespace) -> None:
     query = dashboards.influx_query(args.influxdb_url, token, args.database)
     window = dashboards.Window(minutes=args.minutes)
     folder = Path(args.dir)
-    channels = [live_channel(args.live_stream_id, SITE_MEASUREMENT)]
+    channels = [live_channel(args.live_stream_id, measurement)
+                for measurement in GrafanaLiveSink.model_fields["measurements"].default]
     checks = [check for path in sorted((folder / "grafana").glob("*.json"))
               for check in dashboards.check_grafana(path, query, window, channels)]
     if (folder / "chronograf" / "fleet_overview.json").is_file():

@@ -31,7 +31,7 @@ from streamdash import influxql  # noqa: E402
 from streamdash.kafka_client import client_config  # noqa: E402
 from streamdash.simulator import Category, SimulatorSettings, send  # noqa: E402
 from streamdash.stack import Stack, create_topic  # noqa: E402
-from tests.test_end_to_end import Job, job_args  # noqa: E402  (the same job launch as the e2e tests)
+from tests.pipeline import Job, job_args  # noqa: E402  (the same job launch as the e2e tests)
 
 FREE = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
 

@@ -71,6 +71,12 @@ def influx(stack) -> Influx:
     return Influx(stack)
 
 
+@pytest.fixture()
+def database(influx) -> str:
+    """A database of the test's own in the stack's InfluxDB."""
+    return influx.create_database("e2e")
+
+
 @pytest.fixture(scope="session")
 def spark():
     """The notebooks' local session (Kafka connector included), with fewer shuffle partitions for tiny data."""

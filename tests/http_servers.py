@@ -6,14 +6,16 @@ from __future__ import annotations
 import gzip
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FaultServer:
-    """Answers each POST with the next (status, headers) from a script, `default_status` once the script is used
-    up, and 401 to a request whose Authorization is not `expected_auth` (when that is set)."""
+    """Answers each POST with the next (status, headers) from a script, then `respond(body)` if given, else
+    `default_status`, and 401 to a request whose Authorization is not `expected_auth` (when that is set)."""
 
-    def __init__(self, script: list[tuple[int, dict]], default_status: int = 204, expected_auth: str | None = None):
+    def __init__(self, script: list[tuple[int, dict]], default_status: int = 204, expected_auth: str | None = None,
+                 respond: Callable[[str], tuple[int, dict]] | None = None):
         self.script = list(script)
         self.requests: list[dict] = []
         server = self
@@ -27,12 +29,15 @@ class FaultServer:
                                         "auth": self.headers.get("Authorization")})
                 if expected_auth and self.headers.get("Authorization") != expected_auth:
                     status, headers = 401, {}
+                elif server.script:
+                    status, headers = server.script.pop(0)
                 else:
-                    status, headers = server.script.pop(0) if server.script else (default_status, {})
+                    status, headers = respond(body.decode()) if respond else (default_status, {})
                 self.send_response(status)
                 for key, value in headers.items():
                     self.send_header(key, value)
-                payload = b'{"code":"invalid","message":"bad line"}' if status == 400 else b""
+                payload = {400: b'{"code":"invalid","message":"bad line"}',
+                           413: b'{"code":"request too large","message":"too large"}'}.get(status, b"")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

@@ -56,6 +56,20 @@ def test_bad_values_name_the_field(monkeypatch, override, field):
     assert field in str(error.value)
 
 
+@pytest.mark.parametrize("value", ["banana", "TOPSECRET-1", "1 fortnight"])
+def test_a_bad_value_is_never_echoed_and_its_origin_is_named(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", CONF, [f"aggregation.watermark={value}"])
+    assert "aggregation.watermark (--set aggregation.watermark)" in str(error.value)
+    assert value not in str(error.value) and "local.toml" not in str(error.value)
+    conf = tmp_path / "staging.toml"
+    conf.write_text((CONF / "local.toml").read_text().replace('watermark = "30 seconds"', f'watermark = "{value}"'))
+    with pytest.raises(ConfigError) as error:
+        load_settings("staging", tmp_path)
+    assert f"aggregation.watermark ({conf})" in str(error.value) and value not in str(error.value)
+
+
 def test_eventhubs_without_connection_string_is_refused_without_echoing_secrets(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "token-secret")
     with pytest.raises(ConfigError) as error:

@@ -25,7 +25,7 @@ from streamdash.sinks.retry import RetryPolicy
 from . import ground_truth
 from .conftest import REPO
 from .http_servers import FaultServer
-from .test_end_to_end import Job, job_args, simulate, wait_for
+from .pipeline import Job, job_args, send_with_late_data, wait_for
 
 GRAFANA = REPO / "dashboards" / "grafana"
 CHRONOGRAF = REPO / "dashboards" / "chronograf" / "fleet_overview.json"
@@ -49,10 +49,9 @@ def dashboard_run(stack, stack_env, influx, tmp_path_factory):
     job = Job(args, {**stack_env, "GRAFANA_LIVE_TOKEN": LIVE_TOKEN}, work / "job.log")
     try:
         job.wait_started()
-        sender = simulate(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic, work / "manifest.jsonl",
-                          stack_env, extra=("--max-window-s", "60"))
-        assert sender.wait(timeout=180) == 0
-        entries = ground_truth.manifest(work / "manifest.jsonl")
+        manifest = send_with_late_data(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic, work,
+                                       stack_env, influx, database, windows=2, extra=("--max-window-s", "60"))
+        entries = ground_truth.manifest(manifest)
         counted = len(ground_truth.counted_events(entries))
         total = 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'10s\''
         assert wait_for(lambda: sum(r["sum"] for r in influx.query(total, database)) == counted, 240)
@@ -156,7 +155,7 @@ def test_live_pushes_carry_the_windows_that_landed_in_influxdb(influx, dashboard
     assert pushed == {key: landed[key] for key in pushed}
     # Every pushed line is valid line protocol: InfluxDB takes them all.
     scratch = influx.create_database("live_lines")
-    assert InfluxWriter(influx.url, "o", f"{scratch}/autogen", influx.token).write_lines(lines) == len(lines)
+    assert InfluxWriter(influx.url, "o", f"{scratch}/autogen", influx.token).write_lines(lines).written == len(lines)
 
 
 def test_live_channel_in_the_fleet_dashboard_is_the_one_the_job_pushes_to(monkeypatch):
@@ -171,7 +170,7 @@ def test_live_channel_in_the_fleet_dashboard_is_the_one_the_job_pushes_to(monkey
 
 def pusher(url: str, **overrides) -> GrafanaLivePusher:
     return GrafanaLivePusher(url, LIVE_TOKEN, "streamdash", ("telemetry_site",),
-                             **{"retry": RetryPolicy(2, 0.05, 1.0), **overrides})
+                             **{"retry": RetryPolicy(0.05, 1.0, max_retries=2), **overrides})
 
 
 def test_live_refusal_gives_up_at_once_and_never_raises(fault_server, caplog):

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+from streamdash.events import UNREPRESENTABLE_IDENTIFIER
 from streamdash.sinks.influxdb import InfluxWriter
-from streamdash.sinks.line_protocol import UNREPRESENTABLE, LineProtocolError, format_field_value, line
+from streamdash.sinks.line_protocol import LineProtocolError, format_field_value, line
 
 HOSTILE = ["with space", "comma,here", "equals=sign", 'double"quote', "single'quote", "back\\slash",
            "ünïcødé ✓ 温度", "a, b=c \"d\"", "trailing space ", " leading", "=", ",", " "]
@@ -33,7 +34,7 @@ def test_tags_are_sorted_and_empty_tag_values_left_out():
 @pytest.mark.parametrize("bad", ["new\nline", "carriage\rreturn", "tab\there", "ends\\", "esc\\,aped",
                                  "esc\\ x", "esc\\=x"])
 def test_unrepresentable_names_raise_instead_of_corrupting(bad):
-    assert re.search(UNREPRESENTABLE, bad), "the parser dead-letters exactly these"
+    assert re.search(UNREPRESENTABLE_IDENTIFIER, bad), "the parser dead-letters exactly these"
     with pytest.raises(LineProtocolError):
         line("m", {"device": bad}, {"v": 1}, 1)
     with pytest.raises(LineProtocolError):
@@ -59,7 +60,7 @@ def test_hostile_strings_round_trip_through_influxdb(influx):
     lines = [line("hostile", {"device": text, "site": "s"}, {"label": text, "i": index, "x": index + 0.25,
                                                            "bad": math.nan}, 1_000_000_000 * (index + 1))
              for index, text in enumerate(HOSTILE)]
-    assert writer.write_lines(lines) == len(HOSTILE)
+    assert writer.write_lines(lines).written == len(HOSTILE)
     got = influx.query("SELECT * FROM hostile", database)
     assert [(r["device"], r["label"], r["i"], r["x"]) for r in got] == [
         (text, text, index, index + 0.25) for index, text in enumerate(HOSTILE)]

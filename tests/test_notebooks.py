@@ -13,7 +13,7 @@ from streamdash.errors import StreamdashError
 
 from . import ground_truth
 from .conftest import REPO
-from .test_end_to_end import WATERMARK_S, WINDOWS, Job, assert_matches_ground_truth, job_args, simulate
+from .pipeline import WATERMARK_S, WINDOWS, Job, assert_matches_ground_truth, job_args, simulate
 
 NOTEBOOKS = REPO / "notebooks"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
 
 import pytest
@@ -72,6 +73,13 @@ def test_epoch_millis_unknown_fields_and_missing_device_type(spark):
     (with_(deviceId=""), Reason.INVALID_IDENTIFIER),
     (with_(site="ends\\"), Reason.INVALID_IDENTIFIER),
     (with_(deviceId="x" * 129), Reason.INVALID_IDENTIFIER),
+    (with_(deviceId="   "), Reason.INVALID_IDENTIFIER),
+    (with_(site=" "), Reason.INVALID_IDENTIFIER),
+    (with_(site="\t"), Reason.INVALID_IDENTIFIER),
+    (with_(deviceType="\u00a0\u3000"), Reason.INVALID_IDENTIFIER),
+    (with_(eventTime=1.0), Reason.WRONG_TYPE),
+    (with_(eventTime=1e308), Reason.WRONG_TYPE),
+    (with_(eventTime=99999999999999999999), Reason.WRONG_TYPE),
     (with_(measurements={"temperature": 1}).replace('"temperature": 1', '"temperature": 1e999'),
      Reason.NON_FINITE_VALUE),
     (with_(padding="x" * 2000), Reason.OVERSIZE),
@@ -83,6 +91,47 @@ def test_bad_records_get_one_reason_and_keep_their_position(spark, payload, reas
     assert [(r.reason, r.partition, r.offset, r.topic) for r in letters] == [(reason, 0, 1, "telemetry")]
     expected_payload = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
     assert letters[0].payload == expected_payload
+
+
+BROKER_MS = int(T0.replace(tzinfo=dt.UTC).timestamp() * 1000)  # the records' kafka_timestamp
+
+
+@pytest.mark.parametrize("event_time", [
+    "9999-12-31T23:59:59.999999999Z", "0001-01-01T00:00:00Z", "2200-01-01T00:00:00Z", "1970-01-01T00:00:00Z",
+    "2262-04-11T23:47:16.854775807Z", "1677-09-21T00:12:43.145224192Z",
+    253402300800000, 9223372036854775807, -9223372036854775808, 9223372036854775, 0, -1,
+    BROKER_MS + 15 * 60_000 + 1, BROKER_MS - 7 * 86_400_000 - 1,
+])
+def test_event_times_far_from_the_broker_time_are_out_of_range_and_never_overflow(spark, event_time):
+    """ANSI mode is on (as on Databricks), so any overflow in any expression would throw here."""
+    assert spark.conf.get("spark.sql.ansi.enabled") == "true"
+    parsed = parse_events(raw(spark, json.dumps(GOOD), with_(eventTime=event_time)), Validation())
+    assert [(r.reason, r.offset) for r in dead_letters(parsed).collect()] == [(Reason.EVENT_TIME_OUT_OF_RANGE, 1)]
+    events = deduplicate(valid_events(parsed), "30 seconds")
+    assert windowed_aggregates(events, "10 seconds").where("level = 'site'").collect()[0]["count"] == 1
+
+
+@pytest.mark.parametrize("event_time", [BROKER_MS + 15 * 60_000, BROKER_MS - 7 * 86_400_000,
+                                        "2026-11-28T12:14:59.999Z", "2026-11-21T12:00:00Z"])
+def test_event_times_at_the_bounds_are_valid(spark, event_time):
+    assert valid_events(parse_events(raw(spark, with_(eventTime=event_time)), Validation())).count() == 1
+
+
+def test_the_bounds_are_configurable(spark):
+    validation = Validation(max_event_time_ahead="1 second", max_event_time_behind="2 hours")
+    payloads = [with_(eventTime=BROKER_MS + 2000), with_(eventTime=BROKER_MS - 3 * 3_600_000),
+                with_(eventTime=BROKER_MS - 3_600_000)]
+    parsed = parse_events(raw(spark, *payloads), validation)
+    assert sorted((r.offset, r.reason) for r in dead_letters(parsed).collect()) == [
+        (0, Reason.EVENT_TIME_OUT_OF_RANGE), (1, Reason.EVENT_TIME_OUT_OF_RANGE)]
+
+
+def test_values_outside_a_configured_range_are_dead_letters(spark):
+    validation = Validation(ranges={"temperature": (-80, 150)})
+    payloads = [with_(measurements={"temperature": 151}), with_(measurements={"temperature": -80, "humidity": 1e9})]
+    parsed = parse_events(raw(spark, *payloads), validation)
+    assert [(r.offset, r.reason) for r in dead_letters(parsed).collect()] == [(0, Reason.VALUE_OUT_OF_RANGE)]
+    assert parse_events(raw(spark, *payloads), Validation()).where("error IS NOT NULL").count() == 0
 
 
 def test_hostile_but_representable_identifiers_are_valid(spark):
@@ -149,3 +198,19 @@ def test_watermark_drops_late_events_keeps_those_within_and_counts_duplicates_on
         assert dropped == 1
     finally:
         query.stop()
+
+
+def test_a_statistic_that_overflows_is_left_out_and_counted(spark):
+    """Finite values whose sum or variance exceeds a double: the point keeps what is representable."""
+    from streamdash.sinks.points import aggregate_line
+
+    df = events(spark, [("a", "s", 1, 1, 1.7e308), ("a", "s", 2, 2, 1.7e308)])
+    row = windowed_aggregates(df, "10 seconds").where("level = 'device'").collect()[0].asDict()
+    point = aggregate_line(row)
+    assert "temperature_max=1.7e+308" in point and "temperature_p95=1.7e+308" in point
+    assert "temperature_mean=" not in point and "stats_overflowed=" in point
+    overflowed = int(point.split("stats_overflowed=")[1].split("i")[0])
+    assert overflowed == sum(1 for name in ("temperature_mean", "temperature_stddev") if not math.isfinite(row[name]))
+    assert overflowed >= 1
+    assert "humidity_mean=50.0" in point and "stats_overflowed" not in aggregate_line({**row, "temperature_mean": 1.0,
+                                                                                       "temperature_stddev": 0.0})

@@ -9,6 +9,7 @@ import signal
 import sys
 
 from streamdash.errors import StreamdashError
+from streamdash.events import Reason
 
 
 def _stack(args: argparse.Namespace):
@@ -85,6 +86,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         start_time_ms=args.start_time_ms, realtime=not args.fast, late_within_rate=args.late_within_rate,
         late_beyond_rate=args.late_beyond_rate, out_of_order_rate=args.out_of_order_rate,
         duplicate_rate=args.duplicate_rate, malformed_rate=args.malformed_rate, watermark_s=args.watermark_s,
+        malformed_reasons=tuple(args.malformed_reasons.split(",")), first_seq=args.first_seq,
+        late_beyond_after_s=args.late_beyond_after_s,
         max_window_s=args.max_window_s)
     try:
         settings.validate()
@@ -184,12 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--rate", type=float, default=100.0, help="events per second, all devices together")
     fleet.add_argument("--duration", type=float, default=60.0, help="seconds of event time to send")
     fleet.add_argument("--seed", type=int, default=1)
-    fleet.add_argument("--start-time-ms", type=int, help="event time of the first event (default: now)")
+    fleet.add_argument("--start-time-ms", type=int, help="event time of the first event (default: now; the job "
+                       "dead-letters events more than validation.max_event_time_behind older than their send time)")
+    fleet.add_argument("--first-seq", type=int, default=0, help="continue each device's sequence after this number")
     fleet.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     faults = simulate.add_argument_group("injected faults (shares of all records)")
     for name, default in (("late-within-rate", 0.01), ("late-beyond-rate", 0.005), ("out-of-order-rate", 0.01),
                           ("duplicate-rate", 0.01), ("malformed-rate", 0.01)):
         faults.add_argument(f"--{name}", type=float, default=default)
+    faults.add_argument("--late-beyond-after-s", type=float,
+                        help="send no event beyond the watermark before this much event time (default: watermark + 15)")
+    faults.add_argument("--malformed-reasons", default=",".join(Reason.ALWAYS_CHECKED),
+                        help="comma-separated dead-letter reasons the malformed records get (default: all)")
     faults.add_argument("--watermark-s", type=float, default=30.0, help="the job's watermark, to place late events")
     faults.add_argument("--max-window-s", type=float, default=60.0, help="the job's largest window")
     output = simulate.add_argument_group("output")

@@ -7,6 +7,7 @@ configuration fails at start with one message naming each bad field, and never e
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -25,16 +26,17 @@ from pydantic import (
 )
 
 from streamdash.errors import ConfigError
+from streamdash.events import MEASUREMENTS
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|milliseconds?|s|seconds?|m|minutes?|h|hours?|d|days?)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def duration_seconds(text: str) -> float:
-    """'10 seconds', '1 minute', '500 ms' -> seconds."""
+    """'10 seconds', '1 minute', '500 ms', '7 days' -> seconds."""
     match = _DURATION.match(text)
     if not match:
-        raise ValueError(f"not a duration like '10 seconds' or '1 minute': {text!r}")
+        raise ValueError("not a duration like '500 ms', '10 seconds', '1 minute', '2 hours' or '7 days'")
     unit = match.group(2)
     key = "ms" if unit.startswith("ms") or unit.startswith("milli") else unit[0]
     return int(match.group(1)) * _UNIT_SECONDS[key]
@@ -103,17 +105,33 @@ class Aggregation(_Section):
     @classmethod
     def _valid_windows(cls, sizes: list[str]) -> list[str]:
         for size in sizes:
-            if duration_seconds(size) < 1:
-                raise ValueError(f"window size {size!r} is shorter than one second")
+            if not 1 <= duration_seconds(size) <= 86400:
+                raise ValueError("a window size must be between one second and one day")
         if len({window_label(size) for size in sizes}) != len(sizes):
             raise ValueError("window sizes repeat")
         return sizes
 
 
-
 class Validation(_Section):
+    """What makes a record a valid event beyond its JSON types (the contract is in `streamdash.events`)."""
+
     max_event_bytes: int = Field(default=65536, gt=0)
     max_identifier_length: int = Field(default=128, gt=0)
+    # eventTime relative to the record's broker timestamp: a clock far off would move the watermark for all.
+    max_event_time_ahead: Duration = "15 minutes"
+    max_event_time_behind: Duration = "7 days"
+    # Optional plausible range per measurement, e.g. {temperature = [-80, 150]}: values outside are dead letters.
+    ranges: dict[str, tuple[float, float]] = {}
+
+    @field_validator("ranges")
+    @classmethod
+    def _known_measurements(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (low, high) in ranges.items():
+            if name not in MEASUREMENTS:
+                raise ValueError(f"unknown measurement {name!r} (known: {', '.join(MEASUREMENTS)})")
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"the range of {name} must be two finite numbers, low <= high")
+        return ranges
 
 
 class InfluxDBSink(_Section):
@@ -122,7 +140,8 @@ class InfluxDBSink(_Section):
     bucket: str = Field(min_length=1)
     token: SecretStr
     batch_size: int = Field(default=5000, gt=0, le=100000)
-    max_retries: int = Field(default=5, ge=0)
+    # How long writes keep retrying an unavailable InfluxDB before the job fails (and Databricks retries it).
+    max_outage: Duration = "15 minutes"
     retry_initial_delay_s: float = Field(default=0.5, gt=0)
     retry_max_delay_s: float = Field(default=30.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
@@ -178,21 +197,28 @@ def load_settings(env: str, conf_dir: str | Path = "conf", overrides: list[str] 
         raise ConfigError(f"no configuration for environment {env!r}: {path} does not exist (known: {known})") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    for override in overrides or []:
-        _apply_override(raw, override)
-    return settings_from_dict(_resolve(raw, ""), source=str(path))
+    overridden = {_apply_override(raw, override) for override in overrides or []}
+    return settings_from_dict(_resolve(raw, ""), source=str(path), overridden=overridden)
 
 
-def settings_from_dict(raw: dict[str, Any], source: str = "configuration") -> Settings:
+def settings_from_dict(raw: dict[str, Any], source: str = "configuration",
+                       overridden: set[str] | frozenset[str] = frozenset()) -> Settings:
+    """Validate; each problem names its field and where its value came from (`--set` or `source`), never the
+    value itself (it may be a secret)."""
     try:
         return Settings.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-                             for e in err.errors(include_input=False, include_url=False))
-        raise ConfigError(f"invalid {source}: {problems}") from None
+        problems = []
+        for error in err.errors(include_input=False, include_url=False):
+            # A discriminated union adds the variant's tag (`source.kafka.topic`); `--set` names `source.topic`.
+            key = ".".join(str(p) for p in error["loc"] if p not in ("kafka", "eventhubs_native"))
+            origin = f"--set {key}" if key in overridden else source
+            problems.append(f"{'.'.join(str(p) for p in error['loc'])} ({origin}): {error['msg']}")
+        raise ConfigError(f"invalid configuration: {'; '.join(problems)}") from None
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+def _apply_override(raw: dict[str, Any], override: str) -> str:
+    """Set one `section.field=value` in `raw`; returns the key."""
     key, sep, value = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"an override must look like section.field=value, got {key.strip()!r}")
@@ -204,6 +230,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         target[field] = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         target[field] = value  # a bare string
+    return key.strip()
 
 
 def _resolve(value: Any, where: str) -> Any:

@@ -7,15 +7,32 @@
 
 Required: schemaVersion, deviceId, site, eventTime, seq, and at least one measurement. deviceType defaults
 to "unknown"; a measurement may be null or absent (sensor missing). Extra fields anywhere are ignored.
+
+eventTime must lie within `validation.max_event_time_ahead` after and `validation.max_event_time_behind`
+before the record's broker timestamp, and between 1678-01-01 and 2262-01-01 (what InfluxDB can store).
+
+Identifiers (deviceId, site, deviceType) must be 1 to `validation.max_identifier_length` characters, not
+only whitespace, without control characters, and without a backslash at the end or before `,` `=` or space
+(line protocol could not tell such a backslash from an escape).
 """
 
 SCHEMA_VERSION = 1
 MEASUREMENTS = ("temperature", "humidity", "pressure", "battery")
 UNKNOWN_DEVICE_TYPE = "unknown"
 
+# Java- and Python-compatible: used by Spark's rlike in the parser and by the line-protocol writer.
+UNREPRESENTABLE_IDENTIFIER = r"[\x00-\x1f\x7f]|\\$|\\[,= ]"
+# Java regex (Spark's rlike): only whitespace, Unicode spaces included.
+BLANK_IDENTIFIER = r"(?U)^\s*$"
+
+# InfluxDB stores nanoseconds since 1970 in a signed 64-bit integer (1677-09-21 to 2262-04-11). Event times
+# stay within 1678-01-01 and 2262-01-01, so a window start (at most a day earlier) is storable too.
+MIN_EVENT_TIME_US = -9_214_560_000_000_000
+MAX_EVENT_TIME_US = 9_214_646_400_000_000
+
 
 class Reason:
-    """Why an event went to the dead-letter sink (the `reason` tag and column)."""
+    """Why a record went to the dead-letter sink (the `reason` tag and column)."""
 
     OVERSIZE = "oversize"
     MALFORMED_JSON = "malformed_json"
@@ -23,8 +40,12 @@ class Reason:
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     BAD_EVENT_TIME = "bad_event_time"
+    EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
     INVALID_IDENTIFIER = "invalid_identifier"
     NON_FINITE_VALUE = "non_finite_value"
+    VALUE_OUT_OF_RANGE = "value_out_of_range"  # only with `validation.ranges` set
+    SINK_REJECTED = "sink_rejected"  # a point InfluxDB refused (field-type conflict, retention, size)
 
-    ALL = (OVERSIZE, MALFORMED_JSON, UNSUPPORTED_SCHEMA_VERSION, MISSING_FIELD, WRONG_TYPE, BAD_EVENT_TIME,
-           INVALID_IDENTIFIER, NON_FINITE_VALUE)
+    ALWAYS_CHECKED = (OVERSIZE, MALFORMED_JSON, UNSUPPORTED_SCHEMA_VERSION, MISSING_FIELD, WRONG_TYPE,
+                      BAD_EVENT_TIME, EVENT_TIME_OUT_OF_RANGE, INVALID_IDENTIFIER, NON_FINITE_VALUE)
+    ALL = (*ALWAYS_CHECKED, VALUE_OUT_OF_RANGE, SINK_REJECTED)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import signal
 import sys
 import threading
@@ -22,13 +24,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from streamdash.config import Settings, load_settings, window_label
+from streamdash import lifetime
+from streamdash.config import DeadLetterSink, Settings, load_settings, window_label
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
-from streamdash.sinks import dead_letter, influxdb
+from streamdash.sinks import dead_letter
 from streamdash.sinks.grafana_live import GrafanaLivePusher
-from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.influxdb import InfluxWriter, write_rows
 from streamdash.sinks.points import aggregate_line
+from streamdash.sinks.report import record_blocked
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
@@ -70,13 +74,38 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
         starters[name] = partial(
             aggregates.writeStream.outputMode("update").queryName(name)
             .option("checkpointLocation", f"{checkpoint}/aggregates_{label}").trigger(**trigger)
-            .foreachBatch(influxdb.foreach_batch(writer, aggregate_line, live)).start)
+            .foreachBatch(write_aggregates(writer, live, settings.dead_letter, name)).start)
     name = f"{settings.job.name}_dead_letters"
     bad = dead_letters(parsed).observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
     starters[name] = partial(
         bad.writeStream.queryName(name).option("checkpointLocation", f"{checkpoint}/dead_letters").trigger(**trigger)
         .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, name)).start)
     return starters
+
+
+def write_aggregates(writer: InfluxWriter, live: GrafanaLivePusher | None, dead_letters: DeadLetterSink,
+                     stream: str) -> Callable[[DataFrame, int], None]:
+    """An aggregate query's handler: windows to InfluxDB (and Grafana Live); refused points to the dead letters."""
+
+    def write_batch(batch: DataFrame, batch_id: int) -> None:
+        report = write_rows(batch, writer, aggregate_line, live)
+        if report.rejected:
+            report = report.merge(dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters,
+                                                             writer, stream, batch_id))
+        record_blocked(stream, batch_id, report.blocked_s)
+
+    return write_batch
+
+
+_STREAMDASH_ERROR = re.compile(r"streamdash\.[\w.]+Error: (.+)")
+
+
+def failure_summary(error: Exception) -> str:
+    """One line: the message of a streamdash error raised in a task (what the user can act on, such as an
+    InfluxDB outage past `influxdb.max_outage`), else the first line of Spark's."""
+    text = str(error)
+    match = _STREAMDASH_ERROR.search(text)
+    return match.group(1) if match else (text.strip().splitlines() or [""])[0][:500]
 
 
 def hit_kafka_metrics_bug(query: StreamingQuery) -> bool:
@@ -119,7 +148,7 @@ def run(settings: Settings) -> None:
         stop_gracefully(list(queries.values()))
     failed = [q for q in queries.values() if q.exception() is not None]
     if failed:
-        raise StreamdashError(f"query {failed[0].name} failed: {failed[0].exception()}")
+        raise StreamdashError(f"query {failed[0].name} failed: {failure_summary(failed[0].exception())}")
     log.info("stopped cleanly")
 
 
@@ -143,6 +172,8 @@ def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
 
 
 def main(argv: list[str], default_conf_dir: Path) -> None:
+    if "PYSPARK_GATEWAY_PORT" in os.environ and not kafka.on_databricks():
+        lifetime.die_with_parent(signal.SIGKILL)  # under spark-submit: the JVM is the parent; no orphan driver
     args = parse_args(argv, default_conf_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

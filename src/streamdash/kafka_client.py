@@ -13,9 +13,12 @@ EVENTHUBS_PRODUCER_SETTINGS = {
 
 def client_config(bootstrap_servers: str, eventhubs_connection_string: str | None = None,
                   ca_file: str | None = None) -> dict:
-    """With a connection string: SASL_SSL/PLAIN as `$ConnectionString`, trusting `ca_file` if given."""
+    """With a connection string: SASL_SSL/PLAIN as `$ConnectionString`, trusting `ca_file` if given. On plain
+    Kafka the producer is idempotent, so a retry after a broker restart never writes a record twice."""
     config: dict = {"bootstrap.servers": bootstrap_servers}
-    if eventhubs_connection_string:
+    if not eventhubs_connection_string:
+        config["enable.idempotence"] = True
+    else:
         config |= {"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
                    "sasl.username": "$ConnectionString", "sasl.password": eventhubs_connection_string,
                    **EVENTHUBS_PRODUCER_SETTINGS}

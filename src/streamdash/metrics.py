@@ -2,8 +2,10 @@
 
 Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_per_s, batch_duration_ms,
 rows_dropped_by_watermark, state_rows, offsets_behind_latest (max over partitions, Kafka source), freshness_ms
-(batch time minus the newest event time seen) and, for the dead-letter query, dead_letters. Writing metrics
-never fails the stream: an error is logged and the next batch tries again.
+(batch time minus the newest event time seen), sink_blocked_ms (how long the batch's writes waited for an
+unavailable InfluxDB; only when they did) and, for the dead-letter query, dead_letters. Writing metrics never
+fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and
+written with the next batch's.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import replace
 
 from pyspark.sql.streaming import StreamingQueryListener
 
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.line_protocol import line
 from streamdash.sinks.points import PROGRESS_MEASUREMENT
+from streamdash.sinks.report import pop_blocked_ms
+from streamdash.sinks.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ def _epoch_ns(iso: str) -> int:
     return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
 
 
-def progress_line(progress: dict) -> str | None:
+def progress_line(progress: dict, sink_blocked_ms: int | None = None) -> str | None:
     """A StreamingQueryProgress (as its JSON dict) -> one `pipeline_progress` point."""
     timestamp_ns = _epoch_ns(progress["timestamp"])
     fields: dict[str, object] = {
@@ -46,6 +51,8 @@ def progress_line(progress: dict) -> str | None:
     newest_event = (progress.get("eventTime") or {}).get("max")
     if newest_event:
         fields["freshness_ms"] = (timestamp_ns - _epoch_ns(newest_event)) // 1_000_000
+    if sink_blocked_ms:
+        fields["sink_blocked_ms"] = sink_blocked_ms
     for name, metric_row in (progress.get("observedMetrics") or {}).items():
         for key, value in (metric_row or {}).items():
             if isinstance(value, int | float):
@@ -53,9 +60,14 @@ def progress_line(progress: dict) -> str | None:
     return line(PROGRESS_MEASUREMENT, {"stream": progress.get("name") or "unnamed"}, fields, timestamp_ns)
 
 
+MAX_PENDING = 10_000
+
+
 class InfluxProgressListener(StreamingQueryListener):
     def __init__(self, writer: InfluxWriter):
-        self.writer = writer
+        # One quick retry: the listener must never hold up the queries' progress events for long.
+        self.writer = replace(writer, retry=RetryPolicy(0.2, 1.0, max_retries=1))
+        self.pending: list[str] = []
 
     def onQueryStarted(self, event) -> None:
         log.info("query %s started (id %s)", event.name, event.id)
@@ -64,10 +76,17 @@ class InfluxProgressListener(StreamingQueryListener):
         progress = event.progress
         log.info("%s batch %d: %d rows, %.0f rows/s, %d ms", progress.name, progress.batchId, progress.numInputRows,
                  progress.processedRowsPerSecond, progress.batchDuration)
+        point = progress_line(json.loads(progress.json), pop_blocked_ms(progress.name, progress.batchId))
+        self.pending = [*self.pending, point][-MAX_PENDING:]
         try:
-            self.writer.write_lines([progress_line(json.loads(event.progress.json))])
+            report = self.writer.write_lines(self.pending)
         except Exception as err:  # noqa: BLE001 - metrics must never stop the pipeline
-            log.warning("could not write self-metrics for batch %s: %s", event.progress.batchId, err)
+            log.warning("could not write self-metrics for batch %s (%d points kept for the next try): %s",
+                        progress.batchId, len(self.pending), err)
+            return
+        self.pending = []
+        for refused, why in report.rejected:
+            log.warning("InfluxDB refused a self-metrics point (%s): %s", why, refused)
 
     def onQueryTerminated(self, event) -> None:
         if event.exception:

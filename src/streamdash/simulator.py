@@ -10,6 +10,7 @@ partition and offset Kafka gave it and what it is, so tests compute ground truth
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from streamdash.errors import StreamdashError
 from streamdash.events import SCHEMA_VERSION, Reason
 
 DEVICE_TYPES = ("thermostat", "weather-station", "cold-store")
@@ -54,6 +56,8 @@ class SimulatorSettings:
     max_event_bytes: int = 65536
     late_beyond_after_s: float | None = None  # no late_beyond before this much event time; None = watermark+15s
     epoch_millis_share: float = 0.5  # share of events whose eventTime is epoch ms rather than ISO-8601
+    malformed_reasons: tuple[str, ...] = Reason.ALWAYS_CHECKED  # what the malformed records get wrong
+    first_seq: int = 0  # each device's first event gets first_seq + 1 (a later run continues a fleet's sequence)
 
     def validate(self) -> None:
         rates = (self.late_within_rate, self.late_beyond_rate, self.out_of_order_rate, self.duplicate_rate,
@@ -64,6 +68,9 @@ class SimulatorSettings:
             raise ValueError("rate and duration must be positive")
         if any(r < 0 for r in rates) or sum(rates) > 0.5:
             raise ValueError("injection rates must be >= 0 and add up to at most 0.5")
+        unknown = set(self.malformed_reasons) - set(Reason.ALWAYS_CHECKED)
+        if not self.malformed_reasons or unknown:
+            raise ValueError(f"malformed reasons must be some of {', '.join(Reason.ALWAYS_CHECKED)}")
 
 
 @dataclass
@@ -100,7 +107,8 @@ class TelemetryGenerator:
         self.devices = [
             Device(device_id=f"dev-{i:04d}", site=sites[i % settings.sites],
                    device_type=DEVICE_TYPES[i % len(DEVICE_TYPES)],
-                   base_temperature=self.rng.uniform(15.0, 25.0), drift_per_hour=self.rng.uniform(-0.5, 0.5))
+                   base_temperature=self.rng.uniform(15.0, 25.0), drift_per_hour=self.rng.uniform(-0.5, 0.5),
+                   seq=settings.first_seq)
             for i in range(settings.devices)
         ]
         self.sent_events: list[tuple[bytes, dict]] = []  # payload and truth of each valid event
@@ -204,7 +212,7 @@ class TelemetryGenerator:
         good = {"schemaVersion": SCHEMA_VERSION, "deviceId": device.device_id, "site": device.site,
                 "deviceType": device.device_type, "eventTime": now_ms, "seq": 0,
                 "measurements": self._measurements(device, now_ms)}
-        reason = self.rng.choice(Reason.ALL)
+        reason = self.rng.choice(self.s.malformed_reasons)
         bad: Any = dict(good)
         if reason == Reason.OVERSIZE:
             bad["padding"] = "x" * (self.s.max_event_bytes + 1)
@@ -220,8 +228,11 @@ class TelemetryGenerator:
             bad["measurements"] = {**good["measurements"], "temperature": "hot"}
         elif reason == Reason.BAD_EVENT_TIME:
             bad["eventTime"] = self.rng.choice(("yesterday", "2026-11-28T12:00:00", "2026-13-45T99:00:00Z"))
+        elif reason == Reason.EVENT_TIME_OUT_OF_RANGE:
+            bad["eventTime"] = self.rng.choice(("9999-12-31T23:59:59Z", "2200-01-01T00:00:00Z", 253402300800000, 0, -1,
+                                                now_ms + 86_400_000, now_ms - 30 * 86_400_000))
         elif reason == Reason.INVALID_IDENTIFIER:
-            bad["deviceId"] = self.rng.choice(("dev\n0001", "", "dev-0001\\", "a" * 300))
+            bad["deviceId"] = self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300))
         elif reason == Reason.NON_FINITE_VALUE:
             text = json.dumps(good).replace(json.dumps(good["measurements"]["pressure"]), "1e999", 1)
             return [Record(key=device.device_id, payload=text.encode(), category=Category.MALFORMED, reason=reason)]
@@ -229,13 +240,36 @@ class TelemetryGenerator:
                        reason=reason)]
 
 
+def connected_producer(config: dict, topic: str, timeout_s: float = 10.0) -> Any:
+    """A producer that has reached the broker and seen `topic`; otherwise one clear error, without the client's
+    own log lines (librdkafka logs every failed connection attempt)."""
+    from confluent_kafka import KafkaException, Producer
+
+    errors: list[str] = []
+    quiet = logging.getLogger("streamdash.simulator.librdkafka")
+    quiet.setLevel(logging.CRITICAL)
+    quiet.propagate = False
+    producer = Producer({**config, "error_cb": lambda err: errors.append(err.str())}, logger=quiet)
+    try:
+        metadata = producer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as err:
+        errors.append(err.args[0].str() if err.args else str(err))
+        metadata = None
+    where = config["bootstrap.servers"]
+    if metadata is None or not metadata.brokers:
+        raise StreamdashError(f"Kafka at {where} is unreachable: no answer within {timeout_s:.0f} s "
+                              f"({errors[-1] if errors else 'no broker'}); is the broker running, the address right?")
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        raise StreamdashError(f"topic {topic!r} is not available on Kafka at {where}")
+    return producer
+
+
 def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifest_path: Path | None,
          progress: TextIO | None = sys.stderr, progress_every_s: float = 2.0) -> dict[str, Any]:
     """Send the generated records; returns a summary (counts per category, achieved rate, failures)."""
-    from confluent_kafka import Producer
-
     generator = TelemetryGenerator(settings)
-    producer = Producer({"linger.ms": 5, "acks": "all", "compression.type": "lz4", **producer_config})
+    producer = connected_producer({"linger.ms": 5, "acks": "all", "compression.type": "lz4", **producer_config},
+                                  topic)
     manifest = manifest_path.open("w") if manifest_path else None
     counts: dict[str, int] = {}
     failures: list[str] = []

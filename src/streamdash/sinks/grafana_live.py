@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streamdash.config import GrafanaLiveSink
-from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_permanent, retry_after_s
+from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class GrafanaLivePusher:
     def from_config(cls, sink: GrafanaLiveSink) -> GrafanaLivePusher:
         return cls(url=sink.url.rstrip("/"), token=sink.token.get_secret_value(), stream_id=sink.stream_id,
                    measurements=tuple(sink.measurements), max_lines_per_push=sink.max_lines_per_push,
-                   retry=RetryPolicy(sink.max_retries, sink.retry_initial_delay_s, sink.retry_max_delay_s),
+                   retry=RetryPolicy(sink.retry_initial_delay_s, sink.retry_max_delay_s, max_retries=sink.max_retries),
                    timeout_s=sink.timeout_s)
 
     def __repr__(self) -> str:  # never show the token
@@ -75,7 +75,7 @@ class GrafanaLivePusher:
                     return True
             except urllib.error.HTTPError as err:
                 problem = f"HTTP {err.code}"
-                if is_permanent(err.code):
+                if not is_transient(err.code):
                     break
                 delay = self.retry.delay(attempt, retry_after_s(err.headers) if err.code in RETRY_AFTER_STATUSES
                                          else None)

@@ -1,29 +1,38 @@
-"""Write line protocol to InfluxDB's `/api/v2/write` from Spark executors, with bounded, honest retries.
+"""Write line protocol to InfluxDB's `/api/v2/write` from Spark executors: nothing dropped silently, nothing
+that InfluxDB refuses can wedge the stream, and an outage is ridden out.
 
 - batches of `batch_size` lines, gzip, nanosecond timestamps, synchronous writes (nothing buffered to lose);
-- 429 and 503 wait for Retry-After (capped), other 5xx and connection errors back off exponentially with
-  jitter, other 4xx fail at once (retrying a bad request never helps);
-- when retries run out, `InfluxWriteError` fails the Spark task, so the micro-batch fails and is replayed
-  from the checkpoint: nothing is dropped silently. Replays overwrite, because a point's identity
-  (measurement, tags, timestamp) is a pure function of the data.
+- unavailable (connection errors, 5xx, 429/503 with Retry-After): back off up to `retry_max_delay_s` and keep
+  trying for up to `max_outage`, logging every 30 s; past that `InfluxWriteError` fails the job with one line
+  (the checkpoint replays the batch after a restart);
+- refused (400 and 422: a field-type conflict, a point beyond retention, a bad line; 413: a body too large):
+  the body is split in halves until the refused lines are isolated; those come back as rejected (the caller
+  dead-letters them) and everything else is written. InfluxDB writes the good points of a partially refused
+  body itself, and writing a point again overwrites it, so the split never doubles anything;
+- 401, 403, 404 (credentials, bucket): the configuration is wrong, and no retry can help: fail at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from streamdash.config import InfluxDBSink
+from streamdash.config import InfluxDBSink, duration_seconds
 from streamdash.errors import StreamdashError
 from streamdash.sinks.grafana_live import GrafanaLivePusher
-from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_permanent, retry_after_s
+from streamdash.sinks.report import WriteReport
+from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
+
+log = logging.getLogger(__name__)
+REFUSED_STATUSES = (400, 413, 422)  # InfluxDB refused (some of) the lines; other lines of the body may be fine
 
 
 class InfluxWriteError(StreamdashError):
-    """InfluxDB did not take a batch (refused it, or retries ran out)."""
+    """InfluxDB stayed unavailable for longer than allowed, or refused the credentials or the bucket."""
 
 
 @dataclass(frozen=True)
@@ -35,62 +44,86 @@ class InfluxWriter:
     bucket: str
     token: str
     batch_size: int = 5000
-    max_retries: int = 5
-    retry_initial_delay_s: float = 0.5
-    retry_max_delay_s: float = 30.0
+    retry: RetryPolicy = RetryPolicy(0.5, 30.0, max_retries=None, max_outage_s=900.0)
     timeout_s: float = 30.0
+    outage_log_every_s: float = 30.0
 
     @classmethod
     def from_config(cls, sink: InfluxDBSink) -> InfluxWriter:
         return cls(url=sink.url, org=sink.org, bucket=sink.bucket, token=sink.token.get_secret_value(),
-                   batch_size=sink.batch_size, max_retries=sink.max_retries,
-                   retry_initial_delay_s=sink.retry_initial_delay_s, retry_max_delay_s=sink.retry_max_delay_s,
-                   timeout_s=sink.timeout_s)
+                   batch_size=sink.batch_size, timeout_s=sink.timeout_s,
+                   retry=RetryPolicy(sink.retry_initial_delay_s, sink.retry_max_delay_s, max_retries=None,
+                                     max_outage_s=duration_seconds(sink.max_outage)))
 
     def __repr__(self) -> str:  # never show the token
         return f"InfluxWriter(url={self.url!r}, bucket={self.bucket!r})"
 
-    def write_lines(self, lines: Iterable[str | None]) -> int:
-        """Write every non-None line, `batch_size` at a time; returns how many lines were written."""
+    def write_lines(self, lines: Iterable[str | None]) -> WriteReport:
+        """Write every non-None line, `batch_size` at a time. Refused lines are in the report, not raised."""
         from influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
-        written = 0
+        report = WriteReport()
         with InfluxDBClient(url=self.url, token=self.token, org=self.org, timeout=int(self.timeout_s * 1000),
                             enable_gzip=True) as client:
             api = client.write_api(write_options=SYNCHRONOUS)
             for batch in _batches((line for line in lines if line is not None), self.batch_size):
-                self._write_with_retries(api, "\n".join(batch))
-                written += len(batch)
-        return written
+                self._write(api, batch, report)
+        return report
 
-    def _write_with_retries(self, api: Any, body: str) -> None:
+    def _write(self, api: Any, lines: list[str], report: WriteReport) -> None:
+        refusal = self._post(api, "\n".join(lines), report)
+        if refusal is None:
+            report.written += len(lines)
+        elif len(lines) == 1:
+            report.rejected.append((lines[0], refusal))
+        else:
+            middle = len(lines) // 2
+            self._write(api, lines[:middle], report)
+            self._write(api, lines[middle:], report)
+
+    def _post(self, api: Any, body: str, report: WriteReport) -> str | None:
+        """None when InfluxDB took the body, its reason when it refused it; waits out an unavailable InfluxDB."""
         from influxdb_client.client.write_api import WritePrecision
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError as TransportError
 
-        for attempt in range(self.max_retries + 1):
-            try:
-                api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
-                return
-            except ApiException as err:
-                status = err.status or 0
-                problem = f"HTTP {status}: {(err.body or err.reason or '')!s:.300}"
-                if is_permanent(status):
-                    raise InfluxWriteError(f"InfluxDB at {self.url} refused a batch ({problem})") from None
-                delay = self._retry.delay(attempt, retry_after_s(err.headers) if status in RETRY_AFTER_STATUSES
-                                          else None)
-            except (TransportError, OSError) as err:
-                problem = f"{type(err).__name__}: {err!s:.300}"
-                delay = self._retry.delay(attempt)
-            if attempt < self.max_retries:
-                time.sleep(delay)
-        raise InfluxWriteError(f"InfluxDB at {self.url} did not take a batch after {self.max_retries + 1} "
-                               f"attempts; last error {problem}")
-
-    @property
-    def _retry(self) -> RetryPolicy:
-        return RetryPolicy(self.max_retries, self.retry_initial_delay_s, self.retry_max_delay_s)
+        failing_since: float | None = None
+        last_logged = float("-inf")
+        retries = 0
+        try:
+            while True:
+                retry_after = None
+                try:
+                    api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
+                    return None
+                except ApiException as err:
+                    status = err.status or 0
+                    problem = f"HTTP {status}: {(err.body or err.reason or '')!s:.300}"
+                    if status in REFUSED_STATUSES:
+                        return problem
+                    if not is_transient(status):
+                        raise InfluxWriteError(f"InfluxDB at {self.url} refused the write ({problem}); check "
+                                               "influxdb.url, influxdb.bucket and influxdb.token") from None
+                    if status in RETRY_AFTER_STATUSES:
+                        retry_after = retry_after_s(err.headers)
+                except (TransportError, OSError) as err:
+                    problem = f"{type(err).__name__}: {err!s:.300}"
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if self.retry.gives_up(retries, now - failing_since):
+                    raise InfluxWriteError(
+                        f"InfluxDB at {self.url} was unavailable for {now - failing_since:.0f} s, longer than "
+                        f"influxdb.max_outage allows; last error: {problem}") from None
+                if now - last_logged >= self.outage_log_every_s:
+                    last_logged = now
+                    log.warning("InfluxDB at %s unavailable for %.0f s (%s); retrying for up to %.0f s", self.url,
+                                now - failing_since, problem, self.retry.max_outage_s or 0)
+                time.sleep(self.retry.delay(retries, retry_after))
+                retries += 1
+        finally:
+            if failing_since is not None:
+                report.blocked_s += time.monotonic() - failing_since
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -105,22 +138,21 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 def write_partition(writer: InfluxWriter, to_line: Callable[[dict], str | None], live: GrafanaLivePusher | None,
-                    rows: Iterable[Any]) -> None:
-    """`foreachPartition` body: rows -> line protocol -> InfluxDB (then Grafana Live, if configured), on the
-    executor that holds them."""
-    if live is None:
-        writer.write_lines(to_line(row.asDict()) for row in rows)
-        return
+                    rows: Iterable[Any]) -> Iterator[WriteReport]:
+    """`mapPartitions` body: rows -> line protocol -> InfluxDB (then Grafana Live, if configured), on the
+    executor that holds them; yields one report for the driver."""
     lines = [to_line(row.asDict()) for row in rows]
-    writer.write_lines(lines)
-    live.push(lines)
+    report = writer.write_lines(lines)
+    if live is not None:
+        live.push(lines)
+    yield report
 
 
-def foreach_batch(writer: InfluxWriter, to_line: Callable[[dict], str | None],
-                  live: GrafanaLivePusher | None = None) -> Callable[[Any, int], None]:
-    """A foreachBatch handler that writes every row of the micro-batch from the executors."""
-
-    def write_batch(batch: Any, batch_id: int) -> None:
-        batch.foreachPartition(partial(write_partition, writer, to_line, live))
-
-    return write_batch
+def write_rows(batch: Any, writer: InfluxWriter, to_line: Callable[[dict], str | None],
+               live: GrafanaLivePusher | None = None) -> WriteReport:
+    """Write every row of a DataFrame from the executors; the partitions' reports merged."""
+    reports = batch.rdd.mapPartitions(partial(write_partition, writer, to_line, live)).collect()
+    merged = WriteReport()
+    for report in reports:
+        merged = merged.merge(report)
+    return merged

@@ -4,9 +4,9 @@ Escaping: measurement `,` and space; tag keys, tag values and field keys `,` `=`
 values `"` and `\\`. A backslash elsewhere is stored literally by InfluxDB, but a backslash at the end of a
 name or in front of `,` `=` or space cannot be told apart from an escape, and line protocol has no way to
 carry control characters such as a newline in a name: such names raise `LineProtocolError` (the parser
-dead-letters events whose identifiers match `UNREPRESENTABLE`, so this never stops a stream). An empty tag
-value is left out (line protocol cannot express it). Non-finite floats (NaN, inf) are never written;
-integers keep the `i` suffix so a field's type never changes.
+dead-letters events whose identifiers match `events.UNREPRESENTABLE_IDENTIFIER`, so this never stops a
+stream). An empty tag value is left out (line protocol cannot express it). Non-finite floats (NaN, inf) are
+never written; integers keep the `i` suffix so a field's type never changes.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 import re
 from collections.abc import Mapping
 
-# Java- and Python-compatible: used by Spark's rlike in the parser and by this module.
-UNREPRESENTABLE = r"[\x00-\x1f\x7f]|\\$|\\[,= ]"
-_UNREPRESENTABLE = re.compile(UNREPRESENTABLE)
+from streamdash.events import UNREPRESENTABLE_IDENTIFIER
+
+_UNREPRESENTABLE = re.compile(UNREPRESENTABLE_IDENTIFIER)
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 

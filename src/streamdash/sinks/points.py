@@ -5,8 +5,11 @@
 | telemetry_device    | site, device, device_type, window | count (int), <m>_{mean,min,max,last,    | window start |
 |                     |                                   | stddev,p95} for each measurement <m>    |              |
 | telemetry_site      | site, window                      | as telemetry_device                     | window start |
-| pipeline_deadletter | reason                            | count (int)                             | see below    |
+| pipeline_deadletter | stream (the query name), reason   | count (int)                             | see below    |
 | pipeline_progress   | stream (the query name)           | see `streamdash.metrics`                | batch time   |
+
+A statistic that overflows a double (a sum or a variance of values near 1e308) cannot be written: it is left out
+of its point, and the point's `stats_overflowed` field counts how many were (see `validation.ranges`).
 
 Tags are low-cardinality dimensions; the window size is a tag so one series never mixes window sizes.
 Timestamps are nanoseconds. A point's identity is a pure function of the data, so a replayed micro-batch
@@ -14,6 +17,8 @@ or a window re-emitted in update mode overwrites its earlier point instead of ad
 """
 
 from __future__ import annotations
+
+import math
 
 from streamdash.events import MEASUREMENTS
 from streamdash.sinks.line_protocol import line
@@ -34,15 +39,19 @@ def aggregate_line(row: dict) -> str | None:
         tags |= {"device": row["device_id"], "device_type": row["device_type"]}
     else:
         measurement = SITE_MEASUREMENT
-    fields = {"count": int(row["count"]), **{name: row[name] for name in STAT_FIELDS}}
+    stats = {name: row[name] for name in STAT_FIELDS}
+    overflowed = sum(1 for value in stats.values() if isinstance(value, float) and not math.isfinite(value))
+    fields = {"count": int(row["count"]), **stats, **({"stats_overflowed": overflowed} if overflowed else {})}
     return line(measurement, tags, fields, row["window_start_ns"])
 
 
-def dead_letter_count_line(row: dict) -> str | None:
-    """Dead letters of one reason in one micro-batch -> one point.
+def dead_letter_count_line(row: dict, stream: str) -> str | None:
+    """Dead letters of one reason in one micro-batch of one query -> one point.
 
-    Its time is the newest Kafka timestamp among those records plus the batch id in the sub-millisecond
-    digits: the same on a replay of that batch, different from every other batch.
+    Its time is the newest time among those records (their Kafka timestamp, or a refused point's own time)
+    plus the batch id in the sub-millisecond digits: the same on a replay of that batch, different from every
+    other batch.
     """
-    timestamp_ns = row["max_kafka_timestamp_us"] * 1000 + row["batch_id"] % 1_000_000
-    return line(DEAD_LETTER_MEASUREMENT, {"reason": row["reason"]}, {"count": int(row["count"])}, timestamp_ns)
+    timestamp_ns = (row["max_time_us"] or 0) // 1000 * 1_000_000 + row["batch_id"] % 1_000_000
+    return line(DEAD_LETTER_MEASUREMENT, {"stream": stream, "reason": row["reason"]}, {"count": int(row["count"])},
+                timestamp_ns)

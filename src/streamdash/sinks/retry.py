@@ -1,5 +1,6 @@
-"""The retry rules every HTTP sink follows: bounded attempts, exponential backoff with jitter, Retry-After
-honoured on 429 and 503, and no retry for any other 4xx (a request that was refused once is refused again)."""
+"""The retry rules every HTTP sink follows: exponential backoff with jitter up to a cap, Retry-After honoured on
+429 and 503, and a limit, either a number of retries (a view such as Grafana Live gives up early) or how long a
+sink may stay unavailable (InfluxDB, the record, rides out an outage and only then fails the job)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,28 @@ from typing import Any
 RETRY_AFTER_STATUSES = (429, 503)
 
 
-def is_permanent(status: int) -> bool:
-    return 400 <= status < 500 and status not in RETRY_AFTER_STATUSES
+def is_transient(status: int) -> bool:
+    """A status worth retrying: the server is overloaded, restarting or failing, not refusing the request."""
+    return status in RETRY_AFTER_STATUSES or status >= 500
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_retries: int = 5
     initial_delay_s: float = 0.5
     max_delay_s: float = 30.0
+    max_retries: int | None = 5  # None: no limit on the count, only on `max_outage_s`
+    max_outage_s: float | None = None  # None: no limit on the time, only on `max_retries`
 
     def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
         """Seconds to wait before attempt `attempt + 1`: Retry-After when the server gave one (capped)."""
         if retry_after_s is not None:
             return min(retry_after_s, self.max_delay_s)
-        backoff = min(self.max_delay_s, self.initial_delay_s * 2 ** attempt)
+        backoff = min(self.max_delay_s, self.initial_delay_s * 2 ** min(attempt, 30))
         return backoff * random.uniform(0.5, 1.0)
+
+    def gives_up(self, retries_done: int, failing_for_s: float) -> bool:
+        return ((self.max_retries is not None and retries_done >= self.max_retries)
+                or (self.max_outage_s is not None and failing_for_s >= self.max_outage_s))
 
 
 def retry_after_s(headers: Any) -> float | None:

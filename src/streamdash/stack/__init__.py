@@ -68,8 +68,8 @@ class Stack:
         if any(running.values()):
             self.down()
         ports = self._choose_ports()
-        secret = self._secrets()
-        ca_file, keystore = tls.ensure_certificates(self.dir / "tls")
+        self._secrets()  # created before the servers start: they are configured with them
+        ca_file, _ = tls.ensure_certificates(self.dir / "tls")
         info = {
             "dir": str(self.dir),
             "ports": ports,
@@ -85,11 +85,8 @@ class Stack:
         }
         (self.dir / "stack.json").write_text(json.dumps(info, indent=2))
         try:
-            self.progress(f"starting Kafka on 127.0.0.1:{ports['kafka']} (PLAINTEXT) "
-                          f"and 127.0.0.1:{ports['kafka_sasl']} (SASL_SSL, Event Hubs-style)")
-            kafka.start(self.dir, ports, secret["eventhubs_connection_string"], keystore, self.die_with_parent)
-            self.progress(f"starting InfluxDB on 127.0.0.1:{ports['influxdb']}")
-            influxdb.start(self.dir, ports, secret["influxdb_token"], DATABASE, self.die_with_parent)
+            for name in SERVICES:
+                self.start_service(name)
             create_topic(info["kafka"]["bootstrap_servers"], DEFAULT_TOPIC, partitions=4)
         except BaseException:
             self.down()
@@ -99,6 +96,22 @@ class Stack:
     def down(self) -> list[str]:
         """Stop every server of this stack; returns the names of those that were running."""
         return [name for name in SERVICES if process.stop(self._pid_file(name))]
+
+    def start_service(self, name: str) -> None:
+        """Start one server of this stack on its recorded ports, with its data as it was left."""
+        ports, secret = self.info["ports"], self.secrets
+        if name == "kafka":
+            self.progress(f"starting Kafka on 127.0.0.1:{ports['kafka']} (PLAINTEXT) "
+                          f"and 127.0.0.1:{ports['kafka_sasl']} (SASL_SSL, Event Hubs-style)")
+            _, keystore = tls.ensure_certificates(self.dir / "tls")
+            kafka.start(self.dir, ports, secret["eventhubs_connection_string"], keystore, self.die_with_parent)
+        else:
+            self.progress(f"starting InfluxDB on 127.0.0.1:{ports['influxdb']}")
+            influxdb.start(self.dir, ports, secret["influxdb_token"], DATABASE, self.die_with_parent)
+
+    def stop_service(self, name: str) -> bool:
+        """Stop one server (an outage); its data stays for `start_service`. True if it was running."""
+        return process.stop(self._pid_file(name))
 
     def running(self) -> dict[str, bool]:
         return {name: process.read_pid(self._pid_file(name)) is not None for name in SERVICES}

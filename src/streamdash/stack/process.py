@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -11,14 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from streamdash import lifetime
 from streamdash.errors import StackError
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel sends SIGTERM when the parent (the test run) dies."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -56,7 +49,7 @@ def start(argv: list[str], pid_file: Path, log_file: Path, env: dict[str, str] |
     with log_file.open("ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})}, start_new_session=True,
-                                preexec_fn=_die_with_parent if die_with_parent else None)
+                                preexec_fn=lifetime.die_with_parent if die_with_parent else None)
     pid_file.write_text(str(proc.pid))
     return proc.pid
 

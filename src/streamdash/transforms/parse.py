@@ -11,9 +11,17 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from streamdash.config import Validation
-from streamdash.events import MEASUREMENTS, SCHEMA_VERSION, UNKNOWN_DEVICE_TYPE, Reason
-from streamdash.sinks.line_protocol import UNREPRESENTABLE
+from streamdash.config import Validation, duration_seconds
+from streamdash.events import (
+    BLANK_IDENTIFIER,
+    MAX_EVENT_TIME_US,
+    MEASUREMENTS,
+    MIN_EVENT_TIME_US,
+    SCHEMA_VERSION,
+    UNKNOWN_DEVICE_TYPE,
+    UNREPRESENTABLE_IDENTIFIER,
+    Reason,
+)
 
 # ISO-8601 with a date, a time and an explicit offset (Z or +hh:mm); epoch milliseconds are integers.
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
@@ -42,9 +50,11 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
                                                             "eventTime", "seq", "measurements")}
     measurement_types = {m: _json_type(doc, f"$.measurements.{m}") for m in MEASUREMENTS}
     event_time_text = F.try_variant_get(doc, "$.eventTime", "string")
-    event_time = (
-        F.when(types["eventTime"] == "BIGINT", F.timestamp_millis(F.try_variant_get(doc, "$.eventTime", "long")))
-        .when(event_time_text.rlike(_ISO_WITH_OFFSET), event_time_text.try_cast("timestamp"))
+    # Microseconds since 1970, null when eventTime is not a time at all. try_* never overflow, whatever the input.
+    event_time_us = (
+        F.when(types["eventTime"] == "BIGINT", F.try_multiply(F.try_variant_get(doc, "$.eventTime", "long"),
+                                                              F.lit(1000)))
+        .when(event_time_text.rlike(_ISO_WITH_OFFSET), F.unix_micros(event_time_text.try_cast("timestamp")))
     )
     parsed = (
         raw.withColumn("payload", F.col("value").cast("string"))
@@ -56,7 +66,7 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
             F.try_variant_get(doc, "$.site", "string").alias("site"),
             F.coalesce(F.try_variant_get(doc, "$.deviceType", "string"), F.lit(UNKNOWN_DEVICE_TYPE))
             .alias("device_type"),
-            event_time.alias("event_time"),
+            event_time_us.alias("_event_time_us"),
             F.try_variant_get(doc, "$.seq", "long").alias("seq"),
             *[F.try_variant_get(doc, f"$.measurements.{m}", "double").alias(m) for m in MEASUREMENTS],
             F.schema_of_variant(doc).startswith("OBJECT").alias("_is_object"),
@@ -77,8 +87,17 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
 
     def bad_identifier(column: str) -> Column:
         value = F.col(column)
-        return ((F.length(value) == 0) | (F.length(value) > validation.max_identifier_length)
-                | value.rlike(UNREPRESENTABLE))
+        return (value.rlike(BLANK_IDENTIFIER) | (F.length(value) > validation.max_identifier_length)
+                | value.rlike(UNREPRESENTABLE_IDENTIFIER))
+
+    event_us = F.col("_event_time_us")
+    ahead_us = int(duration_seconds(validation.max_event_time_ahead) * 1_000_000)
+    behind_us = int(duration_seconds(validation.max_event_time_behind) * 1_000_000)
+    # Null (out of range) when the subtraction itself would overflow: a broker timestamp cannot be that far off.
+    offset_from_broker_us = F.try_subtract(event_us, F.unix_micros("kafka_timestamp"))
+    event_time_in_range = (event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)
+                           & offset_from_broker_us.between(-behind_us, ahead_us))
+    out_of_range = [(F.col(m) < low) | (F.col(m) > high) for m, (low, high) in validation.ranges.items()]
 
     non_finite = reduce(lambda a, b: a | b, [F.col(m).isin(float("inf"), float("-inf")) | F.isnan(F.col(m))
                                             for m in MEASUREMENTS])
@@ -88,13 +107,18 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
         .when(missing_field, F.lit(Reason.MISSING_FIELD))
         .when(wrong_type, F.lit(Reason.WRONG_TYPE))
         .when(F.col("schema_version") != SCHEMA_VERSION, F.lit(Reason.UNSUPPORTED_SCHEMA_VERSION))
-        .when(F.col("event_time").isNull(), F.lit(Reason.BAD_EVENT_TIME))
+        .when(event_us.isNull() & (t["eventTime"] != "BIGINT"), F.lit(Reason.BAD_EVENT_TIME))
+        .when(~F.coalesce(event_time_in_range, F.lit(False)), F.lit(Reason.EVENT_TIME_OUT_OF_RANGE))
         .when(bad_identifier("device_id") | bad_identifier("site") | bad_identifier("device_type"),
               F.lit(Reason.INVALID_IDENTIFIER))
         .when(F.coalesce(non_finite, F.lit(False)), F.lit(Reason.NON_FINITE_VALUE))
+        .when(F.coalesce(reduce(lambda a, b: a | b, out_of_range, F.lit(False)), F.lit(False)),
+              F.lit(Reason.VALUE_OUT_OF_RANGE))
     )
-    return parsed.withColumn("error", error).drop(
-        "_doc", "_is_object", *[f"_type_{name}" for name in [*types, *measurement_types]])
+    return (parsed.withColumn("error", error)
+            .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us)))
+            .drop("_doc", "_is_object", "_event_time_us",
+                  *[f"_type_{name}" for name in [*types, *measurement_types]]))
 
 
 EVENT_COLUMNS = ("device_id", "site", "device_type", "event_time", "seq", *MEASUREMENTS)

@@ -1,0 +1,217 @@
+"""Drive the real pipeline in tests: the job under spark-submit, the simulator, and the comparison of what
+landed in InfluxDB and in the dead-letter folder with ground truth computed from the simulator's manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from streamdash.events import Reason
+from streamdash.stack import install
+
+from . import ground_truth
+from .conftest import REPO
+
+WINDOWS = {"5s": 5, "20s": 20}
+WATERMARK_S = 10
+SIMULATION = ["--devices", "8", "--sites", "3", "--rate", "100", "--duration", "40", "--seed", "7",
+              "--late-beyond-rate", "0.02", "--malformed-rate", "0.02", "--duplicate-rate", "0.02",
+              "--watermark-s", str(WATERMARK_S), "--max-window-s", "20"]
+
+
+class Job:
+    """`spark-submit jobs/stream_to_influx.py` in its own process group."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = ""):
+        jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars())
+        spark_submit = Path(sys.executable).parent / "spark-submit"
+        argv = [str(spark_submit), "--master", "local[2]", "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
+                *(["--driver-java-options", java_options] if java_options else []),
+                "--jars", jars, str(REPO / "jobs" / "stream_to_influx.py"), *args]
+        self.log = log
+        self.log_start = log.stat().st_size if log.exists() else 0
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, **env, "PYSPARK_PYTHON": sys.executable})
+
+    def output(self) -> str:
+        """What this run of the job printed (the log may hold earlier runs)."""
+        with self.log.open("rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
+
+    def wait_started(self, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"job exited early:\n{self.output()[-3000:]}"
+            if "streamdash.job: started" in self.output():
+                return
+            time.sleep(1)
+        raise AssertionError("job did not start")
+
+    def driver_pid(self) -> int:
+        """The Python driver, a child of spark-submit's JVM."""
+        for pid, ppid, cmdline in processes():
+            if b"stream_to_influx.py" in cmdline and ppid == self.proc.pid:
+                return pid
+        raise AssertionError("no driver process")
+
+    def terminate(self) -> int:
+        os.kill(self.driver_pid(), signal.SIGTERM)
+        return self.proc.wait(timeout=120)
+
+    def kill(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+
+
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process alive now."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            found.append((int(entry.name), int(fields[1]), cmdline))
+    return found
+
+
+def simulate(target: list[str], topic: str, manifest: Path, env: dict[str, str],
+             extra: tuple[str, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamdash.cli", "simulate", *target, "--topic", topic,
+                             *SIMULATION, *extra, "--manifest", str(manifest)], env={**os.environ, **env})
+
+
+def send_with_late_data(target: list[str], topic: str, work: Path, env: dict[str, str], influx, database: str,
+                        windows: int = len(WINDOWS), extra: tuple[str, ...] = ()) -> Path:
+    """Send in two phases, so that every event beyond the watermark meets a watermark that data has set.
+
+    Spark judges late rows against a watermark that lags the data by a batch or two, so the first batches with
+    data accept anything; how much they hold depends on timing. Phase 1 sends without late events until each
+    of the `windows` aggregate queries has processed two batches with data; phase 2 (25 s, each device's
+    sequence continued) sends late events from its start. Returns the manifest of both phases.
+    """
+    first = simulate(target, topic, work / "manifest-1.jsonl", env,
+                     extra=(*extra, "--late-beyond-rate", "0", "--duration", "300"))
+    query = "SELECT count(input_rows) FROM pipeline_progress WHERE input_rows > 0 GROUP BY stream"
+
+    def watermark_set() -> bool:
+        counts = [row["count"] for row in influx.query(query, database) if "_aggregates_" in row["stream"]]
+        return len(counts) == windows and min(counts) >= 2
+
+    try:
+        assert wait_for(watermark_set, 240), "the job did not process two batches with data"
+    finally:
+        first.send_signal(signal.SIGTERM)  # stops sending; every record sent is still delivered and recorded
+    assert first.wait(timeout=120) == 0
+    second = simulate(target, topic, work / "manifest-2.jsonl", env,
+                      extra=(*extra, "--duration", "25", "--seed", "8", "--first-seq", "1000000",
+                             "--late-beyond-after-s", "0"))
+    assert second.wait(timeout=120) == 0
+    manifest = work / "manifest.jsonl"
+    manifest.write_text((work / "manifest-1.jsonl").read_text() + (work / "manifest-2.jsonl").read_text())
+    return manifest
+
+
+def job_args(stack, topic: str, database: str, work: Path, *extra: str) -> list[str]:
+    """`--env local` against the stack's plaintext Kafka listener; `extra` are more overrides."""
+    overrides = [f"source.bootstrap_servers={stack.info['kafka']['bootstrap_servers']}", f"source.topic={topic}",
+                 "source.starting_offsets=earliest", f"influxdb.url={stack.info['influxdb']['url']}",
+                 f"influxdb.bucket={database}/autogen", f"dead_letter.path={work / 'dead_letters'}",
+                 f"job.checkpoint_location={work / 'checkpoints'}", "job.trigger_interval=1 second",
+                 f"job.name=e2e_{database}",
+                 f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
+                 f"aggregation.watermark={WATERMARK_S} seconds", *extra]
+    return ["--env", "local", *(arg for override in overrides for arg in ("--set", override))]
+
+
+def influx_points(influx, database: str) -> dict[tuple, dict]:
+    points = {}
+    for measurement in ("telemetry_device", "telemetry_site"):
+        for row in influx.query(f"SELECT * FROM {measurement}", database):
+            key = (measurement, row.pop("window"), row.pop("site"), row.pop("device", None), row.pop("time"))
+            row.pop("device_type", None)
+            points[key] = {k: v for k, v in row.items() if v is not None}
+    return points
+
+
+def dead_letter_records(folder: Path, stream_suffix: str = "_dead_letters") -> list[dict]:
+    """The JSON dead letters that queries whose name ends in `stream_suffix` wrote."""
+    return [json.loads(text) for part in folder.glob(f"stream=*{stream_suffix}/batch_id=*/part-*.json")
+            for text in part.read_text().splitlines()]
+
+
+def dead_letters(folder: Path) -> dict[tuple[int, int], str]:
+    return {(r["partition"], r["offset"]): r["reason"] for r in dead_letter_records(folder)}
+
+
+def wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(2)
+    return False
+
+
+def dead_letter_counts(influx, database: str) -> dict[str, int]:
+    rows = influx.query('SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', database)
+    return {row["reason"]: row["sum"] for row in rows}
+
+
+class GroundTruth:
+    """What the job must have written for a manifest, and every difference from what it did write."""
+
+    def __init__(self, manifest: Path, measurements: tuple[str, ...] = ("telemetry_device", "telemetry_site")):
+        self.entries = ground_truth.manifest(manifest)
+        expected = ground_truth.expected_points(ground_truth.counted_events(self.entries), WINDOWS)
+        self.points = {key: fields for key, fields in expected.items() if key[0] in measurements}
+        self.measurements = measurements
+        self.dead = {(e["partition"], e["offset"]): e["reason"] for e in self.entries if e["category"] == "malformed"}
+        reasons = list(self.dead.values())
+        self.dead_counts = {reason: reasons.count(reason) for reason in set(reasons)}
+
+    def differences(self, influx, database: str, work: Path) -> list:
+        """Empty when InfluxDB and the dead letters hold exactly what they must (and nothing else)."""
+        actual = {k: v for k, v in influx_points(influx, database).items() if k[0] in self.measurements}
+        problems: list = [("missing", key) for key in sorted(set(self.points) - set(actual))]
+        problems += [("extra", key) for key in sorted(set(actual) - set(self.points))]
+        for key in set(self.points) & set(actual):
+            fields, got = self.points[key], actual[key]
+            if set(got) != set(fields) or not isinstance(got["count"], int):
+                problems.append(("fields", key, sorted(set(got) ^ set(fields))))
+                continue
+            problems += [("value", key, name, got[name], value) for name, value in fields.items()
+                         if not math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-12)]
+        if dead_letters(work / "dead_letters") != self.dead:
+            problems.append(("dead letter records", len(dead_letters(work / "dead_letters")), len(self.dead)))
+        counts = {r: n for r, n in dead_letter_counts(influx, database).items() if r in Reason.ALWAYS_CHECKED}
+        if counts != self.dead_counts:
+            problems.append(("dead letter counts", counts, self.dead_counts))
+        return problems
+
+    def assert_matches(self, influx, database: str, work: Path, timeout_s: float = 240) -> None:
+        """Wait until nothing differs, then say what still does."""
+        wait_for(lambda: not self.differences(influx, database, work), timeout_s)
+        problems = self.differences(influx, database, work)
+        assert not problems, (len(problems), problems[:8])
+
+
+def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Path) -> list[dict]:
+    truth = GroundTruth(manifest)
+    truth.assert_matches(influx, database, work)
+    return truth.entries

@@ -1,0 +1,186 @@
+"""Faults that must never stop the stream nor lose or double data, each checked against ground truth: an
+InfluxDB outage, a broker restart, SIGKILLs at random moments, poison event times and points InfluxDB
+refuses; and no process of the job outlives the others."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+
+import pytest
+
+from streamdash.events import Reason
+from streamdash.sinks.influxdb import InfluxWriter
+
+from .pipeline import WINDOWS, GroundTruth, Job, dead_letter_records, job_args, processes, simulate, wait_for
+
+
+def plaintext(stack) -> list[str]:
+    return ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
+
+
+def some_windows_landed(influx, database: str) -> bool:
+    return bool(influx.query("SELECT count(\"count\") FROM telemetry_site", database))
+
+
+def stay_alive(job: Job, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert job.proc.poll() is None, f"the job exited:\n{job.output()[-3000:]}"
+        time.sleep(1)
+
+
+@pytest.mark.parametrize(("service", "down_s"), [("influxdb", 90), ("kafka", 10)])
+def test_an_outage_mid_stream_is_ridden_out(stack, stack_env, influx, topic, database, tmp_path, service, down_s):
+    """InfluxDB stopped for 90 s, or the Kafka broker restarted: the job never exits and loses nothing."""
+    job = Job(job_args(stack, topic, database, tmp_path), stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env,
+                          extra=("--duration", "90", "--late-beyond-rate", "0"))
+        assert wait_for(lambda: some_windows_landed(influx, database), 120)
+        stack.stop_service(service)
+        try:
+            stay_alive(job, down_s)
+        finally:
+            stack.start_service(service)
+        assert sender.wait(timeout=240) == 0
+        GroundTruth(tmp_path / "manifest.jsonl").assert_matches(influx, database, tmp_path)
+        assert job.proc.poll() is None
+        if service == "influxdb":
+            assert "unavailable for" in job.output()
+            blocked = influx.query("SELECT max(sink_blocked_ms) FROM pipeline_progress", database)
+            assert blocked and blocked[0]["max"] >= 60_000, "pipeline_progress says how long writes were blocked"
+        assert job.terminate() == 0
+    finally:
+        job.cleanup()
+
+
+def test_five_sigkills_at_random_moments_lose_and_double_nothing(stack, stack_env, influx, topic, database, tmp_path):
+    """No events beyond the watermark here: Spark advances the watermark only between batches, so the first
+    batches after a crash may still accept them (see README)."""
+    seed = random.randrange(1 << 30)
+    moments = random.Random(seed).sample(range(1, 16), 5)
+    args = job_args(stack, topic, database, tmp_path)
+    sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env,
+                      extra=("--late-beyond-rate", "0", "--duration", "90"))
+    try:
+        for moment in moments:
+            job = Job(args, stack_env, tmp_path / "job.log")
+            try:
+                job.wait_started()
+                time.sleep(moment)
+            finally:
+                job.kill()
+        final = Job(args, stack_env, tmp_path / "job.log")
+        try:
+            final.wait_started()
+            assert sender.wait(timeout=240) == 0
+            GroundTruth(tmp_path / "manifest.jsonl").assert_matches(influx, database, tmp_path)
+            assert final.terminate() == 0
+        finally:
+            final.cleanup()
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+    print(f"SIGKILLs {moments} s after each start (seed {seed})")
+
+
+def test_poison_event_times_and_refused_points_never_stop_the_stream(stack, stack_env, influx, topic, database,
+                                                                    tmp_path):
+    """Far-future and far-past event times in the middle of good data are dead letters that move no watermark;
+    a field-type conflict in the target database makes InfluxDB refuse every site point: each is a
+    `sink_rejected` dead letter with InfluxDB's reason, and every device point still lands."""
+    conflict = f'telemetry_site,site=elsewhere,window=5s temperature_mean="text" {time.time_ns()}'
+    writer = InfluxWriter(influx.url, "streamdash", f"{database}/autogen", influx.token)
+    assert writer.write_lines([conflict]).written == 1
+    job = Job(job_args(stack, topic, database, tmp_path), stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env,
+                          extra=("--malformed-rate", "0.05", "--malformed-reasons", Reason.EVENT_TIME_OUT_OF_RANGE))
+        assert sender.wait(timeout=180) == 0
+        truth = GroundTruth(tmp_path / "manifest.jsonl", measurements=("telemetry_device",))
+        truth.assert_matches(influx, database, tmp_path)
+        poison = {json.dumps(json.loads(record["payload"])["eventTime"])[:5]
+                  for record in dead_letter_records(tmp_path / "dead_letters")}
+        assert {'"9999', '"2200', "0", "-1", "25340"} <= poison, "years 9999, 2200, 10000 (epoch ms), 1970"
+
+        expected_sites = {(key[1], key[2], key[4]) for key in GroundTruth(tmp_path / "manifest.jsonl").points
+                          if key[0] == "telemetry_site"}
+
+        def refused() -> list[dict]:
+            records = dead_letter_records(tmp_path / "dead_letters", "")
+            return [record for record in records if record["reason"] == Reason.SINK_REJECTED]
+
+        def refused_sites() -> set[tuple]:
+            found = set()
+            for record in refused():
+                series, _, timestamp = record["payload"].rsplit(" ", 2)
+                tags = dict(tag.split("=", 1) for tag in series.split(",")[1:])
+                found.add((tags["window"], tags["site"], int(timestamp)))
+            return found
+
+        assert wait_for(lambda: refused_sites() == expected_sites, 120), (len(refused_sites()), len(expected_sites))
+        assert all("field type conflict" in r["detail"] for r in refused())
+        def counted() -> int | None:
+            rows = influx.query(f"SELECT sum(\"count\") FROM pipeline_deadletter WHERE reason = "
+                                f"'{Reason.SINK_REJECTED}'", database)
+            return rows[0]["sum"] if rows else None
+
+        assert wait_for(lambda: counted() == len(refused()), 60), (counted(), len(refused()))
+        streams = {row["value"] for row in influx.query("SHOW TAG VALUES FROM pipeline_deadletter WITH KEY = stream",
+                                                        database)}
+        assert streams >= {f"e2e_{database}_aggregates_{label}" for label in WINDOWS}
+        assert job.proc.poll() is None
+        assert job.terminate() == 0
+    finally:
+        job.cleanup()
+
+
+def test_no_process_of_the_job_outlives_the_others(stack, stack_env, topic, database, tmp_path):
+    def job_processes() -> list[int]:
+        return [pid for pid, _, cmdline in processes() if str(tmp_path).encode() in cmdline]
+
+    args = job_args(stack, topic, database, tmp_path)
+    job = Job(args, stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        driver = job.driver_pid()
+        os.kill(job.proc.pid, signal.SIGKILL)  # the JVM alone
+        job.proc.wait(timeout=30)
+        assert wait_for(lambda: driver not in [pid for pid, _, _ in processes()], 30), "the Python driver was orphaned"
+        assert job_processes() == []
+    finally:
+        job.cleanup()
+    job = Job(args, stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        os.kill(job.driver_pid(), signal.SIGKILL)  # the Python driver alone
+        job.proc.wait(timeout=60)
+        assert wait_for(lambda: job_processes() == [], 30), "the JVM was left behind"
+    finally:
+        job.cleanup()
+
+
+def test_past_max_outage_the_job_fails_with_one_clear_line(stack, stack_env, topic, database, tmp_path):
+    from streamdash.stack.process import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    job = Job(job_args(stack, topic, database, tmp_path, f"influxdb.url={nowhere}", "influxdb.max_outage=5 seconds"),
+              stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env, extra=("--duration", "5"))
+        assert sender.wait(timeout=120) == 0
+        assert job.proc.wait(timeout=300) == 1
+        errors = [line for line in job.output().splitlines() if " ERROR streamdash.job: " in line]
+        assert len(errors) == 1, errors
+        assert f"InfluxDB at {nowhere} was unavailable for" in errors[0]
+        assert "longer than influxdb.max_outage allows" in errors[0]
+        assert stack_env["INFLUXDB_TOKEN"] not in job.output()
+    finally:
+        job.cleanup()

@@ -65,8 +65,8 @@ MAX_PENDING = 10_000
 
 class InfluxProgressListener(StreamingQueryListener):
     def __init__(self, writer: InfluxWriter):
-        # One quick retry: the listener must never hold up the queries' progress events for long.
-        self.writer = replace(writer, retry=RetryPolicy(0.2, 1.0, max_retries=1))
+        # One quick retry and a short timeout: the listener must never hold up the progress events for long.
+        self.writer = replace(writer, retry=RetryPolicy(0.2, 1.0, max_retries=1), timeout_s=min(writer.timeout_s, 5.0))
         self.pending: list[str] = []
 
     def onQueryStarted(self, event) -> None:

@@ -1,6 +1,6 @@
 # The two commands: `make run` (the pipeline on a local stack) and `make test` (the whole suite).
-# Everything is installed by these targets: a virtualenv with pinned packages, then Kafka, InfluxDB and
-# Spark's Kafka connector into ~/.cache/streamdash on first use.
+# Everything is installed by these targets: a virtualenv with pinned packages, then Kafka, InfluxDB, Spark's
+# Kafka connector (and, for the tests' benchmark smoke run, Telegraf) into ~/.cache/streamdash on first use.
 
 PYTHON ?= python3
 VENV := .venv
@@ -31,6 +31,7 @@ run: install
 ## The whole test suite against real Kafka, InfluxDB and Spark (started and stopped by the tests).
 test: install
 	$(BIN)/ruff check src tests jobs notebooks benchmarks
+	$(BIN)/python -c 'from streamdash.stack.install import install_everything; install_everything()'
 	$(BIN)/pytest
 
 stack-down:

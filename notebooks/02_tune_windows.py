@@ -72,7 +72,7 @@ display(dropped_by_watermark)
 deduplicated = deduplicate(events, settings.aggregation.watermark)
 summaries = []
 for size in [s.strip() for s in dbutils.widgets.get("window_sizes").split(",") if s.strip()]:
-    aggregates = windowed_aggregates(deduplicated, size, settings.aggregation.percentile_accuracy)
+    aggregates = windowed_aggregates(deduplicated, [size], settings.aggregation.quantile_sketch_k)
     summaries.append(aggregates.where("level = 'device'").agg(
         F.lit(size).alias("window_size"), F.countDistinct("window_start_ns").alias("windows"),
         F.avg("count").alias("events_per_device_window"), F.min("count").alias("fewest")))

@@ -44,8 +44,8 @@ display(landed.orderBy("window_start_ns", "site"))
 
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
 events = valid_events(parse_events(kafka.read_batch(spark, source), settings.validation))
-from_stream = (windowed_aggregates(deduplicate(events, settings.aggregation.watermark), window_size,
-                                   settings.aggregation.percentile_accuracy)
+from_stream = (windowed_aggregates(deduplicate(events, settings.aggregation.watermark), [window_size],
+                                   settings.aggregation.quantile_sketch_k)
                .where("level = 'site'").select("site", "window_start_ns", "count", "temperature_mean"))
 comparison = (from_stream.alias("s").join(landed.alias("i"), ["site", "window_start_ns"], "full_outer")
               .select("site", "window_start_ns", F.col("s.count").alias("stream_count"),

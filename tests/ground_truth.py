@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamdash.events import MEASUREMENTS
@@ -28,10 +30,28 @@ def counted_events(entries: list[dict]) -> list[dict]:
     return events
 
 
-def _p95(values: list[float]) -> float:
-    """Spark's percentile_approx below its accuracy: the smallest value with >= 95% of values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+KLL_RANK_ERROR = 0.0165  # DataSketches' normalized rank error bound for k = 200 (99% confidence)
+
+
+@dataclass(frozen=True)
+class Quantile:
+    """A quantile checked by rank, as a KLL sketch promises: the written value is one of the values, and its
+    rank is within the sketch's error of the requested one (exact while a window has at most k values)."""
+
+    values: tuple[float, ...]  # sorted
+    q: float
+
+    def accepts(self, value: float) -> bool:
+        n = len(self.values)
+        lowest, highest = bisect.bisect_left(self.values, value), bisect.bisect_right(self.values, value)
+        slack = KLL_RANK_ERROR * n
+        # ranks lowest+1 .. highest hold `value`; the exact quantile is rank ceil(q * n)
+        return highest > lowest and lowest + 1 - slack <= math.ceil(self.q * n) <= highest + slack
+
+    def __repr__(self) -> str:
+        exact = self.values[math.ceil(self.q * len(self.values)) - 1]
+        exact = self.values[math.ceil(self.q * len(self.values)) - 1]
+        return f"Quantile(q={self.q}, n={len(self.values)}, exact={exact})"
 
 
 def _stats(events: list[dict]) -> dict:
@@ -41,7 +61,7 @@ def _stats(events: list[dict]) -> dict:
         latest = max((e for e in events if e.get(m) is not None),
                      key=lambda e: (e["event_time_ms"], e["device_id"], e["seq"]))
         fields |= {f"{m}_mean": statistics.fmean(values), f"{m}_min": min(values), f"{m}_max": max(values),
-                   f"{m}_last": latest[m], f"{m}_p95": _p95(values)}
+                   f"{m}_last": latest[m], f"{m}_p95": Quantile(tuple(sorted(values)), 0.95)}
         if len(values) > 1:
             fields[f"{m}_stddev"] = statistics.stdev(values)
     return fields

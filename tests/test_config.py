@@ -94,3 +94,12 @@ def test_missing_environment_variable_and_secret_name_what_to_set(monkeypatch):
 def test_unknown_environment_lists_the_known_ones():
     with pytest.raises(ConfigError, match=r"known: \['dev', 'local', 'prod', 'scala212'\]"):
         load_settings("staging", CONF)
+
+
+@pytest.mark.parametrize("sizes", ['["10 seconds", "15 seconds"]', '["7 seconds", "1 minute"]', '["1500 ms"]'])
+def test_window_sizes_must_divide_the_largest_and_be_whole_seconds(monkeypatch, sizes):
+    """Every size is aggregated under the largest window in one stateful pass (`transforms.aggregate`)."""
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError, match="aggregation.window_sizes"):
+        load_settings("local", CONF, [f"aggregation.window_sizes={sizes}"])
+    assert load_settings("local", CONF, ['aggregation.window_sizes=["10 seconds", "30 seconds", "5 minutes"]'])

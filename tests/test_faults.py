@@ -15,7 +15,7 @@ import pytest
 from streamdash.events import Reason
 from streamdash.sinks.influxdb import InfluxWriter
 
-from .pipeline import WINDOWS, GroundTruth, Job, dead_letter_records, job_args, processes, simulate, wait_for
+from .pipeline import GroundTruth, Job, dead_letter_records, job_args, processes, simulate, wait_for
 
 
 def plaintext(stack) -> list[str]:
@@ -136,7 +136,7 @@ def test_poison_event_times_and_refused_points_never_stop_the_stream(stack, stac
         assert wait_for(lambda: counted() == len(refused()), 60), (counted(), len(refused()))
         streams = {row["value"] for row in influx.query("SHOW TAG VALUES FROM pipeline_deadletter WITH KEY = stream",
                                                         database)}
-        assert streams >= {f"e2e_{database}_aggregates_{label}" for label in WINDOWS}
+        assert f"e2e_{database}_aggregates" in streams
         assert job.proc.poll() is None
         assert job.terminate() == 0
     finally:

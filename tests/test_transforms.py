@@ -83,6 +83,10 @@ def test_epoch_millis_unknown_fields_and_missing_device_type(spark):
     (with_(measurements={"temperature": 1}).replace('"temperature": 1', '"temperature": 1e999'),
      Reason.NON_FINITE_VALUE),
     (with_(padding="x" * 2000), Reason.OVERSIZE),
+    (with_(seq=2).replace('"seq": 2', '"seq": NaN'), Reason.MALFORMED_JSON),
+    ("{'schemaVersion': 1, 'deviceId': 'dev-1'}", Reason.MALFORMED_JSON),
+    ("null", Reason.MALFORMED_JSON),
+    ('"text"', Reason.MALFORMED_JSON),
 ])
 def test_bad_records_get_one_reason_and_keep_their_position(spark, payload, reason):
     parsed = parse_events(raw(spark, json.dumps(GOOD), payload), Validation(max_event_bytes=1024))
@@ -108,7 +112,7 @@ def test_event_times_far_from_the_broker_time_are_out_of_range_and_never_overflo
     parsed = parse_events(raw(spark, json.dumps(GOOD), with_(eventTime=event_time)), Validation())
     assert [(r.reason, r.offset) for r in dead_letters(parsed).collect()] == [(Reason.EVENT_TIME_OUT_OF_RANGE, 1)]
     events = deduplicate(valid_events(parsed), "30 seconds")
-    assert windowed_aggregates(events, "10 seconds").where("level = 'site'").collect()[0]["count"] == 1
+    assert windowed_aggregates(events, ["10 seconds"]).where("level = 'site'").collect()[0]["count"] == 1
 
 
 @pytest.mark.parametrize("event_time", [BROKER_MS + 15 * 60_000, BROKER_MS - 7 * 86_400_000,
@@ -150,7 +154,7 @@ def events(spark, rows):
 
 def test_tumbling_windows_include_the_start_and_exclude_the_end(spark):
     df = events(spark, [("a", "s", 0, 1, 1.0), ("a", "s", 9.999, 2, 3.0), ("a", "s", 10, 3, 100.0)])
-    out = (windowed_aggregates(df, "10 seconds").where("level = 'device'")
+    out = (windowed_aggregates(df, ["10 seconds"]).where("level = 'device'")
            .select("window", "window_start_ns", "count", "temperature_mean", "temperature_last")
            .orderBy("window_start_ns"))
     start_ns = int(T0.replace(tzinfo=dt.UTC).timestamp()) * 1_000_000_000
@@ -161,13 +165,29 @@ def test_tumbling_windows_include_the_start_and_exclude_the_end(spark):
 
 def test_site_rows_combine_devices_and_stats_are_right(spark):
     df = events(spark, [("a", "s", 1, 1, 1.0), ("b", "s", 2, 1, 2.0), ("b", "s", 3, 2, 6.0), ("c", "t", 1, 1, 7.0)])
-    site = windowed_aggregates(df, "1 minute").where("level = 'site' AND site = 's'").collect()[0]
+    site = windowed_aggregates(df, ["1 minute"]).where("level = 'site' AND site = 's'").collect()[0]
     assert site.device_id is None and site["count"] == 3
     assert (site.temperature_min, site.temperature_max, site.temperature_mean) == (1.0, 6.0, 3.0)
     assert site.temperature_last == 6.0 and site.temperature_p95 == 6.0
     assert site.temperature_stddev == pytest.approx(2.6457513110645907, rel=1e-12)
-    single = windowed_aggregates(df, "1 minute").where("device_id = 'a'").collect()[0]
+    single = windowed_aggregates(df, ["1 minute"]).where("device_id = 'a'").collect()[0]
     assert single.temperature_stddev is None  # sample stddev of one value: never written
+
+
+def test_every_size_in_one_aggregation_equals_each_size_alone(spark):
+    df = events(spark, [("a", "s", 1, 1, 1.0), ("b", "s", 12, 1, 2.0), ("a", "s", 35, 2, 6.0), ("c", "t", 59, 1, 7.0),
+                        ("a", "s", 61, 3, 3.0)])
+    together = windowed_aggregates(df, ["10 seconds", "30 seconds", "1 minute"])
+    alone = [windowed_aggregates(df, [size]) for size in ("10 seconds", "30 seconds", "1 minute")]
+    expected = alone[0].unionByName(alone[1]).unionByName(alone[2])
+    order = ["window", "level", "site", "device_id", "window_start_ns"]
+    assert_df_equality(together.orderBy(order), expected.orderBy(order), ignore_nullable=True)
+
+
+def test_p95_is_within_the_sketch_rank_error(spark):
+    rows = [("a", "s", i / 1000, i, float(v)) for i, v in enumerate(range(1000, 0, -1))]  # 1000 values, any order
+    p95 = windowed_aggregates(events(spark, rows), ["10 seconds"]).where("level = 'site'").collect()[0].temperature_p95
+    assert p95 == int(p95) and abs(p95 - 950) <= 0.0165 * 1000  # an observed value, rank within the KLL bound
 
 
 def test_watermark_drops_late_events_keeps_those_within_and_counts_duplicates_once(spark, tmp_path):
@@ -177,7 +197,7 @@ def test_watermark_drops_late_events_keeps_those_within_and_counts_duplicates_on
     schema = "device_id string, site string, device_type string, event_time timestamp, seq long, " \
              "temperature double, humidity double, pressure double, battery double"
     stream = deduplicate(spark.readStream.schema(schema).json(str(source)), "10 seconds")
-    query = (windowed_aggregates(stream, "10 seconds").where("level = 'device'").writeStream
+    query = (windowed_aggregates(stream, ["10 seconds"]).where("level = 'device'").writeStream
              .outputMode("update").format("memory").queryName(f"wm_{int(time.time() * 1000)}")
              .option("checkpointLocation", str(tmp_path / "cp")).start())
 
@@ -205,7 +225,7 @@ def test_a_statistic_that_overflows_is_left_out_and_counted(spark):
     from streamdash.sinks.points import aggregate_line
 
     df = events(spark, [("a", "s", 1, 1, 1.7e308), ("a", "s", 2, 2, 1.7e308)])
-    row = windowed_aggregates(df, "10 seconds").where("level = 'device'").collect()[0].asDict()
+    row = windowed_aggregates(df, ["10 seconds"]).where("level = 'device'").collect()[0].asDict()
     point = aggregate_line(row)
     assert "temperature_max=1.7e+308" in point and "temperature_p95=1.7e+308" in point
     assert "temperature_mean=" not in point and "stats_overflowed=" in point

@@ -99,16 +99,20 @@ class EventHubsNativeSource(_Section):
 class Aggregation(_Section):
     window_sizes: list[str] = Field(default=["10 seconds", "1 minute"], min_length=1)
     watermark: Duration = "30 seconds"
-    percentile_accuracy: int = Field(default=10000, gt=0)
+    # KLL sketch size for the p95: 200 keeps the normalized rank error near 1.65%; larger is more exact.
+    quantile_sketch_k: int = Field(default=200, ge=8, le=65535)
 
     @field_validator("window_sizes")
     @classmethod
     def _valid_windows(cls, sizes: list[str]) -> list[str]:
-        for size in sizes:
-            if not 1 <= duration_seconds(size) <= 86400:
-                raise ValueError("a window size must be between one second and one day")
+        """All sizes are aggregated in one pass under the largest window, so each must divide it."""
+        seconds = [duration_seconds(size) for size in sizes]
+        if not all(1 <= s <= 86400 and s == int(s) for s in seconds):
+            raise ValueError("a window size must be whole seconds, between one second and one day")
         if len({window_label(size) for size in sizes}) != len(sizes):
             raise ValueError("window sizes repeat")
+        if any(max(seconds) % s for s in seconds):
+            raise ValueError("every window size must divide the largest one (e.g. 10 seconds, 1 minute, 5 minutes)")
         return sizes
 
 
@@ -169,8 +173,9 @@ class DeadLetterSink(_Section):
 class Job(_Section):
     name: str = "streamdash"
     checkpoint_location: str = Field(min_length=1)
-    trigger_interval: Duration = "5 seconds"
-    shuffle_partitions: int = Field(default=4, gt=0)
+    trigger_interval: Duration = "500 milliseconds"
+    # Partitions of the aggregation's state; unset: the cores Spark has. Frozen into the checkpoint at its first run.
+    shuffle_partitions: int | None = Field(default=None, gt=0)
     self_metrics: bool = True
 
 

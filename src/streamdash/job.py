@@ -1,8 +1,8 @@
 """The streaming job: source -> parse/validate -> windowed aggregates -> InfluxDB, plus dead letters.
 
-One Spark application runs one streaming query per window size (Spark allows one streaming aggregation per
-query, and one window expression per aggregation) and one dead-letter query. Each query has its own
-checkpoint folder under `job.checkpoint_location`, so a restart replays exactly what was not committed.
+One Spark application runs two streaming queries: every window size and level in one stateful aggregation,
+and the dead letters. Each has its own checkpoint folder under `job.checkpoint_location`, so a restart
+replays exactly what was not committed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streamdash import lifetime
-from streamdash.config import DeadLetterSink, Settings, load_settings, window_label
+from streamdash.config import DeadLetterSink, Settings, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
 from streamdash.sinks import dead_letter
@@ -44,12 +44,26 @@ def spark_session(settings: Settings) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    # The validation predicate is a large CASE over many JSON-type checks. Inferring constraints from it
-    # (done again for every micro-batch) exhausts the driver's heap within minutes; nothing here needs it.
-    spark.conf.set("spark.sql.constraintPropagation.enabled", "false")
-    spark.conf.set("spark.sql.shuffle.partitions", str(settings.job.shuffle_partitions))
+    for key, value in session_settings(settings, spark.sparkContext.defaultParallelism).items():
+        spark.conf.set(key, value)
     return spark
+
+
+def session_settings(settings: Settings, cores: int) -> dict[str, str]:
+    """What a low-latency stateful job needs from its session."""
+    return {
+        "spark.sql.session.timeZone": "UTC",
+        # The validation predicate is a large expression; inferring constraints from it (again for every
+        # micro-batch) exhausts the driver's heap within minutes, and nothing here needs it.
+        "spark.sql.constraintPropagation.enabled": "false",
+        "spark.sql.shuffle.partitions": str(settings.job.shuffle_partitions or cores),
+        # RocksDB keeps state off the JVM heap; the changelog commits only what a batch changed.
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # Update mode emits a window as it changes, so a batch without data has nothing to add.
+        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+    }
 
 
 def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -59,28 +73,49 @@ def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
-    """One function per streaming query that starts it (again) from its checkpoint."""
+    """One function per streaming query that starts it (again) from its checkpoint.
+
+    Two queries: every window size and level in one stateful aggregation, and the dead letters. Each reads the
+    topic once per trigger; a stateful aggregation's output holds only aggregates, so the dead letters need
+    their own (stateless, cheap) pass over the same records.
+    """
+    checkpoint = settings.job.checkpoint_location.rstrip("/")
+    refuse_old_checkpoints(spark, checkpoint)
     parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
     live = GrafanaLivePusher.from_config(settings.grafana_live) if settings.grafana_live else None
-    checkpoint = settings.job.checkpoint_location.rstrip("/")
     trigger = {"processingTime": settings.job.trigger_interval}
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
-    starters = {}
-    for size in settings.aggregation.window_sizes:
-        label = window_label(size)
-        aggregates = windowed_aggregates(events, size, settings.aggregation.percentile_accuracy)
-        name = f"{settings.job.name}_aggregates_{label}"
-        starters[name] = partial(
-            aggregates.writeStream.outputMode("update").queryName(name)
-            .option("checkpointLocation", f"{checkpoint}/aggregates_{label}").trigger(**trigger)
-            .foreachBatch(write_aggregates(writer, live, settings.dead_letter, name)).start)
-    name = f"{settings.job.name}_dead_letters"
+    aggregates = windowed_aggregates(events, settings.aggregation.window_sizes,
+                                     settings.aggregation.quantile_sketch_k)
+    aggregates_name = f"{settings.job.name}_aggregates"
+    dead_letters_name = f"{settings.job.name}_dead_letters"
     bad = dead_letters(parsed).observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
-    starters[name] = partial(
-        bad.writeStream.queryName(name).option("checkpointLocation", f"{checkpoint}/dead_letters").trigger(**trigger)
-        .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, name)).start)
-    return starters
+    return {
+        aggregates_name: partial(
+            aggregates.writeStream.outputMode("update").queryName(aggregates_name)
+            .option("checkpointLocation", f"{checkpoint}/aggregates").trigger(**trigger)
+            .foreachBatch(write_aggregates(writer, live, settings.dead_letter, aggregates_name)).start),
+        dead_letters_name: partial(
+            bad.writeStream.queryName(dead_letters_name).option("checkpointLocation", f"{checkpoint}/dead_letters")
+            .trigger(**trigger).foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer,
+                                                                      dead_letters_name)).start),
+    }
+
+
+def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
+    """Versions before 0.2 ran one query per window size (`aggregates_<size>` folders). Their state cannot be
+    carried into the single aggregation, and silently starting beside it would count their data twice."""
+    jvm = spark.sparkContext._jvm
+    folder = jvm.org.apache.hadoop.fs.Path(checkpoint)
+    filesystem = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    found = filesystem.globStatus(jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/aggregates_*")) or []
+    if len(found):
+        raise StreamdashError(
+            f"{checkpoint} holds checkpoints of the old one-query-per-window layout ({found[0].getPath().getName()}"
+            "); this version aggregates every window size in one query and cannot continue from them. Set "
+            "job.checkpoint_location to a new folder (the job then starts from source.starting_offsets), or "
+            f"delete {checkpoint} to start over")
 
 
 def write_aggregates(writer: InfluxWriter, live: GrafanaLivePusher | None, dead_letters: DeadLetterSink,

@@ -2,9 +2,10 @@
 
 Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_per_s, batch_duration_ms,
 rows_dropped_by_watermark, state_rows, offsets_behind_latest (max over partitions, Kafka source), freshness_ms
-(batch time minus the newest event time seen), sink_blocked_ms (how long the batch's writes waited for an
-unavailable InfluxDB; only when they did) and, for the dead-letter query, dead_letters. Writing metrics never
-fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and
+(aggregate query: how old the batch's newest event was when the batch ended, its windows written; never
+negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the batch's writes
+waited for an unavailable InfluxDB; only when they did) and, for the dead-letter query, dead_letters. Writing
+metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and
 written with the next batch's.
 """
 
@@ -49,8 +50,9 @@ def progress_line(progress: dict, sink_blocked_ms: int | None = None) -> str | N
     if behind:
         fields["offsets_behind_latest"] = max(behind)
     newest_event = (progress.get("eventTime") or {}).get("max")
-    if newest_event:
-        fields["freshness_ms"] = (timestamp_ns - _epoch_ns(newest_event)) // 1_000_000
+    if newest_event:  # when the batch's windows were written (its end), how old its newest event was
+        written_ns = timestamp_ns + int(progress.get("batchDuration", 0)) * 1_000_000
+        fields["freshness_ms"] = max(0, (written_ns - _epoch_ns(newest_event)) // 1_000_000)
     if sink_blocked_ms:
         fields["sink_blocked_ms"] = sink_blocked_ms
     for name, metric_row in (progress.get("observedMetrics") or {}).items():

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import math
 
-from streamdash.events import MEASUREMENTS
 from streamdash.sinks.line_protocol import line
-from streamdash.transforms.aggregate import STATS
+from streamdash.transforms.aggregate import STAT_COLUMNS
 
 DEVICE_MEASUREMENT = "telemetry_device"
 SITE_MEASUREMENT = "telemetry_site"
 DEAD_LETTER_MEASUREMENT = "pipeline_deadletter"
 PROGRESS_MEASUREMENT = "pipeline_progress"
-STAT_FIELDS = tuple(f"{m}_{stat}" for m in MEASUREMENTS for stat in STATS)
 
 
 def aggregate_line(row: dict) -> str | None:
@@ -39,7 +37,7 @@ def aggregate_line(row: dict) -> str | None:
         tags |= {"device": row["device_id"], "device_type": row["device_type"]}
     else:
         measurement = SITE_MEASUREMENT
-    stats = {name: row[name] for name in STAT_FIELDS}
+    stats = {name: row[name] for name in STAT_COLUMNS}
     overflowed = sum(1 for value in stats.values() if isinstance(value, float) and not math.isfinite(value))
     fields = {"count": int(row["count"]), **stats, **({"stats_overflowed": overflowed} if overflowed else {})}
     return line(measurement, tags, fields, row["window_start_ns"])

@@ -19,6 +19,10 @@ from streamdash.errors import StackError
 KAFKA_VERSION = "4.1.1"
 INFLUXDB_MODULE = "github.com/influxdata/influxdb/cmd/influxd"
 INFLUXDB_VERSION = "v1.8.10"
+TELEGRAF_MODULE = "github.com/influxdata/telegraf/cmd/telegraf"
+TELEGRAF_VERSION = "v1.39.3"
+TELEGRAF_PLUGINS = ("inputs.kafka_consumer", "parsers.json_v2", "aggregators.basicstats", "aggregators.quantile",
+                    "outputs.influxdb")
 MAVEN_CENTRAL = "https://repo.maven.apache.org/maven2"
 
 
@@ -68,15 +72,28 @@ def spark_kafka_connector_jars(progress: Callable[[str], None] = print) -> list[
 
 def influxd_binary(progress: Callable[[str], None] = print) -> Path:
     """The `influxd` server binary, built with `go install` from the Go module proxy."""
-    target = cache_home() / f"influxdb-{INFLUXDB_VERSION}"
-    binary = target / "bin" / "influxd"
+    return _go_install(INFLUXDB_MODULE, INFLUXDB_VERSION, f"influxdb-{INFLUXDB_VERSION}", "influxd",
+                       f"InfluxDB {INFLUXDB_VERSION}", (), progress)
+
+
+def telegraf_binary(progress: Callable[[str], None] = print) -> Path:
+    """Telegraf with only the plugins the side-by-side benchmark uses (a few minutes on the first run)."""
+    return _go_install(TELEGRAF_MODULE, TELEGRAF_VERSION, f"telegraf-{TELEGRAF_VERSION}", "telegraf",
+                       f"Telegraf {TELEGRAF_VERSION}", ("custom", *TELEGRAF_PLUGINS), progress)
+
+
+def _go_install(module: str, version: str, folder: str, binary_name: str, what: str, tags: tuple[str, ...],
+                progress: Callable[[str], None]) -> Path:
+    target = cache_home() / folder
+    binary = target / "bin" / binary_name
     if (target / ".complete").exists() and binary.exists():
         return binary
-    go = require_tool("go", "to build InfluxDB from the Go module proxy", "Install Go 1.21+ (https://go.dev/dl).")
-    progress(f"installing InfluxDB {INFLUXDB_VERSION} with go install (first run only, about a minute)")
+    go = require_tool("go", f"to build {what} from the Go module proxy", "Install Go 1.21+ (https://go.dev/dl).")
+    progress(f"installing {what} with go install (first run only, a minute or more)")
     env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(target / "bin")}
-    _run_with_progress([go, "install", "-v", f"{INFLUXDB_MODULE}@{INFLUXDB_VERSION}"], env, target / "install.log",
-                       f"InfluxDB {INFLUXDB_VERSION}", ("go: downloading", "github.com/", "golang.org/"), progress)
+    argv = [go, "install", "-v", *(["-tags", ",".join(tags)] if tags else []), f"{module}@{version}"]
+    _run_with_progress(argv, env, target / "install.log", what, ("go: downloading", "github.com/", "golang.org/"),
+                       progress)
     if not binary.exists():
         raise StackError(f"go install finished but {binary} is missing; see {target / 'install.log'}")
     (target / ".complete").touch()
@@ -129,3 +146,9 @@ def _run_with_progress(argv: list[str], env: dict[str, str], log_path: Path, wha
         raise StackError(f"installing the {what} failed (exit {code}); is the package registry reachable? "
                          f"Full log: {log_path}\n{tail}")
     progress(f"  {what}: installed")
+
+
+def install_everything(progress: Callable[[str], None] = print) -> None:
+    """Every server and jar the tests and benchmarks use, each a visible step (`make test` runs this first)."""
+    for step in (kafka_broker_classpath, spark_kafka_connector_jars, influxd_binary, telegraf_binary):
+        step(progress)

@@ -1,19 +1,50 @@
-"""Event-time windowed aggregates per device and per site, for one tumbling window size.
+"""Event-time windowed aggregates per device and per site, for every window size in one stateful pass.
 
-Within the watermark, a repeated (device_id, seq) counts once. Events older than the watermark are dropped
-by Spark and show up in the self-metrics as rows dropped by the watermark. Output mode is `update`: a window
-is emitted again each time a batch changes it, and the sink overwrites the earlier point.
+Within the watermark, a repeated (device_id, seq) counts once; events older than the watermark are dropped by
+Spark (at the deduplication) and counted in the self-metrics. Each remaining event becomes one row per (window
+size, level), all grouped together under `window(event_time, <largest size>)`, which carries the watermark so
+Spark evicts a group once its largest window has closed (every size divides the largest, so each bucket lies in
+exactly one largest window). Adding a window size adds rows, not a query. Output mode is `update`: a window is
+emitted again each time a batch changes it, and the sink overwrites the earlier point.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from streamdash.config import window_label
+from streamdash.config import duration_seconds, window_label
 from streamdash.events import MEASUREMENTS
 
-STATS = ("mean", "min", "max", "last", "stddev", "p95")
+DEFAULT_SKETCH_K = 200  # KLL sketch size: normalized rank error about 1.65% (DataSketches' bound, 99% confidence)
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One statistic of a measurement: how it aggregates a group's values (streaming state holds the result)
+    and how the written value is read from it. `latest` orders values by recency (for `last`)."""
+
+    name: str
+    aggregate: Callable[[Column, Column, int], Column]
+    final: Callable[[Column], Column] = lambda state: state
+
+
+# The statistics written for every measurement, in field order. Adding one here adds it to every point.
+STATISTICS = (
+    Statistic("mean", lambda value, latest, k: F.avg(value)),
+    Statistic("min", lambda value, latest, k: F.min(value)),
+    Statistic("max", lambda value, latest, k: F.max(value)),
+    Statistic("last", lambda value, latest, k: F.max_by(value, latest)),
+    Statistic("stddev", lambda value, latest, k: F.stddev_samp(value)),
+    # A mergeable KLL sketch: state stays small (k items per level) however many values a window has.
+    Statistic("p95", lambda value, latest, k: F.kll_sketch_agg_double(value, F.lit(k)),
+              lambda sketch: F.kll_sketch_get_quantile_double(sketch, F.lit(0.95))),
+)
+STATS = tuple(statistic.name for statistic in STATISTICS)
+STAT_COLUMNS = tuple(f"{m}_{stat}" for m in MEASUREMENTS for stat in STATS)
 
 
 def deduplicate(events: DataFrame, watermark: str) -> DataFrame:
@@ -24,34 +55,39 @@ def deduplicate(events: DataFrame, watermark: str) -> DataFrame:
     return events.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(["device_id", "seq"])
 
 
-def _measurement_stats(name: str, accuracy: int) -> list[Column]:
-    value = F.col(name)
-    latest_first = F.when(value.isNotNull(), F.struct("event_time", "device_id", "seq"))
-    return [
-        F.avg(value).alias(f"{name}_mean"),
-        F.min(value).alias(f"{name}_min"),
-        F.max(value).alias(f"{name}_max"),
-        F.max_by(value, latest_first).alias(f"{name}_last"),
-        F.stddev_samp(value).alias(f"{name}_stddev"),
-        F.percentile_approx(value, 0.95, accuracy).alias(f"{name}_p95"),
-    ]
+def _groupings(window_sizes: list[str]) -> Column:
+    """One struct per (size, level): the window label, the bucket start in microseconds and the level's keys."""
+    event_us = F.unix_micros("event_time")
+    rows = []
+    for size in window_sizes:
+        size_us = int(duration_seconds(size)) * 1_000_000
+        start_us = event_us - F.pmod(event_us, F.lit(size_us))
+        for level, device_id, device_type in (("device", F.col("device_id"), F.col("device_type")),
+                                              ("site", F.lit(None).cast("string"), F.lit(None).cast("string"))):
+            rows.append(F.struct(F.lit(level).alias("level"), F.lit(window_label(size)).alias("window"),
+                                 start_us.alias("start_us"), device_id.alias("key_device_id"),
+                                 device_type.alias("key_device_type")))
+    return F.array(*rows)
 
 
-def windowed_aggregates(events: DataFrame, window_size: str, accuracy: int = 10000) -> DataFrame:
-    """Deduplicated, watermarked events -> one row per (window, site, device) and per (window, site).
+def windowed_aggregates(events: DataFrame, window_sizes: list[str], sketch_k: int = DEFAULT_SKETCH_K) -> DataFrame:
+    """Deduplicated, watermarked events -> one row per (window size, window, site, device) and per
+    (window size, window, site).
 
     Columns: level ('device' or 'site'), window (label such as '10s'), window_start_ns, site, device_type,
-    device_id (null on site rows), count, and <measurement>_<stat> for each measurement and stat.
+    device_id (both null on site rows), count, and <measurement>_<stat> for each measurement and statistic.
     """
-    window = F.window("event_time", window_size)
-    keys = [window, F.col("site"), F.col("device_type"), F.col("device_id")]
-    grouped = events.groupingSets([keys, [window, F.col("site")]], *keys)
-    stats = [stat for m in MEASUREMENTS for stat in _measurement_stats(m, accuracy)]
-    aggregated = grouped.agg(F.count(F.lit(1)).alias("count"), F.grouping_id().alias("_grouping"), *stats)
-    return aggregated.select(
-        F.when(F.col("_grouping") == 0, F.lit("device")).otherwise(F.lit("site")).alias("level"),
-        F.lit(window_label(window_size)).alias("window"),
-        (F.unix_micros(F.col("window.start")) * 1000).alias("window_start_ns"),
-        "site", "device_type", "device_id", "count",
-        *[f"{m}_{stat}" for m in MEASUREMENTS for stat in STATS],
+    largest = max(window_sizes, key=duration_seconds)
+    rows = events.select("*", F.inline(_groupings(window_sizes)))
+    latest = F.struct("event_time", "device_id", "seq")
+    states = [statistic.aggregate(F.col(m), F.when(F.col(m).isNotNull(), latest), sketch_k)
+              .alias(f"{m}_{statistic.name}") for m in MEASUREMENTS for statistic in STATISTICS]
+    grouped = rows.groupBy(F.window("event_time", largest).alias("largest_window"), "level", "window", "start_us",
+                           "site", "key_device_id", "key_device_type")
+    finals = {f"{m}_{statistic.name}": statistic.final(F.col(f"{m}_{statistic.name}"))
+              for m in MEASUREMENTS for statistic in STATISTICS}
+    return grouped.agg(F.count(F.lit(1)).alias("count"), *states).select(
+        "level", "window", (F.col("start_us") * 1000).alias("window_start_ns"), "site",
+        F.col("key_device_type").alias("device_type"), F.col("key_device_id").alias("device_id"), "count",
+        *[column.alias(name) for name, column in finals.items()],
     )

@@ -1,0 +1,30 @@
+"""The side-by-side benchmark keeps working: a small run of every phase, checked for complete, sane results.
+
+Its numbers are not judged here (tests check behaviour, never wall time); `benchmarks/side_by_side.py` with its
+defaults is the measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def test_a_small_side_by_side_run_measures_every_side(tmp_path):
+    argv = [sys.executable, str(REPO / "benchmarks" / "side_by_side.py"), "--events", "3000", "--rates", "500",
+            "--live-s", "10", "--soak-s", "30", "--soak-rate", "300", "--points", "5000", "--out", str(tmp_path)]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = {row["side"][:3]: row for row in json.loads((tmp_path / "results.json").read_text())}
+    assert set(results) == {"(a)", "(b)", "(c)", "(d)", "(e)", "(f)"}
+    for side in ("(a)", "(b)", "(c)"):
+        assert results[side]["events_per_s"] > 0 and results[side]["cpu_s_per_1k"] > 0
+    assert 0 < results["(c)"]["aggregated_events"] <= 3000  # Telegraf's basicstats counted what json_v2 parsed
+    assert results["(d)"]["points_per_s"] > 0
+    assert results["(e)"]["samples"] > 0 and 0 < results["(e)"]["freshness_p50_s"] <= results["(e)"]["freshness_p99_s"]
+    assert results["(f)"]["sent"] == 30 * 300 and results["(f)"]["rss_end_mib"] > 0
+    table = (tmp_path / "table.md").read_text()
+    assert "(c) Telegraf" in table and "vs (c) Telegraf" in table

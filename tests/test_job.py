@@ -1,0 +1,38 @@
+"""The job's own decisions, without a stream: its session, its refusal of old checkpoints, its freshness metric."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamdash.errors import StreamdashError
+from streamdash.job import refuse_old_checkpoints
+from streamdash.metrics import progress_line
+
+
+def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):
+    (tmp_path / "aggregates_10s" / "offsets").mkdir(parents=True)
+    with pytest.raises(StreamdashError) as error:
+        refuse_old_checkpoints(spark, str(tmp_path))
+    message = str(error.value)
+    assert "aggregates_10s" in message and "job.checkpoint_location" in message and str(tmp_path) in message
+
+
+def test_a_new_or_current_checkpoint_is_accepted(spark, tmp_path):
+    refuse_old_checkpoints(spark, str(tmp_path / "not-yet-created"))
+    (tmp_path / "aggregates" / "offsets").mkdir(parents=True)
+    (tmp_path / "dead_letters").mkdir()
+    refuse_old_checkpoints(spark, str(tmp_path))
+
+
+def _progress(event_time_max: str, duration_ms: int) -> dict:
+    return {"name": "q_aggregates", "batchId": 3, "timestamp": "2026-11-29T10:00:00.000Z", "batchDuration": duration_ms,
+            "numInputRows": 10, "eventTime": {"max": event_time_max}, "stateOperators": [], "sources": []}
+
+
+@pytest.mark.parametrize(("newest_event", "duration_ms", "freshness_ms"), [
+    ("2026-11-29T09:59:59.000Z", 400, 1400),  # written at batch start + duration; the event was 1 s older than that
+    ("2026-11-29T10:00:00.200Z", 100, 0),  # stamped ahead of the clock: never negative
+])
+def test_freshness_is_the_age_of_the_newest_event_when_its_windows_are_written(newest_event, duration_ms,
+                                                                               freshness_ms):
+    assert f"freshness_ms={freshness_ms}i" in progress_line(_progress(newest_event, duration_ms))

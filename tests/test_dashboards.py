@@ -50,7 +50,7 @@ def dashboard_run(stack, stack_env, influx, tmp_path_factory):
     try:
         job.wait_started()
         manifest = send_with_late_data(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic, work,
-                                       stack_env, influx, database, windows=2, extra=("--max-window-s", "60"))
+                                       stack_env, influx, database, extra=("--max-window-s", "60"))
         entries = ground_truth.manifest(manifest)
         counted = len(ground_truth.counted_events(entries))
         total = 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'10s\''

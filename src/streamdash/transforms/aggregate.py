@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from streamdash.config import duration_seconds, window_label
+from streamdash.config import DEFAULT_QUANTILE_SKETCH_K, duration_seconds, window_label
 from streamdash.events import MEASUREMENTS
-
-DEFAULT_SKETCH_K = 200  # KLL sketch size: normalized rank error about 1.65% (DataSketches' bound, 99% confidence)
 
 
 @dataclass(frozen=True)
@@ -43,8 +41,7 @@ STATISTICS = (
     Statistic("p95", lambda value, latest, k: F.kll_sketch_agg_double(value, F.lit(k)),
               lambda sketch: F.kll_sketch_get_quantile_double(sketch, F.lit(0.95))),
 )
-STATS = tuple(statistic.name for statistic in STATISTICS)
-STAT_COLUMNS = tuple(f"{m}_{stat}" for m in MEASUREMENTS for stat in STATS)
+STAT_COLUMNS = tuple(f"{m}_{statistic.name}" for m in MEASUREMENTS for statistic in STATISTICS)
 
 
 def deduplicate(events: DataFrame, watermark: str) -> DataFrame:
@@ -70,7 +67,8 @@ def _groupings(window_sizes: list[str]) -> Column:
     return F.array(*rows)
 
 
-def windowed_aggregates(events: DataFrame, window_sizes: list[str], sketch_k: int = DEFAULT_SKETCH_K) -> DataFrame:
+def windowed_aggregates(events: DataFrame, window_sizes: list[str],
+                        sketch_k: int = DEFAULT_QUANTILE_SKETCH_K) -> DataFrame:
     """Deduplicated, watermarked events -> one row per (window size, window, site, device) and per
     (window size, window, site).
 

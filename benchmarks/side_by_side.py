@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from streamdash import influxql  # noqa: E402
+from streamdash.events import MEASUREMENTS  # noqa: E402
 from streamdash.kafka_client import client_config  # noqa: E402
 from streamdash.simulator import SimulatorSettings, send  # noqa: E402
 from streamdash.sinks.influxdb import InfluxWriter  # noqa: E402
@@ -213,7 +214,8 @@ print("SECONDS", min(times))
         user, password = self.token.split(":", 1)
         config = self.work / f"{group}.conf"
         config.write_text(TELEGRAF_CONFIG.format(brokers=self.bootstrap, topic=topic, group=group, url=self.url,
-                                                 database=database, user=user, password=password))
+                                                 database=database, user=user, password=password,
+                                                 fields=TELEGRAF_FIELDS))
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "enable.auto.commit": False})
         partitions = [TopicPartition(topic, p) for p in range(4)]
         ends = {p.partition: consumer.get_watermark_offsets(p, timeout=10)[1] for p in partitions}
@@ -320,7 +322,8 @@ print("SECONDS", min(times))
         rss = [mib for _, mib in tree.rss_samples]
         return {"side": f"(e) freshness at {rate:g}/s", "samples": len(latencies),
                 **percentiles("freshness", latencies), **percentiles("job_metric", own),
-                "peak_rss_mib": max(rss, default=0), "cpu_s_per_1k": tree.cpu_s() / (rate * seconds) * 1000}
+                "peak_rss_mib": max(rss, default=0),
+                "cpu_s_per_1k": tree.cpu_s() / (rate * (warmup_s + seconds)) * 1000}  # CPU covers every event sent
 
     def soak(self, rate: float, seconds: float) -> dict:
         """(f) resident memory after warm-up versus at the end; state rows stay bounded by the watermark."""
@@ -378,23 +381,7 @@ TELEGRAF_CONFIG = """
       path = "site"
     [[inputs.kafka_consumer.json_v2.tag]]
       path = "deviceId"
-    [[inputs.kafka_consumer.json_v2.field]]
-      path = "measurements.temperature"
-      rename = "temperature"
-      type = "float"
-    [[inputs.kafka_consumer.json_v2.field]]
-      path = "measurements.humidity"
-      rename = "humidity"
-      type = "float"
-    [[inputs.kafka_consumer.json_v2.field]]
-      path = "measurements.pressure"
-      rename = "pressure"
-      type = "float"
-    [[inputs.kafka_consumer.json_v2.field]]
-      path = "measurements.battery"
-      rename = "battery"
-      type = "float"
-
+{fields}
 [[aggregators.basicstats]]
   period = "10s"
   grace = "8760h"
@@ -415,6 +402,13 @@ TELEGRAF_CONFIG = """
   password = "{password}"
   content_encoding = "gzip"
 """
+
+
+TELEGRAF_FIELDS = "".join(f"""    [[inputs.kafka_consumer.json_v2.field]]
+      path = "measurements.{m}"
+      rename = "{m}"
+      type = "float"
+""" for m in MEASUREMENTS)
 
 
 def print_table(results: list[dict]) -> str:

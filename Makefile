@@ -1,6 +1,7 @@
 # The two commands: `make run` (the pipeline on a local stack) and `make test` (the whole suite).
-# Everything is installed by these targets: a virtualenv with pinned packages, then Kafka, InfluxDB, Spark's
-# Kafka connector (and, for the tests' benchmark smoke run, Telegraf) into ~/.cache/streamdash on first use.
+# Everything is installed by these targets, each step visible: a virtualenv with pinned packages (the job and the
+# toolbox beside it), then Kafka, InfluxDB, Spark's Kafka connector (and, for the tests' benchmark smoke run,
+# Telegraf) into $STREAMDASH_HOME (default ~/.cache/streamdash) on first use.
 
 PYTHON ?= python3
 VENV := .venv
@@ -9,29 +10,33 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 
 .PHONY: install run test lint stack-down clean
 
-$(BIN)/streamdash: pyproject.toml requirements.lock
+$(BIN)/streamdash: pyproject.toml toolbox/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -c requirements.lock -e '.[dev]' -e ./toolbox
 	touch $@
 
 install: $(BIN)/streamdash
 
 ## The pipeline, locally: stack up, the job under spark-submit, the simulator feeding it. Ctrl-C stops.
+## The job runs in its own session (setsid): Ctrl-C reaches only this recipe, whose trap asks the job's Python
+## driver, found by its process group, to finish its batch and stop.
 run: install
+	$(BIN)/streamdash stack install
 	$(BIN)/streamdash stack up
 	eval "$$($(BIN)/streamdash stack env)" && \
-	PYSPARK_PYTHON=$(abspath $(BIN)/python) $(BIN)/spark-submit --master 'local[2]' --driver-memory 2g \
-	  --conf spark.ui.enabled=false --jars "$$($(BIN)/streamdash stack jars)" \
+	PYSPARK_PYTHON=$(abspath $(BIN)/python) setsid $(BIN)/spark-submit --master 'local[2]' --driver-memory 2g \
+	  --conf spark.ui.enabled=false --driver-java-options '-Dlog4j2.configurationFile=conf/log4j2.properties' \
+	  --jars "$$($(BIN)/streamdash stack jars)" \
 	  jobs/stream_to_influx.py --env local & job=$$!; \
-	trap "pkill -TERM -f '^[^ ]*python[^ ]* [^ ]*jobs/stream_to_influx.py'; wait $$job" EXIT INT TERM; \
+	trap "pkill -TERM -g $$job -f '^[^ ]*python[^ ]* [^ ]*jobs/stream_to_influx.py'; wait $$job" EXIT INT TERM; \
 	eval "$$($(BIN)/streamdash stack env)" && $(BIN)/streamdash simulate --rate 200 --duration 3600; \
 	wait $$job
 
 ## The whole test suite against real Kafka, InfluxDB and Spark (started and stopped by the tests).
 test: install
-	$(BIN)/ruff check src tests jobs notebooks benchmarks
-	$(BIN)/python -c 'from streamdash.stack.install import install_everything; install_everything()'
+	$(BIN)/ruff check src toolbox tests jobs notebooks benchmarks
+	$(BIN)/streamdash stack install --telegraf
 	$(BIN)/pytest
 
 stack-down:

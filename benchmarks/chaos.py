@@ -24,9 +24,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streamdash.stack import Stack, create_topic  # noqa: E402
 from tests.conftest import FREE_PORTS, Influx  # noqa: E402
 from tests.pipeline import GroundTruth, Job, job_args, simulate  # noqa: E402
+
+from streamdash_toolbox.stack import Stack, create_topic  # noqa: E402
 
 
 def timeline(rng: random.Random, send_s: float, kills: int, outage_s: float) -> list[tuple[float, str]]:

@@ -2,11 +2,13 @@
 InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 
     python benchmarks/side_by_side.py [--events 200000] [--rates 1000,10000] [--live-s 60]
-                                      [--soak-s 600] [--soak-rate 5000] [--out benchmarks/out]
+                                      [--soak-s 600] [--soak-rate 5000] [--third-window "5 minutes"]
+                                      [--out benchmarks/out]
 
 (a) ceiling   Spark batch (local[2]): Kafka read + `from_json` with the event schema + a 10 s window aggregate.
 (b) job       the job (spark-submit, local[2], its default trigger and windows 10 s / 1 min) drains the topic
               from `earliest`: every record read by both queries and each batch's windows written to InfluxDB.
+(b) again     with a third window size (`--third-window`): what another size costs, on the same topic.
 (c) telegraf  Telegraf `kafka_consumer` + `json_v2` + `basicstats` + `quantile` -> InfluxDB (another database),
               until its consumer group has committed the whole topic and the last aggregates have landed.
               Telegraf aggregates by arrival period, not event time: no watermark, no dedup, no dead letters.
@@ -37,19 +39,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tests.pipeline import Job, job_args, processes, wait_for  # noqa: E402  (the same job launch as the e2e tests)
+
 from streamdash import influxql  # noqa: E402
 from streamdash.events import MEASUREMENTS  # noqa: E402
-from streamdash.kafka_client import client_config  # noqa: E402
-from streamdash.simulator import SimulatorSettings, send  # noqa: E402
 from streamdash.sinks.influxdb import InfluxWriter  # noqa: E402
 from streamdash.sinks.points import aggregate_line  # noqa: E402
-from streamdash.stack import Stack, create_topic, install  # noqa: E402
 from streamdash.transforms.aggregate import STAT_COLUMNS  # noqa: E402
-from tests.pipeline import Job, job_args, processes  # noqa: E402  (the same job launch as the e2e tests)
+from streamdash_toolbox.kafka_client import client_config  # noqa: E402
+from streamdash_toolbox.simulator import SimulatorSettings, send  # noqa: E402
+from streamdash_toolbox.stack import Stack, create_topic, install  # noqa: E402
 
 FREE = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
-JOB_DEFAULTS = ('aggregation.window_sizes=["10 seconds", "1 minute"]', "aggregation.watermark=30 seconds",
-                "job.trigger_interval=500 milliseconds")
+WINDOW_SIZES = ["10 seconds", "1 minute"]
+JOB_DEFAULTS = ("aggregation.watermark=30 seconds", "job.trigger_interval=500 milliseconds")
 EVENT_SCHEMA = ("schemaVersion long, deviceId string, site string, deviceType string, eventTime long, seq long, "
                 "measurements struct<temperature double, humidity double, pressure double, battery double>")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -98,15 +101,6 @@ class ProcessTree:
         self.done.set()
 
 
-def wait_until(condition, timeout_s: float, every_s: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(every_s)
-    return False
-
-
 class Bench:
     def __init__(self, stack: Stack, work: Path):
         self.stack, self.work = stack, work
@@ -120,6 +114,15 @@ class Bench:
         database = f"{prefix}_{uuid.uuid4().hex[:8]}"
         influxql.query(self.url, f'CREATE DATABASE "{database}"', self.token)
         return database
+
+    def start_job(self, topic: str, prefix: str, window_sizes: list[str] = WINDOW_SIZES) -> tuple[Job, str, Path]:
+        """The job with its defaults on `topic`, writing to a new database; its log and state in its own folder."""
+        database = self.new_database(prefix)
+        folder = self.work / f"{prefix}-{database}"
+        folder.mkdir()
+        args = job_args(self.stack, topic, database, folder, *JOB_DEFAULTS,
+                        f"aggregation.window_sizes={json.dumps(window_sizes)}")
+        return Job(args, self.stack.env(), folder / "job.log"), database, folder
 
     def new_topic(self) -> str:
         topic = f"bench-{uuid.uuid4().hex[:8]}"
@@ -175,12 +178,9 @@ print("SECONDS", min(times))
         return {"side": "(a) Spark ceiling", "events_per_s": records / seconds, "seconds": seconds,
                 "cpu_s_per_1k": tree.cpu_s() / 2 / records * 1000}  # two runs in that process
 
-    def job_drain(self, topic: str, records: int) -> dict:
+    def job_drain(self, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES) -> dict:
         """(b) from `earliest` until both queries have read every record and written their last batch."""
-        database = self.new_database("job")
-        folder = self.work / f"job-{database}"
-        folder.mkdir()
-        job = Job(job_args(self.stack, topic, database, folder, *JOB_DEFAULTS), self.stack.env(), folder / "job.log")
+        job, database, _ = self.start_job(topic, "job", window_sizes)
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
@@ -190,7 +190,7 @@ print("SECONDS", min(times))
                 rows = self.query('SELECT sum("input_rows") FROM pipeline_progress GROUP BY stream', database)
                 return len(rows) == 2 and all(row["sum"] == records for row in rows)
 
-            assert wait_until(read_everything, 1800), "the job did not drain the topic"
+            assert wait_for(read_everything, 1800, every_s=0.25), "the job did not drain the topic"
             seconds = time.monotonic() - started
             tree.stop()
             progress = self.query("SELECT * FROM pipeline_progress", database)
@@ -200,7 +200,8 @@ print("SECONDS", min(times))
         aggregates = [row for row in progress if row["stream"].endswith("_aggregates") and row["input_rows"]]
         first = min(aggregates, key=lambda row: row["batch_id"])  # plans and compiles the query: a one-off cost
         after_first_s = seconds - first["batch_duration_ms"] / 1000
-        return {"side": "(b) the job, backlog drain", "events_per_s": records / seconds, "seconds": seconds,
+        side = "(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
+        return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
                 "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
                 "cpu_s_per_1k": tree.cpu_s() / records * 1000,
                 "median_batch_ms": statistics.median(row["batch_duration_ms"] for row in aggregates),
@@ -233,7 +234,7 @@ print("SECONDS", min(times))
             return int(rows[0]["sum"]) if rows else 0
 
         try:
-            assert wait_until(committed_everything, 1800), "Telegraf did not consume the topic"
+            assert wait_for(committed_everything, 1800, every_s=0.25), "Telegraf did not consume the topic"
             final, final_at = landed(), time.monotonic()
             # Telegraf emits each 10 s period's aggregates when the period ends, and writes them at the next flush
             while final == 0 or time.monotonic() - final_at < 12:
@@ -268,10 +269,8 @@ print("SECONDS", min(times))
     def freshness(self, rate: float, seconds: float, warmup_s: float = 30) -> dict:
         """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
         of sending (the job's first batches plan and compile its queries) are sent but not counted."""
-        topic, database = self.new_topic(), self.new_database("live")
-        folder = self.work / f"live-{database}"
-        folder.mkdir()
-        job = Job(job_args(self.stack, topic, database, folder, *JOB_DEFAULTS), self.stack.env(), folder / "job.log")
+        topic = self.new_topic()
+        job, database, folder = self.start_job(topic, "live")
         observations: list[tuple[float, str, int, int]] = []  # (seen at, site, window start ns, count)
         since_ns = int(time.time()) * 1_000_000_000
         stop = threading.Event()
@@ -327,10 +326,8 @@ print("SECONDS", min(times))
 
     def soak(self, rate: float, seconds: float) -> dict:
         """(f) resident memory after warm-up versus at the end; state rows stay bounded by the watermark."""
-        topic, database = self.new_topic(), self.new_database("soak")
-        folder = self.work / f"soak-{database}"
-        folder.mkdir()
-        job = Job(job_args(self.stack, topic, database, folder, *JOB_DEFAULTS), self.stack.env(), folder / "job.log")
+        topic = self.new_topic()
+        job, database, _ = self.start_job(topic, "soak")
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
@@ -463,6 +460,9 @@ def main() -> None:
     parser.add_argument("--soak-s", type=float, default=600, help="0 for no soak")
     parser.add_argument("--soak-rate", type=float, default=5000)
     parser.add_argument("--points", type=int, default=50_000, help="points written for (d)")
+    parser.add_argument("--third-window", default="5 minutes",
+                        help="after (c), drain again with this third window size (what another size costs); "
+                             "empty for none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -481,6 +481,9 @@ def main() -> None:
                                   ("Telegraf", bench.telegraf)):
                 log(f"{name} on {records:,} records")
                 results.append(measure(topic, records))
+            if args.third_window:
+                log(f"job drain with a third window size, {args.third_window}")
+                results.append(bench.job_drain(topic, records, [*WINDOW_SIZES, args.third_window]))
             log("InfluxDB bulk write")
             results.append(bench.influx_ceiling(args.points))
             for rate in (float(r) for r in args.rates.split(",") if r.strip()):

@@ -1,4 +1,5 @@
-"""Session fixtures: a real local stack (Kafka + InfluxDB) on free ports and a local Spark session.
+"""Session fixtures: a real local stack (Kafka + InfluxDB) on free ports, a local Spark session, and on demand a
+Spark standalone cluster.
 
 The stack lives in a temporary folder; its servers die with the test run (PR_SET_PDEATHSIG) and are
 stopped at the end of the session even when tests fail.
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from streamdash import influxql
-from streamdash.stack import Stack, create_topic
+from streamdash_toolbox.stack import Stack, create_topic
 
 from .http_servers import FaultServer
 
@@ -32,6 +33,12 @@ def stack(tmp_path_factory):
         yield stack
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(stack) -> dict:
+    """A Spark standalone master and two workers (separate JVMs) beside the stack, stopped with it."""
+    return stack.up(spark_workers=2)["spark"]
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +87,7 @@ def database(influx) -> str:
 @pytest.fixture(scope="session")
 def spark():
     """The notebooks' local session (Kafka connector included), with fewer shuffle partitions for tiny data."""
-    from streamdash.notebook import local_spark
+    from streamdash_toolbox.notebook_runtime import local_spark
 
     session = local_spark()
     session.conf.set("spark.sql.shuffle.partitions", "2")

@@ -13,11 +13,12 @@ import time
 from pathlib import Path
 
 from streamdash.events import Reason
-from streamdash.stack import install
+from streamdash_toolbox.stack import install
 
 from . import ground_truth
 from .conftest import REPO
 
+LOG_CONFIG = REPO / "conf" / "log4j2.properties"
 WINDOWS = {"5s": 5, "20s": 20}
 WATERMARK_S = 10
 SIMULATION = ["--devices", "8", "--sites", "3", "--rate", "100", "--duration", "40", "--seed", "7",
@@ -26,13 +27,14 @@ SIMULATION = ["--devices", "8", "--sites", "3", "--rate", "100", "--duration", "
 
 
 class Job:
-    """`spark-submit jobs/stream_to_influx.py` in its own process group."""
+    """`spark-submit jobs/stream_to_influx.py` in its own process group; `master` as spark-submit takes it."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = ""):
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = "",
+                 master: str = "local[2]"):
         jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars())
         spark_submit = Path(sys.executable).parent / "spark-submit"
-        argv = [str(spark_submit), "--master", "local[2]", "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
-                *(["--driver-java-options", java_options] if java_options else []),
+        argv = [str(spark_submit), "--master", master, "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
+                "--driver-java-options", f"-Dlog4j2.configurationFile={LOG_CONFIG} {java_options}",
                 "--jars", jars, str(REPO / "jobs" / "stream_to_influx.py"), *args]
         self.log = log
         self.log_start = log.stat().st_size if log.exists() else 0
@@ -92,7 +94,7 @@ def processes() -> list[tuple[int, int, bytes]]:
 
 def simulate(target: list[str], topic: str, manifest: Path, env: dict[str, str],
              extra: tuple[str, ...] = ()) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streamdash.cli", "simulate", *target, "--topic", topic,
+    return subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "simulate", *target, "--topic", topic,
                              *SIMULATION, *extra, "--manifest", str(manifest)], env={**os.environ, **env})
 
 
@@ -159,12 +161,12 @@ def dead_letters(folder: Path) -> dict[tuple[int, int], str]:
     return {(r["partition"], r["offset"]): r["reason"] for r in dead_letter_records(folder)}
 
 
-def wait_for(predicate, timeout_s: float) -> bool:
+def wait_for(predicate, timeout_s: float, every_s: float = 2.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return True
-        time.sleep(2)
+        time.sleep(every_s)
     return False
 
 

@@ -2,7 +2,7 @@
 
 Grafana itself cannot be installed here (its Go module is refused by this workplace's package policy and no
 registry ships its server), so, as issue 5 allows, every panel's InfluxQL is run against the real InfluxDB
-with Grafana's macros and template variables expanded as Grafana expands them (`streamdash.dashboards`),
+with Grafana's macros and template variables expanded as Grafana expands them (`streamdash_toolbox.dashboards`),
 and Grafana Live's push endpoint is a loopback stand-in that enforces its request format and token.
 """
 
@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamdash import dashboards
 from streamdash.config import load_settings
 from streamdash.errors import ConfigError
 from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.retry import RetryPolicy
+from streamdash_toolbox import dashboards
 
 from . import ground_truth
 from .conftest import REPO
@@ -28,6 +28,7 @@ from .http_servers import FaultServer
 from .pipeline import Job, job_args, send_with_late_data, wait_for
 
 GRAFANA = REPO / "dashboards" / "grafana"
+ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "streamdash.yml"
 CHRONOGRAF = REPO / "dashboards" / "chronograf" / "fleet_overview.json"
 LIVE_TOKEN = "glsa_live-token-do-not-print"
 DEFAULT_WINDOWS = {"10s": 10, "1m": 60}
@@ -37,7 +38,7 @@ DEFAULT_WINDOWS = {"10s": 10, "1m": 60}
 def dashboard_run(stack, stack_env, influx, tmp_path_factory):
     """The job with the default window sizes and Grafana Live pushes (the stand-in refuses the first push with a
     503, which must cost nothing), fed by the simulator until InfluxDB holds every event."""
-    from streamdash.stack import create_topic
+    from streamdash_toolbox.stack import create_topic
 
     work = tmp_path_factory.mktemp("dashboards")
     topic, database = f"dash-{work.name[-8:]}", influx.create_database("dashboards")
@@ -175,7 +176,7 @@ def pusher(url: str, **overrides) -> GrafanaLivePusher:
 
 def test_live_refusal_gives_up_at_once_and_never_raises(fault_server, caplog):
     server = fault_server([], default_status=200, expected_auth="Bearer another-token")
-    assert pusher(server.url).push(["telemetry_site,site=a count=1i 1"]) == 0
+    assert pusher(server.url).write_lines(["telemetry_site,site=a count=1i 1"]).written == 0
     assert len(server.requests) == 1, "a 401 is not retried"
     assert "HTTP 401" in caplog.text and LIVE_TOKEN not in caplog.text
 
@@ -183,18 +184,18 @@ def test_live_refusal_gives_up_at_once_and_never_raises(fault_server, caplog):
 def test_live_retries_server_errors_then_drops_without_raising(fault_server):
     server = fault_server([(500, {})] * 5, default_status=200)
     started = time.monotonic()
-    assert pusher(server.url).push(["telemetry_site,site=a count=1i 1"]) == 0
+    assert pusher(server.url).write_lines(["telemetry_site,site=a count=1i 1"]).written == 0
     assert len(server.requests) == 3 and time.monotonic() - started < 5
     down = FaultServer([])
     down.close()
-    assert pusher(down.url, timeout_s=1.0).push(["telemetry_site,site=a count=1i 1"]) == 0
+    assert pusher(down.url, timeout_s=1.0).write_lines(["telemetry_site,site=a count=1i 1"]).written == 0
 
 
 def test_live_sends_only_its_measurements_in_chunks(fault_server):
     server = fault_server([], default_status=200)
     lines = [f"telemetry_site,site=s{i} count={i}i {i}" for i in range(5)] + ["telemetry_device,site=a count=1i 1",
                                                                              None]
-    assert pusher(server.url, max_lines_per_push=2).push(lines) == 5
+    assert pusher(server.url, max_lines_per_push=2).write_lines(lines).written == 5
     assert [len(r["body"].splitlines()) for r in server.requests] == [2, 2, 1]
 
 
@@ -207,6 +208,77 @@ def test_live_configuration_is_validated(monkeypatch):
                                                "grafana_live.stream_id=a/b"])
 
 
+@pytest.mark.parametrize("board", ["fleet_overview", "device_drilldown", "data_quality", "pipeline_health"])
+def test_every_dashboard_fits_grafanas_own_model(board):
+    assert dashboards.model_problems(dashboards.load(GRAFANA / f"{board}.json")) == []
+
+
+MALFORMED_PANELS = {
+    "misspelt field": (lambda panel: panel.__setitem__("fieldconfig", panel.pop("fieldConfig")),
+                       ".panels[1].fieldconfig: not a field"),
+    "field at the wrong level": (lambda panel: panel["fieldConfig"].__setitem__("unit", "ms"),
+                                 ".panels[1].fieldConfig.unit: not a field"),
+    "unknown option": (lambda panel: panel.setdefault("options", {}).__setitem__("legnd", {}),
+                       ".panels[1].options.legnd: not a field"),
+    "grid position as text": (lambda panel: panel.__setitem__("gridPos", "full width"),
+                              ".panels[1]: Grafana's model cannot decode it"),
+    "targets not a list": (lambda panel: panel.__setitem__("targets", {"A": panel["targets"][0]}),
+                           ".panels[1].targets: the wrong shape (Grafana's model holds a list here)"),
+    "no panel type": (lambda panel: panel.pop("type"),
+                      ".panels[1]: Grafana's model cannot decode it (KeyError: 'type')"),
+}
+
+
+@pytest.mark.parametrize("malformation", MALFORMED_PANELS)
+def test_a_malformed_panel_fails_the_model_check(malformation):
+    board = dashboards.load(GRAFANA / "pipeline_health.json")
+    mutate, expected = MALFORMED_PANELS[malformation]
+    mutate(board["panels"][1])
+    problems = dashboards.model_problems(board)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_alert_rules_fit_grafanas_rule_model_and_a_malformed_rule_is_refused(tmp_path):
+    rules = dashboards.load_alert_rules(ALERT_RULES)
+    assert [rule["uid"] for rule in rules] == ["streamdash-device-silent", "streamdash-freshness",
+                                               "streamdash-dead-letter-share"]
+    for rule in rules:
+        assert {step["datasourceUid"] for step in rule["data"]} == {"streamdash-influxdb", dashboards.EXPRESSION_UID}
+    document = yaml.safe_load(ALERT_RULES.read_text())
+    document["groups"][0]["rules"][1]["forr"] = document["groups"][0]["rules"][1].pop("for")
+    document["groups"][0]["evaluate_every"] = "1m"
+    (tmp_path / "broken.yml").write_text(yaml.safe_dump(document))
+    with pytest.raises(ValueError, match=r"group field 'evaluate_every'.*Pipeline freshness above 30 seconds\.forr"):
+        dashboards.load_alert_rules(tmp_path / "broken.yml")
+
+
+def test_alert_rules_evaluate_on_the_run_as_grafana_would(query, influx, dashboard_run):
+    """Each rule's query on the real InfluxDB, its reduce and threshold applied: after the run every device is
+    live and the dead-letter share is exactly what the simulator sent; ten minutes on, every device is silent."""
+    rules = {rule["uid"]: rule for rule in dashboards.load_alert_rules(ALERT_RULES)}
+    entries = dashboard_run["entries"]
+    last_event_ms = max(e["event"]["event_time_ms"] for e in entries if e["event"])
+    devices = {(("device", e["event"]["device_id"]), ("site", e["event"]["site"])) for e in entries if e["event"]}
+
+    silent = rules["streamdash-device-silent"]
+    just_after = dashboards.evaluate_rule(silent, query, last_event_ms + 60_000)
+    assert just_after.ok and set(just_after.firing) == devices and not any(just_after.firing.values())
+    later = dashboards.evaluate_rule(silent, query, last_event_ms + 600_000)
+    assert later.ok and set(later.firing) == devices and all(later.firing.values())
+
+    progress_ms = max(row["time"] for row in influx.query("SELECT input_rows FROM pipeline_progress",
+                                                           dashboard_run["database"])) // 1_000_000
+    share = dashboards.evaluate_rule(rules["streamdash-dead-letter-share"], query, progress_ms + 1000)
+    dead = sum(1 for e in entries if e["category"] == "malformed")
+    ((stream, value),) = share.reduced.items()
+    assert share.ok and stream[0][1].endswith("_dead_letters")
+    assert value == pytest.approx(dead / len(entries), rel=1e-9) and share.firing == {stream: value > 0.05}
+
+    freshness = dashboards.evaluate_rule(rules["streamdash-freshness"], query, progress_ms + 1000)
+    assert freshness.ok and all(labels[0][1].endswith("_aggregates") for labels in freshness.reduced)
+    assert freshness.firing == {labels: value > 30_000 for labels, value in freshness.reduced.items()}
+
+
 def test_every_dashboard_file_is_valid_json():
     for path in [*GRAFANA.glob("*.json"), CHRONOGRAF]:
         json.loads(Path(path).read_text())
@@ -217,7 +289,7 @@ def test_dashboards_check_command_reports_each_panel(influx, dashboard_run):
     import sys
 
     def check(database: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streamdash.cli", "dashboards", "check", "--influxdb-url",
+        return subprocess.run([sys.executable, "-m", "streamdash_toolbox.cli", "dashboards", "check", "--influxdb-url",
                                influx.url, "--database", database, "--dir", str(REPO / "dashboards")],
                               capture_output=True, text=True, env={"INFLUXDB_TOKEN": influx.token, "PATH": ""})
 

@@ -16,6 +16,7 @@ from .pipeline import (
     Job,
     assert_matches_ground_truth,
     job_args,
+    processes,
     send_with_late_data,
 )
 
@@ -64,24 +65,51 @@ def test_pipeline_matches_ground_truth(stack, stack_env, influx, topic, database
     else:
         job = Job(job_args(stack, topic, database, tmp_path), stack_env, tmp_path / "job.log")
         target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
+    name = "streamdash-dev" if eventhubs else f"e2e_{database}"  # the dev target keeps conf/dev.toml's job name
+    run_and_check(job, target, name, stack_env, influx, topic, database, tmp_path)
+
+
+def test_pipeline_on_a_spark_standalone_cluster(spark_cluster, stack, stack_env, influx, topic, database, tmp_path):
+    """The same job and checks with `--master spark://...`: executors in the two workers' JVMs, so the
+    foreachBatch writers, their serialization and the listener run across processes as on Databricks."""
+    job = Job(job_args(stack, topic, database, tmp_path), stack_env, tmp_path / "job.log",
+              master=spark_cluster["master_url"])
+    target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
+    seen = run_and_check(job, target, f"e2e_{database}", stack_env, influx, topic, database, tmp_path)
+    executors = {pid: ppid for pid, ppid, cmdline in seen if b"CoarseGrainedExecutorBackend" in cmdline}
+    workers = {pid for pid, _, cmdline in seen if b"deploy.worker.Worker" in cmdline}
+    assert len(workers) == 2 and set(executors.values()) == workers, "one executor in each worker"
+    python_in_executors = {ppid for _, ppid, cmdline in seen if b"pyspark.daemon" in cmdline and ppid in executors}
+    assert python_in_executors, "the job's Python ran in the executors' Python workers"
+    app_dirs = [d for work_dir in spark_cluster["work_dirs"] for d in Path(work_dir).glob("app-*/*/stderr")]
+    assert len(app_dirs) >= 2, "each worker ran an executor of the job"
+
+
+def run_and_check(job: Job, target: list[str], name: str, stack_env: dict[str, str], influx, topic: str,
+                  database: str, work: Path) -> list[tuple[int, int, bytes]]:
+    """Send with late data, compare InfluxDB with ground truth, stop with SIGTERM, check the job's own metrics.
+    Returns the processes alive while the job ran (after its data landed)."""
     try:
         job.wait_started()
-        manifest = send_with_late_data(target, topic, tmp_path, stack_env, influx, database)
-        entries = assert_matches_ground_truth(influx, database, manifest, tmp_path)
+        manifest = send_with_late_data(target, topic, work, stack_env, influx, database)
+        entries = assert_matches_ground_truth(influx, database, manifest, work)
+        seen = processes()
         assert any(e["category"] == "late_beyond" for e in entries), "the run must exercise late data"
         assert any(e["category"] == "duplicate" for e in entries)
         assert job.terminate() == 0, "SIGTERM stops the job cleanly"
     finally:
         job.cleanup()
-    assert stack_env["EVENTHUBS_CONNECTION_STRING"] not in job.log.read_text(errors="replace")
-    assert stack_env["INFLUXDB_TOKEN"] not in job.log.read_text(errors="replace")
+    log = job.log.read_text(errors="replace")
+    assert stack_env["EVENTHUBS_CONNECTION_STRING"] not in log
+    assert stack_env["INFLUXDB_TOKEN"] not in log
+    assert "Traceback" not in job.output() and "\tat org.apache" not in job.output(), "a clean stop is quiet"
     progress = influx.query("SELECT sum(rows_dropped_by_watermark), sum(input_rows) AS input_rows "
                             "FROM pipeline_progress GROUP BY stream", database)
     late_keys = {(e["event"]["device_id"], e["event"]["seq"]) for e in entries if e["category"] == "late_beyond"}
     late_records = sum(1 for e in entries if e["event"] and (e["event"]["device_id"], e["event"]["seq"]) in late_keys)
     dropped = {row["stream"]: row["sum"] for row in progress}
-    name = "streamdash-dev" if eventhubs else f"e2e_{database}"  # the dev target keeps conf/dev.toml's job name
     assert dropped[f"{name}_aggregates"] == late_records
     read = {row["stream"]: row["input_rows"] for row in progress}
     assert read == dict.fromkeys([f"{name}_aggregates", f"{name}_dead_letters"], len(entries)), \
         "each query's input rows are exactly the records in the topic"
+    return seen

@@ -169,7 +169,7 @@ def test_no_process_of_the_job_outlives_the_others(stack, stack_env, topic, data
 
 
 def test_past_max_outage_the_job_fails_with_one_clear_line(stack, stack_env, topic, database, tmp_path):
-    from streamdash.stack.process import free_port
+    from streamdash_toolbox.stack.process import free_port
 
     nowhere = f"http://127.0.0.1:{free_port()}"
     job = Job(job_args(stack, topic, database, tmp_path, f"influxdb.url={nowhere}", "influxdb.max_outage=5 seconds"),

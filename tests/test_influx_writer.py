@@ -122,3 +122,31 @@ def test_points_the_real_influxdb_refuses_are_isolated_and_the_rest_is_written(i
     assert "field type conflict" in rejected[conflict]
     assert "retention" in rejected[too_old]
     assert influx.query(f'SELECT count(v) FROM "{database}"."short"."w"', database)[0]["count"] == 200
+
+
+def test_a_querys_sinks_get_the_same_lines_in_order_from_the_executors(spark, influx, fault_server):
+    """`sinks.lines.write_rows`: each partition's lines go to InfluxDB, then to Grafana Live; one report per sink.
+    Live refusing everything costs InfluxDB nothing."""
+    from streamdash.sinks.grafana_live import GrafanaLivePusher
+    from streamdash.sinks.lines import write_rows
+
+    database = influx.create_database("sinks")
+    record = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
+    rows = spark.createDataFrame([(f"s{i}", i) for i in range(40)], "site string, n long").repartition(3)
+
+    def to_line(row: dict) -> str | None:
+        return None if row["n"] == 0 else f"telemetry_site,site={row['site']} count={row['n']}i {row['n']}"
+
+    live = fault_server([], default_status=200)
+    influx_report, live_report = write_rows(rows, to_line, [record, GrafanaLivePusher(
+        live.url, "t", "streamdash", ("telemetry_site",), retry=RetryPolicy(0.05, 0.1, max_retries=0))])
+    assert influx_report.written == live_report.written == 39 and not influx_report.rejected
+    pushed = sorted(line for request in live.requests for line in request["body"].splitlines())
+    assert pushed == sorted(to_line({"site": f"s{i}", "n": i}) for i in range(1, 40))
+    assert len(live.requests) == 3, "one push per partition"
+
+    refusing = fault_server([], default_status=401)
+    influx_report, live_report = write_rows(rows, to_line, [record, GrafanaLivePusher(
+        refusing.url, "t", "streamdash", ("telemetry_site",))])
+    assert influx_report.written == 39 and live_report.written == 0
+    assert influx.query("SELECT count(\"count\") FROM telemetry_site", database)[0]["count"] == 39

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from streamdash import notebook
 from streamdash.errors import StreamdashError
+from streamdash_toolbox import notebook_runtime
 
 from . import ground_truth
 from .conftest import REPO
@@ -22,7 +22,7 @@ NOTEBOOKS = REPO / "notebooks"
 def pipeline_run(stack, stack_env, influx, tmp_path_factory):
     """One pipeline run to explore: the simulator (no events beyond the watermark, so the stream and what
     landed agree exactly) into a fresh topic, the job until InfluxDB matches ground truth, then stopped."""
-    from streamdash.stack import create_topic
+    from streamdash_toolbox.stack import create_topic
 
     work = tmp_path_factory.mktemp("notebooks")
     topic, database = f"nb-{work.name[-8:]}", influx.create_database("notebooks")
@@ -50,7 +50,7 @@ def run_notebook(pipeline_run, spark, monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", pipeline_run["env"]["INFLUXDB_TOKEN"])
 
     def run(name: str, **widgets: str) -> dict:
-        namespace = notebook.run(NOTEBOOKS / name, {**pipeline_run["widgets"], **widgets}, spark=spark)
+        namespace = notebook_runtime.run(NOTEBOOKS / name, {**pipeline_run["widgets"], **widgets}, spark=spark)
         assert namespace["display"].shown, "the notebook shows something"
         return namespace
 
@@ -62,7 +62,7 @@ def test_every_notebook_is_in_databricks_source_format():
     assert names == ["01_explore_raw_stream.py", "02_tune_windows.py", "03_inspect_influxdb.py",
                      "04_pipeline_health.py"]
     for name in names:
-        assert len(notebook.cells(NOTEBOOKS / name)) >= 3, name
+        assert len(notebook_runtime.cells(NOTEBOOKS / name)) >= 3, name
 
 
 def test_explore_raw_stream_finds_every_bad_record_by_reason(run_notebook, pipeline_run):
@@ -108,14 +108,14 @@ def test_a_magic_that_cannot_run_locally_is_refused(tmp_path):
     path = tmp_path / "sql.py"
     path.write_text("# Databricks notebook source\nx = 1\n\n# COMMAND ----------\n\n# MAGIC %sql\n# MAGIC SELECT 1\n")
     with pytest.raises(StreamdashError, match="%sql does not run locally"):
-        notebook.run(path, spark=object())
+        notebook_runtime.run(path, spark=object())
     path.write_text("x = 1\n")
     with pytest.raises(StreamdashError, match="not a Databricks source notebook"):
-        notebook.run(path, spark=object())
+        notebook_runtime.run(path, spark=object())
 
 
 def test_a_failing_cell_is_named_in_one_line(tmp_path):
     path = tmp_path / "fails.py"
     path.write_text("# Databricks notebook source\nx = 1\n\n# COMMAND ----------\n\nraise ValueError('boom\\nmore')\n")
     with pytest.raises(StreamdashError, match=r"^fails.py cell 2 failed: ValueError: boom$"):
-        notebook.run(path, spark=object())
+        notebook_runtime.run(path, spark=object())

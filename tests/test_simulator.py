@@ -13,7 +13,7 @@ import uuid
 from confluent_kafka import Consumer, TopicPartition
 
 from streamdash.events import Reason
-from streamdash.simulator import SimulatorSettings, TelemetryGenerator
+from streamdash_toolbox.simulator import SimulatorSettings, TelemetryGenerator
 
 
 def test_same_seed_and_start_give_the_same_records():
@@ -42,7 +42,7 @@ def test_every_fault_kind_is_injected_and_labelled():
 def test_sigterm_stops_sending_and_the_manifest_holds_every_record_sent(stack, topic, tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     bootstrap = stack.info["kafka"]["bootstrap_servers"]
-    sender = subprocess.Popen([sys.executable, "-m", "streamdash.cli", "simulate", "--bootstrap", bootstrap,
+    sender = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "simulate", "--bootstrap", bootstrap,
                                "--topic", topic, "--rate", "500", "--duration", "60", "--manifest", str(manifest)],
                               env=os.environ.copy())
     time.sleep(4)
@@ -60,10 +60,10 @@ def test_sigterm_stops_sending_and_the_manifest_holds_every_record_sent(stack, t
 
 
 def test_an_unreachable_broker_is_one_line_naming_the_address():
-    from streamdash.stack.process import free_port
+    from streamdash_toolbox.stack.process import free_port
 
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    result = subprocess.run([sys.executable, "-m", "streamdash.cli", "simulate", "--bootstrap", address,
+    result = subprocess.run([sys.executable, "-m", "streamdash_toolbox.cli", "simulate", "--bootstrap", address,
                              "--rate", "100", "--duration", "5"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from streamdash.kafka_client import client_config
-from streamdash.stack import Stack, process
+from streamdash_toolbox.kafka_client import client_config
+from streamdash_toolbox.stack import Stack, process
 
 from .conftest import FREE_PORTS
 
-CLI = [sys.executable, "-m", "streamdash.cli"]
+CLI = [sys.executable, "-m", "streamdash_toolbox.cli"]
 ALL_FREE = {"STREAMDASH_STACK_PORTS": ",".join(f"{name}=0" for name in FREE_PORTS)}
 
 
@@ -163,7 +163,7 @@ def test_missing_go_and_failed_download_are_clear_errors(tmp_path):
 
 
 def test_cluster_ids_never_look_like_an_option():
-    from streamdash.stack.kafka import new_cluster_id
+    from streamdash_toolbox.stack.kafka import new_cluster_id
 
     ids = [new_cluster_id() for _ in range(5000)]  # about 1 in 64 raw ids starts with '-'
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -1,3 +1,1 @@
-"""streamdash: IoT telemetry from Event Hubs/Kafka through Spark Structured Streaming into InfluxDB."""
-
-__version__ = "0.1.0"
+"""streamdash: IoT telemetry from Event Hubs/Kafka through Spark Structured Streaming into InfluxDB (the job)."""

@@ -30,7 +30,8 @@ from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
 from streamdash.sinks import dead_letter
 from streamdash.sinks.grafana_live import GrafanaLivePusher
-from streamdash.sinks.influxdb import InfluxWriter, write_rows
+from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.lines import LineSink, write_rows
 from streamdash.sinks.points import aggregate_line
 from streamdash.sinks.report import record_blocked
 from streamdash.sources import eventhubs_native, kafka
@@ -40,10 +41,10 @@ from streamdash.transforms.parse import dead_letters, parse_events, valid_events
 log = logging.getLogger("streamdash.job")
 
 
-def spark_session(settings: Settings) -> SparkSession:
+def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
     for key, value in session_settings(settings, spark.sparkContext.defaultParallelism).items():
         spark.conf.set(key, value)
     return spark
@@ -83,7 +84,9 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     refuse_old_checkpoints(spark, checkpoint)
     parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
-    live = GrafanaLivePusher.from_config(settings.grafana_live) if settings.grafana_live else None
+    # The aggregates go to InfluxDB (the record), then to Grafana Live (a view) when configured.
+    aggregate_sinks = [writer, *([GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live
+                                 else [])]
     trigger = {"processingTime": settings.job.trigger_interval}
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
     aggregates = windowed_aggregates(events, settings.aggregation.window_sizes,
@@ -95,7 +98,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
         aggregates_name: partial(
             aggregates.writeStream.outputMode("update").queryName(aggregates_name)
             .option("checkpointLocation", f"{checkpoint}/aggregates").trigger(**trigger)
-            .foreachBatch(write_aggregates(writer, live, settings.dead_letter, aggregates_name)).start),
+            .foreachBatch(write_aggregates(aggregate_sinks, settings.dead_letter, writer, aggregates_name)).start),
         dead_letters_name: partial(
             bad.writeStream.queryName(dead_letters_name).option("checkpointLocation", f"{checkpoint}/dead_letters")
             .trigger(**trigger).foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer,
@@ -118,12 +121,13 @@ def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
             f"delete {checkpoint} to start over")
 
 
-def write_aggregates(writer: InfluxWriter, live: GrafanaLivePusher | None, dead_letters: DeadLetterSink,
+def write_aggregates(sinks: list[LineSink], dead_letters: DeadLetterSink, writer: InfluxWriter,
                      stream: str) -> Callable[[DataFrame, int], None]:
-    """An aggregate query's handler: windows to InfluxDB (and Grafana Live); refused points to the dead letters."""
+    """An aggregate query's handler: windows to its sinks, the first (InfluxDB) the record; the points it refused
+    to the dead letters (whose counts `writer` writes)."""
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        report = write_rows(batch, writer, aggregate_line, live)
+        report, *_ = write_rows(batch, aggregate_line, sinks)
         if report.rejected:
             report = report.merge(dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters,
                                                              writer, stream, batch_id))
@@ -151,11 +155,13 @@ def hit_kafka_metrics_bug(query: StreamingQuery) -> bool:
     return error is not None and 'the return value of "scala.Option.get()" is null' in str(error)
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, verbose: bool = False) -> None:
     """Run until SIGTERM/SIGINT (then finish the batch in flight and stop) or until a query fails."""
-    spark = spark_session(settings)
+    spark = spark_session(settings, verbose)
+    listener = None
     if settings.job.self_metrics:
-        spark.streams.addListener(InfluxProgressListener(InfluxWriter.from_config(settings.influxdb)))
+        listener = InfluxProgressListener(InfluxWriter.from_config(settings.influxdb))
+        spark.streams.addListener(listener)
     starters = query_starters(spark, settings)
     queries = {name: start() for name, start in starters.items()}
     log.info("started %d queries: %s", len(queries), ", ".join(queries))
@@ -181,6 +187,11 @@ def run(settings: Settings) -> None:
                 queries[name] = starters[name]()
     finally:
         stop_gracefully(list(queries.values()))
+        # Detached once it has heard every query end, while the gateway is still up: the JVM's listener bus
+        # would otherwise call back into a Python process that is going away, and print a stack trace.
+        if listener:
+            listener.wait_terminated({str(q.id) for q in queries.values()}, timeout_s=30)
+            spark.streams.removeListener(listener)
     failed = [q for q in queries.values() if q.exception() is not None]
     if failed:
         raise StreamdashError(f"query {failed[0].name} failed: {failure_summary(failed[0].exception())}")
@@ -203,6 +214,7 @@ def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
     parser.add_argument("--conf-dir", default=str(default_conf_dir))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one configuration value (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="Spark's and py4j's INFO logs too")
     return parser.parse_args(argv)
 
 
@@ -211,9 +223,11 @@ def main(argv: list[str], default_conf_dir: Path) -> None:
         lifetime.die_with_parent(signal.SIGKILL)  # under spark-submit: the JVM is the parent; no orphan driver
     args = parse_args(argv, default_conf_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # otherwise a line per call from the JVM
     try:
         settings = load_settings(args.env, args.conf_dir, args.overrides)
-        run(settings)
+        run(settings, args.verbose)
     except StreamdashError as err:
         log.error("%s", err)
         sys.exit(1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from dataclasses import replace
 
 from pyspark.sql.streaming import StreamingQueryListener
@@ -70,6 +71,14 @@ class InfluxProgressListener(StreamingQueryListener):
         # One quick retry and a short timeout: the listener must never hold up the progress events for long.
         self.writer = replace(writer, retry=RetryPolicy(0.2, 1.0, max_retries=1), timeout_s=min(writer.timeout_s, 5.0))
         self.pending: list[str] = []
+        self.terminated: set[str] = set()  # ids of the queries whose end this listener has been told of
+        self._changed = threading.Condition()
+
+    def wait_terminated(self, query_ids: set[str], timeout_s: float) -> bool:
+        """Wait until the listener bus has delivered the end of every query in `query_ids` (the bus is
+        asynchronous: detaching the listener earlier would leave a callback in flight while Python exits)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: query_ids <= self.terminated, timeout_s)
 
     def onQueryStarted(self, event) -> None:
         log.info("query %s started (id %s)", event.name, event.id)
@@ -93,3 +102,6 @@ class InfluxProgressListener(StreamingQueryListener):
     def onQueryTerminated(self, event) -> None:
         if event.exception:
             log.error("query %s failed: %s", event.id, event.exception)
+        with self._changed:
+            self.terminated.add(str(event.id))
+            self._changed.notify_all()

@@ -19,7 +19,8 @@ from pyspark.sql import functions as F
 
 from streamdash.config import DeadLetterSink
 from streamdash.events import Reason
-from streamdash.sinks.influxdb import InfluxWriter, write_rows
+from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.lines import write_rows
 from streamdash.sinks.points import dead_letter_count_line
 from streamdash.sinks.report import WriteReport, record_blocked
 
@@ -50,7 +51,7 @@ def write(records: DataFrame, time_us: Column, sink: DeadLetterSink, writer: Inf
                 f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}")
         counts = records.groupBy("reason", "batch_id").agg(F.count(F.lit(1)).alias("count"),
                                                           F.max("time_us").alias("max_time_us"))
-        report = write_rows(counts, writer, partial(dead_letter_count_line, stream=stream))
+        [report] = write_rows(counts, partial(dead_letter_count_line, stream=stream), [writer])
         for line, why in report.rejected:
             log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
         return report

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from streamdash.config import GrafanaLiveSink
+from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,16 @@ class GrafanaLivePusher:
     def channels(self) -> list[str]:
         return [live_channel(self.stream_id, measurement) for measurement in self.measurements]
 
-    def push(self, lines: Iterable[str | None]) -> int:
-        """Push the lines of the configured measurements; returns how many Grafana took. Never raises."""
+    def write_lines(self, lines: Iterable[str | None]) -> WriteReport:
+        """Push the lines of the configured measurements; reports how many Grafana took. Never raises, never
+        blocks the stream for longer than its few retries: what Grafana does not take stays in InfluxDB only."""
         selected = [line for line in lines if line and line.split(",", 1)[0].split(" ", 1)[0] in self.measurements]
         pushed = 0
         for start in range(0, len(selected), self.max_lines_per_push):
             chunk = selected[start:start + self.max_lines_per_push]
             if self._push_with_retries("\n".join(chunk)):
                 pushed += len(chunk)
-        return pushed
+        return WriteReport(written=pushed)
 
     def _push_with_retries(self, body: str) -> bool:
         problem = ""

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from streamdash.config import InfluxDBSink, duration_seconds
 from streamdash.errors import StreamdashError
-from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
 
@@ -135,24 +133,3 @@ def _batches(lines: Iterable[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
-
-
-def write_partition(writer: InfluxWriter, to_line: Callable[[dict], str | None], live: GrafanaLivePusher | None,
-                    rows: Iterable[Any]) -> Iterator[WriteReport]:
-    """`mapPartitions` body: rows -> line protocol -> InfluxDB (then Grafana Live, if configured), on the
-    executor that holds them; yields one report for the driver."""
-    lines = [to_line(row.asDict()) for row in rows]
-    report = writer.write_lines(lines)
-    if live is not None:
-        live.push(lines)
-    yield report
-
-
-def write_rows(batch: Any, writer: InfluxWriter, to_line: Callable[[dict], str | None],
-               live: GrafanaLivePusher | None = None) -> WriteReport:
-    """Write every row of a DataFrame from the executors; the partitions' reports merged."""
-    reports = batch.rdd.mapPartitions(partial(write_partition, writer, to_line, live)).collect()
-    merged = WriteReport()
-    for report in reports:
-        merged = merged.merge(report)
-    return merged

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from streamdash.influxql import query as influxql
-from streamdash.stack import install, process
+from streamdash_toolbox.stack import install, process
 
 ADMIN_USER = "streamdash"
 

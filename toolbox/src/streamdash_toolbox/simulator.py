@@ -246,7 +246,7 @@ def connected_producer(config: dict, topic: str, timeout_s: float = 10.0) -> Any
     from confluent_kafka import KafkaException, Producer
 
     errors: list[str] = []
-    quiet = logging.getLogger("streamdash.simulator.librdkafka")
+    quiet = logging.getLogger("streamdash_toolbox.simulator.librdkafka")
     quiet.setLevel(logging.CRITICAL)
     quiet.propagate = False
     producer = Producer({**config, "error_cb": lambda err: errors.append(err.str())}, logger=quiet)

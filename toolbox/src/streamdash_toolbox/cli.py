@@ -13,7 +13,7 @@ from streamdash.events import Reason
 
 
 def _stack(args: argparse.Namespace):
-    from streamdash.stack import DEFAULT_PORTS, Stack
+    from streamdash_toolbox.stack import DEFAULT_PORTS, Stack
 
     ports = {}
     for item in filter(None, (args.ports or "").split(",")):
@@ -26,12 +26,15 @@ def _stack(args: argparse.Namespace):
 
 
 def cmd_stack_up(args: argparse.Namespace) -> None:
-    info = _stack(args).up()
+    info = _stack(args).up(spark_workers=args.spark_workers)
     print(f"stack up in {info['dir']}")
     print(f"  kafka      {info['kafka']['bootstrap_servers']} (PLAINTEXT)")
     kafka = info["kafka"]
     print(f"  event hubs {kafka['eventhubs_bootstrap_servers']} (SASL_SSL/PLAIN, CA {kafka['ca_file']})")
     print(f"  influxdb   {info['influxdb']['url']} (bucket {info['influxdb']['bucket']})")
+    if "spark" in info:
+        print(f"  spark      {info['spark']['master_url']} ({info['spark']['workers']} workers, UI "
+              f"{info['spark']['ui_url']})")
     print("point a shell at it with: eval \"$(streamdash stack env)\"")
 
 
@@ -61,8 +64,14 @@ def cmd_stack_env(args: argparse.Namespace) -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
+def cmd_stack_install(args: argparse.Namespace) -> None:
+    from streamdash_toolbox.stack import install
+
+    install.install_everything(telegraf=args.telegraf)
+
+
 def cmd_stack_jars(args: argparse.Namespace) -> None:
-    from streamdash.stack import install
+    from streamdash_toolbox.stack import install
 
     print(",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr)))
 
@@ -71,8 +80,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     import json
     from pathlib import Path
 
-    from streamdash.kafka_client import client_config
-    from streamdash.simulator import SimulatorSettings, send
+    from streamdash_toolbox.kafka_client import client_config
+    from streamdash_toolbox.simulator import SimulatorSettings, send
 
     connection_string = None
     if args.eventhubs:
@@ -106,7 +115,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_notebook(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from streamdash import notebook
+    from streamdash_toolbox import notebook_runtime
 
     widgets = {}
     for pair in args.widget:
@@ -114,15 +123,15 @@ def cmd_notebook(args: argparse.Namespace) -> None:
         if not sep:
             raise StreamdashError(f"--widget takes name=value, got {name!r}")
         widgets[name] = value
-    notebook.run(Path(args.path), widgets)
+    notebook_runtime.run(Path(args.path), widgets)
 
 
 def cmd_dashboards_check(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from streamdash import dashboards
     from streamdash.config import GrafanaLiveSink
     from streamdash.sinks.grafana_live import live_channel
+    from streamdash_toolbox import dashboards
 
     token = os.environ.get("INFLUXDB_TOKEN")
     if not token:
@@ -132,18 +141,37 @@ def cmd_dashboards_check(args: argparse.Namespace) -> None:
     folder = Path(args.dir)
     channels = [live_channel(args.live_stream_id, measurement)
                 for measurement in GrafanaLiveSink.model_fields["measurements"].default]
-    checks = [check for path in sorted((folder / "grafana").glob("*.json"))
-              for check in dashboards.check_grafana(path, query, window, channels)]
+    boards = sorted((folder / "grafana").glob("*.json"))
+    model = [f"{path.name}: {problem}" for path in boards
+             for problem in dashboards.model_problems(dashboards.load(path))]
+    for problem in model:
+        print(f"Grafana's model: {problem}")
+    checks = [check for path in boards for check in dashboards.check_grafana(path, query, window, channels)]
     if (folder / "chronograf" / "fleet_overview.json").is_file():
         checks += dashboards.check_chronograf(folder / "chronograf" / "fleet_overview.json", query, window,
                                               args.database)
     for check in checks:
         status = "ok" if check.ok else (check.problem or "no values")
         print(f"{check.dashboard[:34]:34}  {check.panel[:52]:52}  {check.ref_id:2}  {check.values:6}  {status}")
+    rules = []
+    for path in sorted((folder / "grafana" / "provisioning" / "alerting").glob("*.yml")):
+        try:
+            rules += [(rule, dashboards.evaluate_rule(rule, query, window.now_ms))
+                      for rule in dashboards.load_alert_rules(path)]
+        except ValueError as err:
+            model.append(str(err))
+            print(f"Grafana's model: {err}")
+    for rule, result in rules:
+        status = result.problem or (f"{sum(result.firing.values())} of {len(result.firing)} series firing"
+                                    if result.reduced else f"no data (noDataState {rule['noDataState']})")
+        print(f"alert rule: {rule['title'][:60]:60}  {status}")
     failed = [check for check in checks if not check.ok]
-    if failed:
-        raise StreamdashError(f"{len(failed)} of {len(checks)} panel queries returned no data or failed")
-    print(f"all {len(checks)} panel queries returned data")
+    if failed or model or any(result.problem for _, result in rules):
+        raise StreamdashError(f"{len(failed)} of {len(checks)} panel queries returned no data or failed, "
+                              f"{len(model)} departures from Grafana's model, "
+                              f"{sum(1 for _, r in rules if r.problem)} alert rules failed")
+    print(f"all {len(checks)} panel queries returned data; every dashboard fits Grafana's model; "
+          f"{len(rules)} alert rules evaluated")
 
 
 def _to_stderr(message: str) -> None:
@@ -155,18 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     stack = commands.add_parser("stack", help="the local Kafka + InfluxDB stack on 127.0.0.1")
-    stack.add_argument("--dir", help="stack folder (default: $STREAMDASH_STACK_DIR or ~/.cache/streamdash/stack)")
+    stack.add_argument("--dir", help="stack folder (default: $STREAMDASH_STACK_DIR, else $STREAMDASH_HOME/stack; "
+                       "STREAMDASH_HOME defaults to ~/.cache/streamdash)")
     stack.add_argument("--ports", default=os.environ.get("STREAMDASH_STACK_PORTS"),
                        help="name=port pairs, 0 for a free port, e.g. kafka=19092,influxdb=0 "
                             "(default: $STREAMDASH_STACK_PORTS, else 9092/9093/9094 and 8086/8088)")
     actions = stack.add_subparsers(dest="action", required=True)
-    actions.add_parser("up", help="install what is missing, start everything, wait until healthy").set_defaults(
-        func=cmd_stack_up)
+    install = actions.add_parser("install", help="install (once, cached) every server and jar the stack uses")
+    install.add_argument("--telegraf", action="store_true", help="also Telegraf, for benchmarks/side_by_side.py")
+    install.set_defaults(func=cmd_stack_install)
+    up = actions.add_parser("up", help="install what is missing, start everything, wait until healthy")
+    up.add_argument("--spark-workers", type=int, default=0, metavar="N",
+                    help="also start a Spark standalone cluster: a master and N workers (1 core each)")
+    up.set_defaults(func=cmd_stack_up)
     actions.add_parser("down", help="stop every server of the stack").set_defaults(func=cmd_stack_down)
     actions.add_parser("status", help="which servers run (exit 3 if any is stopped)").set_defaults(
         func=cmd_stack_status)
     logs = actions.add_parser("logs", help="the last lines of each server's log")
-    logs.add_argument("service", nargs="?", choices=["kafka", "influxdb"])
+    logs.add_argument("service", nargs="?", help="kafka, influxdb, spark_master, spark_worker_<n> (default: all)")
     logs.add_argument("-n", "--lines", type=int, default=40)
     logs.set_defaults(func=cmd_stack_logs)
     actions.add_parser("env", help="shell exports that point the pipeline at the stack (includes secrets)"
@@ -211,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_notebook.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE",
                               help="a widget value, e.g. env=local or overrides='source.topic=t;...' (repeatable)")
     run_notebook.set_defaults(func=cmd_notebook)
-    check = commands.add_parser("dashboards", help="run every dashboard panel's InfluxQL (macros expanded) against "
-                                "InfluxDB and report the panels that return no data")
+    check = commands.add_parser("dashboards", help="check every dashboard against Grafana's model, run every panel's "
+                                "InfluxQL (macros expanded) on InfluxDB, and evaluate the alert rules")
     check.add_argument("action", choices=["check"])
     check.add_argument("--influxdb-url", default=os.environ.get("STREAMDASH_INFLUXDB_URL", "http://127.0.0.1:8086"))
     check.add_argument("--database", default="streamdash", help="InfluxQL database (2.x: the DBRP database)")

@@ -1,8 +1,10 @@
-"""The local stack: real Kafka (with an Event Hubs-style listener) and InfluxDB on 127.0.0.1.
+"""The local stack: real Kafka (with an Event Hubs-style listener) and InfluxDB on 127.0.0.1, and on request a
+Spark standalone cluster (a master and N workers).
 
-`Stack(dir).up()` installs what is missing (cached in `~/.cache/streamdash`), starts each server, waits for
-it to be healthy and records its endpoints in `<dir>/stack.json`; secrets go to `<dir>/secrets.json` (0600).
-`up` on a running stack changes nothing; `down` stops every process it started.
+`Stack(dir).up()` installs what is missing (cached in `$STREAMDASH_HOME`, default `~/.cache/streamdash`), starts
+each server, waits for it to be healthy and records its endpoints in `<dir>/stack.json`; secrets go to
+`<dir>/secrets.json` (0600). `up` on a running stack changes nothing (but adds a Spark cluster if asked for one);
+`down` stops every process it started, by the pid it recorded.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamdash.errors import StackError
-from streamdash.stack import influxdb, install, kafka, process, tls
+from streamdash_toolbox.stack import influxdb, install, kafka, process, spark, tls
 
-DEFAULT_PORTS = {"kafka": 9092, "kafka_sasl": 9093, "kafka_controller": 9094, "influxdb": 8086, "influxdb_rpc": 8088}
+SERVER_PORTS = {"kafka": 9092, "kafka_sasl": 9093, "kafka_controller": 9094, "influxdb": 8086, "influxdb_rpc": 8088}
+SPARK_PORTS = {"spark_master": 7077, "spark_master_ui": 8080}  # chosen when a Spark cluster is asked for
+DEFAULT_PORTS = {**SERVER_PORTS, **SPARK_PORTS}
 SERVICES = ("kafka", "influxdb")
 EVENTHUBS_NAMESPACE = "streamdash-local"
 DEFAULT_TOPIC = "telemetry"
@@ -50,7 +54,8 @@ class Stack:
     def env(self) -> dict[str, str]:
         """Environment variables that point the pipeline and the simulator at this stack (secrets included)."""
         info, secret = self.info, self.secrets
-        return {
+        cluster = {"STREAMDASH_SPARK_MASTER": info["spark"]["master_url"]} if "spark" in info else {}
+        return {**cluster,
             "STREAMDASH_KAFKA_BOOTSTRAP": info["kafka"]["bootstrap_servers"],
             "STREAMDASH_EVENTHUBS_BOOTSTRAP": info["kafka"]["eventhubs_bootstrap_servers"],
             "STREAMDASH_KAFKA_CA_FILE": info["kafka"]["ca_file"],
@@ -60,13 +65,18 @@ class Stack:
         }
 
     # ---- lifecycle --------------------------------------------------------------------------------------
-    def up(self) -> dict:
+    def up(self, spark_workers: int = 0) -> dict:
+        """Start the servers (unless they all run) and, with `spark_workers`, a Spark cluster of that many workers."""
         self.dir.mkdir(parents=True, exist_ok=True)
         running = self.running()
-        if all(running.values()):
-            return self.info
-        if any(running.values()):
+        if not all(running[name] for name in SERVICES):
             self.down()
+            self._start_servers()
+        if spark_workers and not (self.info.get("spark", {}).get("workers") == spark_workers and all(running.values())):
+            self._start_spark(spark_workers)
+        return self.info
+
+    def _start_servers(self) -> None:
         ports = self._choose_ports()
         self._secrets()  # created before the servers start: they are configured with them
         ca_file, _ = tls.ensure_certificates(self.dir / "tls")
@@ -91,11 +101,32 @@ class Stack:
         except BaseException:
             self.down()
             raise
-        return info
+
+    def _start_spark(self, workers: int) -> None:
+        for name in self._spark_services():
+            process.stop(self._pid_file(name))
+        ports = {name: self.requested_ports[name] or process.free_port() for name in SPARK_PORTS}
+        for name, port in ports.items():
+            process.check_port_free(port, f"{name} ({self.dir})")
+        self.progress(f"starting a Spark cluster: master on 127.0.0.1:{ports['spark_master']}, {workers} workers")
+        info = self.info
+        try:
+            info["spark"] = spark.start(self.dir, ports["spark_master"], ports["spark_master_ui"], workers,
+                                        self.die_with_parent)
+        except BaseException:
+            for name in ["spark_master", *(spark.worker_name(n) for n in range(1, workers + 1))]:
+                process.stop(self._pid_file(name))
+            raise
+        (self.dir / "stack.json").write_text(json.dumps(info, indent=2))
 
     def down(self) -> list[str]:
-        """Stop every server of this stack; returns the names of those that were running."""
-        return [name for name in SERVICES if process.stop(self._pid_file(name))]
+        """Stop every process of this stack (servers and Spark cluster); returns the names of those that ran."""
+        stopped = [name for name in (*self._spark_services(), *SERVICES) if process.stop(self._pid_file(name))]
+        if "spark" in self._info_or_empty():
+            info = self.info
+            del info["spark"]
+            (self.dir / "stack.json").write_text(json.dumps(info, indent=2))
+        return stopped
 
     def start_service(self, name: str) -> None:
         """Start one server of this stack on its recorded ports, with its data as it was left."""
@@ -114,12 +145,23 @@ class Stack:
         return process.stop(self._pid_file(name))
 
     def running(self) -> dict[str, bool]:
-        return {name: process.read_pid(self._pid_file(name)) is not None for name in SERVICES}
+        return {name: process.read_pid(self._pid_file(name)) is not None
+                for name in (*SERVICES, *self._spark_services())}
 
     def log_files(self) -> dict[str, Path]:
-        return {name: self.dir / "logs" / f"{name}.log" for name in SERVICES}
+        return {name: self.dir / "logs" / f"{name}.log" for name in (*SERVICES, *self._spark_services())}
 
     # ---- internals --------------------------------------------------------------------------------------
+    def _info_or_empty(self) -> dict:
+        try:
+            return self.info
+        except StackError:
+            return {}
+
+    def _spark_services(self) -> list[str]:
+        workers = self._info_or_empty().get("spark", {}).get("workers", 0)
+        return ["spark_master", *(spark.worker_name(n) for n in range(1, workers + 1))] if workers else []
+
     def _pid_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.pid"
 
@@ -130,8 +172,8 @@ class Stack:
         except StackError:
             previous = {}
         ports = {}
-        for name, requested in self.requested_ports.items():
-            port = previous.get(name) or requested or process.free_port()
+        for name in SERVER_PORTS:
+            port = previous.get(name) or self.requested_ports[name] or process.free_port()
             while port in ports.values():
                 port = process.free_port()
             process.check_port_free(port, f"{name} ({self.dir})")

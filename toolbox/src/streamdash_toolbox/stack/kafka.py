@@ -12,7 +12,7 @@ import secrets
 import uuid
 from pathlib import Path
 
-from streamdash.stack import install, process
+from streamdash_toolbox.stack import install, process
 
 LOG4J2 = """\
 status = warn

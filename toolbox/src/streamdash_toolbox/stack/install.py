@@ -119,7 +119,7 @@ def _maven_copy_dependencies(pom_name: str, properties: dict[str, str], target: 
     progress(f"installing the {what} from Maven Central (first run only)")
     target.mkdir(parents=True, exist_ok=True)
     pom = target / "pom.xml"
-    pom.write_text(resources.files("streamdash.stack").joinpath("poms", pom_name).read_text())
+    pom.write_text(resources.files("streamdash_toolbox.stack").joinpath("poms", pom_name).read_text())
     argv = [mvn, "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={target}",
             "-DincludeScope=runtime", *(f"-D{key}={value}" for key, value in properties.items())]
     _run_with_progress(argv, dict(os.environ), target / "install.log", what, ("Downloaded from",), progress)
@@ -148,7 +148,12 @@ def _run_with_progress(argv: list[str], env: dict[str, str], log_path: Path, wha
     progress(f"  {what}: installed")
 
 
-def install_everything(progress: Callable[[str], None] = print) -> None:
-    """Every server and jar the tests and benchmarks use, each a visible step (`make test` runs this first)."""
-    for step in (kafka_broker_classpath, spark_kafka_connector_jars, influxd_binary, telegraf_binary):
-        step(progress)
+def install_everything(telegraf: bool = False, progress: Callable[[str], None] = print) -> None:
+    """Every server and jar the stack and the job use (and Telegraf, which only the benchmark compares against),
+    each a visible step: `make run` and `make test` run this before anything else."""
+    steps = [("Apache Kafka broker", kafka_broker_classpath), ("Spark's Kafka connector", spark_kafka_connector_jars),
+             ("InfluxDB server", influxd_binary), *([("Telegraf", telegraf_binary)] * telegraf)]
+    for number, (what, step) in enumerate(steps, start=1):
+        progress(f"[{number}/{len(steps)}] {what}")
+        where = step(progress)
+        progress(f"[{number}/{len(steps)}] {what}: ready in {where if isinstance(where, Path) else cache_home()}")

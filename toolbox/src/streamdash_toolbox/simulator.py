@@ -265,7 +265,7 @@ def connected_producer(config: dict, topic: str, timeout_s: float = 10.0) -> Any
 
 
 def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifest_path: Path | None,
-         progress: TextIO | None = sys.stderr, progress_every_s: float = 2.0) -> dict[str, Any]:
+         progress: TextIO | None = sys.stderr, progress_every_s: float = 10.0) -> dict[str, Any]:
     """Send the generated records; returns a summary (counts per category, achieved rate, failures)."""
     generator = TelemetryGenerator(settings)
     producer = connected_producer({"linger.ms": 5, "acks": "all", "compression.type": "lz4", **producer_config},

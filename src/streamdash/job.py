@@ -84,9 +84,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     refuse_old_checkpoints(spark, checkpoint)
     parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
-    # The aggregates go to InfluxDB (the record), then to Grafana Live (a view) when configured.
-    aggregate_sinks = [writer, *([GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live
-                                 else [])]
+    views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
     trigger = {"processingTime": settings.job.trigger_interval}
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
     aggregates = windowed_aggregates(events, settings.aggregation.window_sizes,
@@ -98,7 +96,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
         aggregates_name: partial(
             aggregates.writeStream.outputMode("update").queryName(aggregates_name)
             .option("checkpointLocation", f"{checkpoint}/aggregates").trigger(**trigger)
-            .foreachBatch(write_aggregates(aggregate_sinks, settings.dead_letter, writer, aggregates_name)).start),
+            .foreachBatch(write_aggregates(writer, views, settings.dead_letter, aggregates_name)).start),
         dead_letters_name: partial(
             bad.writeStream.queryName(dead_letters_name).option("checkpointLocation", f"{checkpoint}/dead_letters")
             .trigger(**trigger).foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer,
@@ -121,13 +119,13 @@ def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
             f"delete {checkpoint} to start over")
 
 
-def write_aggregates(sinks: list[LineSink], dead_letters: DeadLetterSink, writer: InfluxWriter,
+def write_aggregates(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink,
                      stream: str) -> Callable[[DataFrame, int], None]:
-    """An aggregate query's handler: windows to its sinks, the first (InfluxDB) the record; the points it refused
-    to the dead letters (whose counts `writer` writes)."""
+    """An aggregate query's handler: windows to InfluxDB (the record), then to `views` (Grafana Live); the points
+    InfluxDB refused to the dead letters."""
 
     def write_batch(batch: DataFrame, batch_id: int) -> None:
-        report, *_ = write_rows(batch, aggregate_line, sinks)
+        report, *_ = write_rows(batch, aggregate_line, [writer, *views])
         if report.rejected:
             report = report.merge(dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters,
                                                              writer, stream, batch_id))

@@ -55,13 +55,14 @@ class Stack:
         """Environment variables that point the pipeline and the simulator at this stack (secrets included)."""
         info, secret = self.info, self.secrets
         cluster = {"STREAMDASH_SPARK_MASTER": info["spark"]["master_url"]} if "spark" in info else {}
-        return {**cluster,
+        return {
             "STREAMDASH_KAFKA_BOOTSTRAP": info["kafka"]["bootstrap_servers"],
             "STREAMDASH_EVENTHUBS_BOOTSTRAP": info["kafka"]["eventhubs_bootstrap_servers"],
             "STREAMDASH_KAFKA_CA_FILE": info["kafka"]["ca_file"],
             "STREAMDASH_INFLUXDB_URL": info["influxdb"]["url"],
             "EVENTHUBS_CONNECTION_STRING": secret["eventhubs_connection_string"],
             "INFLUXDB_TOKEN": secret["influxdb_token"],
+            **cluster,
         }
 
     # ---- lifecycle --------------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Stack:
             info["spark"] = spark.start(self.dir, ports["spark_master"], ports["spark_master_ui"], workers,
                                         self.die_with_parent)
         except BaseException:
-            for name in ["spark_master", *(spark.worker_name(n) for n in range(1, workers + 1))]:
+            for name in spark.service_names(workers):
                 process.stop(self._pid_file(name))
             raise
         (self.dir / "stack.json").write_text(json.dumps(info, indent=2))
@@ -122,9 +123,8 @@ class Stack:
     def down(self) -> list[str]:
         """Stop every process of this stack (servers and Spark cluster); returns the names of those that ran."""
         stopped = [name for name in (*self._spark_services(), *SERVICES) if process.stop(self._pid_file(name))]
-        if "spark" in self._info_or_empty():
-            info = self.info
-            del info["spark"]
+        info = self._info_or_empty()
+        if info.pop("spark", None):
             (self.dir / "stack.json").write_text(json.dumps(info, indent=2))
         return stopped
 
@@ -159,8 +159,7 @@ class Stack:
             return {}
 
     def _spark_services(self) -> list[str]:
-        workers = self._info_or_empty().get("spark", {}).get("workers", 0)
-        return ["spark_master", *(spark.worker_name(n) for n in range(1, workers + 1))] if workers else []
+        return spark.service_names(self._info_or_empty().get("spark", {}).get("workers", 0))
 
     def _pid_file(self, name: str) -> Path:
         return self.dir / "run" / f"{name}.pid"

@@ -28,6 +28,11 @@ def worker_name(number: int) -> str:
     return f"spark_worker_{number}"
 
 
+def service_names(workers: int) -> list[str]:
+    """The stack's names (pid and log files) of a cluster's daemons."""
+    return ["spark_master", *(worker_name(number) for number in range(1, workers + 1))] if workers else []
+
+
 def start(stack_dir: Path, master_port: int, ui_port: int, workers: int, die_with_parent: bool) -> dict:
     """Start the master, then the workers; return once every worker has registered."""
     folder = stack_dir / "spark"

@@ -35,9 +35,11 @@ def test_secret_scope_references_resolve_from_the_environment_outside_databricks
 def test_overrides_take_toml_values_and_bare_strings(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     settings = load_settings("local", CONF, ['aggregation.window_sizes=["5 seconds"]', "job.trigger_interval=1 second",
-                                             "source.max_offsets_per_trigger=10"])
+                                             "source.max_offsets_per_trigger=10",
+                                             "dead_letter.trigger_interval=2 seconds"])
     assert settings.aggregation.window_sizes == ["5 seconds"]
     assert settings.job.trigger_interval == "1 second"
+    assert settings.dead_letter.trigger_interval == "2 seconds"
     assert settings.source.max_offsets_per_trigger == 10
 
 
@@ -47,6 +49,7 @@ def test_overrides_take_toml_values_and_bare_strings(monkeypatch):
     ("influxdb.batch_size=0", "influxdb.batch_size"),
     ("source.security=kerberos", "source.kafka.security"),
     ("job.trigger_interval=soon", "job.trigger_interval"),
+    ("dead_letter.trigger_interval=5", "dead_letter.trigger_interval"),
     ("job.unknown=1", "job.unknown"),
 ])
 def test_bad_values_name_the_field(monkeypatch, override, field):

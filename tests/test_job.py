@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import pytest
 
+from streamdash.config import load_settings
 from streamdash.errors import StreamdashError
-from streamdash.job import refuse_old_checkpoints
+from streamdash.job import checkpoint_file_system, refuse_old_checkpoints, session_settings
 from streamdash.metrics import progress_line
+
+from .conftest import REPO
+
+FILE_SYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+
+
+def test_a_local_checkpoint_is_renamed_with_the_file_system_api(spark, tmp_path, monkeypatch):
+    """FileContext's rename runs `readlink` in a child process without Hadoop's native library; on the local
+    disk the FileSystem API's rename(2) is atomic too. Other file systems (dbfs, abfss) keep Spark's default."""
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    settings = load_settings("local", REPO / "conf", [f"job.checkpoint_location={tmp_path}"])
+    assert checkpoint_file_system(spark, str(tmp_path)).getUri().getScheme() == "file"
+    manager = "spark.sql.streaming.checkpointFileManagerClass"
+    assert session_settings(settings, 2, local_checkpoint=True)[manager] == FILE_SYSTEM_MANAGER
+    assert manager not in session_settings(settings, 2, local_checkpoint=False)
 
 
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):

@@ -169,6 +169,9 @@ class GrafanaLiveSink(_Section):
 class DeadLetterSink(_Section):
     path: str = Field(min_length=1)
     format: Literal["json", "delta"] = "json"
+    # The dead-letter query's micro-batch interval. Dead letters are a record to keep, not a live view: batching
+    # them less often than the aggregates leaves the cores to the windows the dashboards wait for.
+    trigger_interval: Duration = "5 seconds"
 
 
 class Job(_Section):

@@ -45,14 +45,15 @@ def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
-    for key, value in session_settings(settings, spark.sparkContext.defaultParallelism).items():
+    local = checkpoint_file_system(spark, settings.job.checkpoint_location).getUri().getScheme() == "file"
+    for key, value in session_settings(settings, spark.sparkContext.defaultParallelism, local).items():
         spark.conf.set(key, value)
     return spark
 
 
-def session_settings(settings: Settings, cores: int) -> dict[str, str]:
+def session_settings(settings: Settings, cores: int, local_checkpoint: bool = False) -> dict[str, str]:
     """What a low-latency stateful job needs from its session."""
-    return {
+    conf = {
         "spark.sql.session.timeZone": "UTC",
         # The validation predicate is a large expression; inferring constraints from it (again for every
         # micro-batch) exhausts the driver's heap within minutes, and nothing here needs it.
@@ -65,6 +66,13 @@ def session_settings(settings: Settings, cores: int) -> dict[str, str]:
         # Update mode emits a window as it changes, so a batch without data has nothing to add.
         "spark.sql.streaming.noDataMicroBatches.enabled": "false",
     }
+    if local_checkpoint:
+        # Without Hadoop's native library (PySpark's pip package has none), the FileContext API runs `readlink`
+        # in a child process to rename each checkpoint file: several forks of the JVM per batch and state store. The
+        # FileSystem API renames with one rename(2), atomic on a local disk.
+        conf["spark.sql.streaming.checkpointFileManagerClass"] = (
+            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager")
+    return conf
 
 
 def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -78,14 +86,13 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
 
     Two queries: every window size and level in one stateful aggregation, and the dead letters. Each reads the
     topic once per trigger; a stateful aggregation's output holds only aggregates, so the dead letters need
-    their own (stateless, cheap) pass over the same records.
+    their own (stateless) pass over the same records, triggered less often (`dead_letter.trigger_interval`).
     """
     checkpoint = settings.job.checkpoint_location.rstrip("/")
     refuse_old_checkpoints(spark, checkpoint)
     parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
     views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
-    trigger = {"processingTime": settings.job.trigger_interval}
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
     aggregates = windowed_aggregates(events, settings.aggregation.window_sizes,
                                      settings.aggregation.quantile_sketch_k)
@@ -95,22 +102,27 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     return {
         aggregates_name: partial(
             aggregates.writeStream.outputMode("update").queryName(aggregates_name)
-            .option("checkpointLocation", f"{checkpoint}/aggregates").trigger(**trigger)
+            .option("checkpointLocation", f"{checkpoint}/aggregates")
+            .trigger(processingTime=settings.job.trigger_interval)
             .foreachBatch(write_aggregates(writer, views, settings.dead_letter, aggregates_name)).start),
         dead_letters_name: partial(
             bad.writeStream.queryName(dead_letters_name).option("checkpointLocation", f"{checkpoint}/dead_letters")
-            .trigger(**trigger).foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer,
-                                                                      dead_letters_name)).start),
+            .trigger(processingTime=settings.dead_letter.trigger_interval)
+            .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, dead_letters_name)).start),
     }
+
+
+def checkpoint_file_system(spark: SparkSession, checkpoint: str):
+    """Hadoop's FileSystem that holds `checkpoint` (its scheme: file, dbfs, abfss, ...)."""
+    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(checkpoint)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
 def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
     """Versions before 0.2 ran one query per window size (`aggregates_<size>` folders). Their state cannot be
     carried into the single aggregation, and silently starting beside it would count their data twice."""
-    jvm = spark.sparkContext._jvm
-    folder = jvm.org.apache.hadoop.fs.Path(checkpoint)
-    filesystem = folder.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    found = filesystem.globStatus(jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/aggregates_*")) or []
+    pattern = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/aggregates_*")
+    found = checkpoint_file_system(spark, checkpoint).globStatus(pattern) or []
     if len(found):
         raise StreamdashError(
             f"{checkpoint} holds checkpoints of the old one-query-per-window layout ({found[0].getPath().getName()}"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from streamdash.config import load_settings
+from streamdash.config import Validation, load_settings
 from streamdash.errors import StreamdashError
-from streamdash.job import checkpoint_file_system, refuse_old_checkpoints, session_settings
+from streamdash.job import HOTSPOT_HUGE_METHOD_BYTES, checkpoint_file_system, refuse_old_checkpoints, session_settings
 from streamdash.metrics import progress_line
+from streamdash.transforms.parse import parse_events
 
 from .conftest import REPO
+from .test_transforms import GOOD, raw
 
 FILE_SYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
@@ -23,6 +27,19 @@ def test_a_local_checkpoint_is_renamed_with_the_file_system_api(spark, tmp_path,
     manager = "spark.sql.streaming.checkpointFileManagerClass"
     assert session_settings(settings, 2, local_checkpoint=True)[manager] == FILE_SYSTEM_MANAGER
     assert manager not in session_settings(settings, 2, local_checkpoint=False)
+
+
+def test_a_stage_too_large_for_the_jit_runs_on_its_smaller_methods(spark, monkeypatch):
+    """Whole-stage codegen compiles the parse into a method larger than HotSpot ever JIT-compiles; the job's
+    session sets Spark's limit to HotSpot's, so Spark runs that stage on its per-operator methods instead.
+    If a Spark upgrade makes every stage small enough, the first assertion says the setting has become moot."""
+    plan = parse_events(raw(spark, json.dumps(GOOD)), Validation())._jdf.queryExecution().executedPlan()
+    stages = spark.sparkContext._jvm.org.apache.spark.sql.execution.debug.package.codegenStringSeq(plan)
+    largest = max(stages.apply(i)._3().maxMethodCodeSize() for i in range(stages.size()))
+    assert largest > HOTSPOT_HUGE_METHOD_BYTES
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    settings = session_settings(load_settings("local", REPO / "conf", []), 2)
+    assert int(settings["spark.sql.codegen.hugeMethodLimit"]) <= HOTSPOT_HUGE_METHOD_BYTES
 
 
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):

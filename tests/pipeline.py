@@ -135,6 +135,7 @@ def job_args(stack, topic: str, database: str, work: Path, *extra: str) -> list[
                  "source.starting_offsets=earliest", f"influxdb.url={stack.info['influxdb']['url']}",
                  f"influxdb.bucket={database}/autogen", f"dead_letter.path={work / 'dead_letters'}",
                  f"job.checkpoint_location={work / 'checkpoints'}", "job.trigger_interval=1 second",
+                 "dead_letter.max_delay=5 seconds",
                  f"job.name=e2e_{database}",
                  f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
                  f"aggregation.watermark={WATERMARK_S} seconds", *extra]

@@ -82,10 +82,12 @@ def session_settings(settings: Settings, cores: int, local_checkpoint: bool = Fa
     return conf
 
 
-def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
+def read_source(spark: SparkSession, settings: Settings, max_delay: str | None = None) -> DataFrame:
+    """The configured source; `max_delay`: see `kafka.read_stream` (the native Event Hubs connector has no such
+    limit, so there every trigger reads what has arrived)."""
     if settings.source.kind == "eventhubs_native":
         return eventhubs_native.read_stream(spark, settings.source)
-    return kafka.read_stream(spark, settings.source)
+    return kafka.read_stream(spark, settings.source, max_delay)
 
 
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
@@ -93,19 +95,21 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
 
     Two queries: every window size and level in one stateful aggregation, and the dead letters. Each reads the
     topic once per trigger; a stateful aggregation's output holds only aggregates, so the dead letters need
-    their own (stateless) pass over the same records, triggered less often (`dead_letter.trigger_interval`).
+    their own (stateless) pass over the same records, in fewer and larger batches (`dead_letter.max_delay`).
     """
     checkpoint = settings.job.checkpoint_location.rstrip("/")
     refuse_old_checkpoints(spark, checkpoint)
-    parsed = parse_events(read_source(spark, settings), settings.validation)
     writer = InfluxWriter.from_config(settings.influxdb)
     views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
-    events = deduplicate(valid_events(parsed), settings.aggregation.watermark)
+    events = deduplicate(valid_events(parse_events(read_source(spark, settings), settings.validation)),
+                         settings.aggregation.watermark)
     aggregates = windowed_aggregates(events, settings.aggregation.window_sizes,
                                      settings.aggregation.quantile_sketch_k)
     aggregates_name = f"{settings.job.name}_aggregates"
     dead_letters_name = f"{settings.job.name}_dead_letters"
-    bad = dead_letters(parsed).observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
+    records_for_dead_letters = read_source(spark, settings, settings.dead_letter.max_delay)
+    bad = (dead_letters(parse_events(records_for_dead_letters, settings.validation))
+           .observe("dead_letters", F.count(F.lit(1)).alias("dead_letters")))
     return {
         aggregates_name: partial(
             aggregates.writeStream.outputMode("update").queryName(aggregates_name)

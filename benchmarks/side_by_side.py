@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.pipeline import Job, job_args, processes, wait_for  # noqa: E402  (the same job launch as the e2e tests)
 
-from streamdash import influxql  # noqa: E402
+from streamdash import config, influxql  # noqa: E402
 from streamdash.events import MEASUREMENTS  # noqa: E402
 from streamdash.sinks.influxdb import InfluxWriter  # noqa: E402
 from streamdash.sinks.points import aggregate_line  # noqa: E402
@@ -52,7 +52,10 @@ from streamdash_toolbox.stack import Stack, create_topic, install  # noqa: E402
 
 FREE = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
 WINDOW_SIZES = ["10 seconds", "1 minute"]
-JOB_DEFAULTS = ("aggregation.watermark=30 seconds", "job.trigger_interval=500 milliseconds")
+# The job as configured out of the box, where the tests' launcher (`job_args`) sets shorter intervals for speed.
+JOB_DEFAULTS = ("aggregation.watermark=30 seconds",
+                f"job.trigger_interval={config.Job.model_fields['trigger_interval'].default}",
+                f"dead_letter.max_delay={config.DeadLetterSink.model_fields['max_delay'].default}")
 EVENT_SCHEMA = ("schemaVersion long, deviceId string, site string, deviceType string, eventTime long, seq long, "
                 "measurements struct<temperature double, humidity double, pressure double, battery double>")
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,13 +1,16 @@
 """Side by side on one machine, in one run, on the same preloaded topic: Spark's own ceiling, the job, Telegraf and
 InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 
-    python benchmarks/side_by_side.py [--events 200000] [--rates 1000,10000] [--live-s 60]
+    python benchmarks/side_by_side.py [--events 200000] [--rates 1000,10000] [--live-s 60] [--warmup-s 120]
                                       [--soak-s 600] [--soak-rate 5000] [--third-window "5 minutes"]
                                       [--out benchmarks/out]
 
 (a) ceiling   Spark batch (local[2]): Kafka read + `from_json` with the event schema + a 10 s window aggregate.
 (b) job       the job (spark-submit, local[2], its default trigger and windows 10 s / 1 min) drains the topic
-              from `earliest`: every record read by both queries and each batch's windows written to InfluxDB.
+              from `earliest`: every record read by the aggregates query and its windows written to InfluxDB
+              (the dashboards have caught up). The dead-letter query waits up to `dead_letter.max_delay` for
+              the backlog's tail; `dead_letters_done_s` says when it had read everything, and the CPU counts
+              until then.
 (b) again     with a third window size (`--third-window`): what another size costs, on the same topic.
 (c) telegraf  Telegraf `kafka_consumer` + `json_v2` + `basicstats` + `quantile` -> InfluxDB (another database),
               until its consumer group has committed the whole topic and the last aggregates have landed.
@@ -182,19 +185,24 @@ print("SECONDS", min(times))
                 "cpu_s_per_1k": tree.cpu_s() / 2 / records * 1000}  # two runs in that process
 
     def job_drain(self, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES) -> dict:
-        """(b) from `earliest` until both queries have read every record and written their last batch."""
+        """(b) from `earliest` until the aggregates query has read every record and written its last batch (the
+        dashboards have caught up: what Telegraf's figure means too); the CPU counts until the dead-letter query
+        has too, which waits up to `dead_letter.max_delay` for the tail of the backlog (less than a full batch)."""
         job, database, _ = self.start_job(topic, "job", window_sizes)
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
             started = time.monotonic()
 
-            def read_everything() -> bool:
-                rows = self.query('SELECT sum("input_rows") FROM pipeline_progress GROUP BY stream', database)
-                return len(rows) == 2 and all(row["sum"] == records for row in rows)
+            def read_everything(stream: str) -> bool:
+                rows = self.query(f'SELECT sum("input_rows") FROM pipeline_progress WHERE "stream" =~ /{stream}$/',
+                                  database)
+                return bool(rows) and rows[0]["sum"] == records
 
-            assert wait_for(read_everything, 1800, every_s=0.25), "the job did not drain the topic"
+            assert wait_for(lambda: read_everything("_aggregates"), 1800, every_s=0.25), "the job did not drain"
             seconds = time.monotonic() - started
+            assert wait_for(lambda: read_everything("_dead_letters"), 1800, every_s=0.25), "no dead letters"
+            dead_letters_s = time.monotonic() - started
             tree.stop()
             progress = self.query("SELECT * FROM pipeline_progress", database)
             job.terminate()
@@ -205,6 +213,7 @@ print("SECONDS", min(times))
         after_first_s = seconds - first["batch_duration_ms"] / 1000
         side = "(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
         return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
+                "dead_letters_done_s": dead_letters_s,
                 "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
                 "cpu_s_per_1k": tree.cpu_s() / records * 1000,
                 "median_batch_ms": statistics.median(row["batch_duration_ms"] for row in aggregates),
@@ -269,9 +278,10 @@ print("SECONDS", min(times))
         return {"side": "(d) InfluxDB bulk write", "points_per_s": points / seconds, "seconds": seconds,
                 "fields_per_point": len(STAT_COLUMNS) + 1}
 
-    def freshness(self, rate: float, seconds: float, warmup_s: float = 30) -> dict:
+    def freshness(self, rate: float, seconds: float, warmup_s: float) -> dict:
         """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
-        of sending (the job's first batches plan and compile its queries) are sent but not counted."""
+        of sending are sent but not counted (the JVM is still JIT-compiling Spark's planner and the queries' code:
+        its compiler threads take about half the JVM's CPU a minute in, an eighth after three)."""
         topic = self.new_topic()
         job, database, folder = self.start_job(topic, "live")
         observations: list[tuple[float, str, int, int]] = []  # (seen at, site, window start ns, count)
@@ -460,6 +470,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="records preloaded for (a)-(c)")
     parser.add_argument("--rates", default="1000,10000", help="events/s for (e); empty for none")
     parser.add_argument("--live-s", type=float, default=60)
+    parser.add_argument("--warmup-s", type=float, default=120, help="sent before (e) counts (the JVM's JIT warm-up)")
     parser.add_argument("--soak-s", type=float, default=600, help="0 for no soak")
     parser.add_argument("--soak-rate", type=float, default=5000)
     parser.add_argument("--points", type=int, default=50_000, help="points written for (d)")
@@ -491,7 +502,7 @@ def main() -> None:
             results.append(bench.influx_ceiling(args.points))
             for rate in (float(r) for r in args.rates.split(",") if r.strip()):
                 log(f"freshness at {rate:g} events/s for {args.live_s:g} s")
-                results.append(bench.freshness(rate, args.live_s))
+                results.append(bench.freshness(rate, args.live_s, args.warmup_s))
             if args.soak_s:
                 log(f"soak at {args.soak_rate:g} events/s for {args.soak_s:g} s")
                 results.append(bench.soak(args.soak_rate, args.soak_s))

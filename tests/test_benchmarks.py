@@ -15,12 +15,14 @@ from .conftest import REPO
 
 def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     argv = [sys.executable, str(REPO / "benchmarks" / "side_by_side.py"), "--events", "3000", "--rates", "500",
-            "--live-s", "10", "--soak-s", "30", "--soak-rate", "300", "--points", "5000", "--out", str(tmp_path)]
+            "--live-s", "10", "--warmup-s", "30", "--soak-s", "30", "--soak-rate", "300", "--points", "5000",
+            "--out", str(tmp_path)]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = json.loads((tmp_path / "results.json").read_text())
     drains = [row for row in rows if row["side"].startswith("(b)")]
     assert len(drains) == 2 and "'5 minutes'" in drains[1]["side"] and drains[1]["events_per_s"] > 0
+    assert all(drain["dead_letters_done_s"] >= drain["seconds"] for drain in drains)
     results = {row["side"][:3]: row for row in rows}
     assert set(results) == {"(a)", "(b)", "(c)", "(d)", "(e)", "(f)"}
     for side in ("(a)", "(b)", "(c)"):

@@ -8,7 +8,13 @@ import pytest
 
 from streamdash.config import Validation, load_settings
 from streamdash.errors import StreamdashError
-from streamdash.job import HOTSPOT_HUGE_METHOD_BYTES, checkpoint_file_system, refuse_old_checkpoints, session_settings
+from streamdash.job import (
+    HOTSPOT_HUGE_METHOD_BYTES,
+    checkpoint_file_system,
+    records_for_dead_letters,
+    refuse_old_checkpoints,
+    session_settings,
+)
 from streamdash.metrics import progress_line
 from streamdash.transforms.parse import parse_events
 
@@ -40,6 +46,14 @@ def test_a_stage_too_large_for_the_jit_runs_on_its_smaller_methods(spark, monkey
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     settings = session_settings(load_settings("local", REPO / "conf", []), 2)
     assert int(settings["spark.sql.codegen.hugeMethodLimit"]) <= HOTSPOT_HUGE_METHOD_BYTES
+
+
+def test_the_dead_letter_query_reads_on_at_most_half_the_cores(spark, monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    settings = load_settings("local", REPO / "conf", ["source.topic=any"])
+    plan = records_for_dead_letters(spark, settings)._jdf.queryExecution().analyzed().toString()
+    cores = spark.sparkContext.defaultParallelism
+    assert f"Repartition {max(1, cores // 2)}, false" in plan, plan
 
 
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):

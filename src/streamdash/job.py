@@ -90,6 +90,13 @@ def read_source(spark: SparkSession, settings: Settings, max_delay: str | None =
     return kafka.read_stream(spark, settings.source, max_delay)
 
 
+def records_for_dead_letters(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The source again, for the dead-letter query: in full batches (`dead_letter.max_delay`) and on at most half
+    the cores, so a dead-letter batch never takes the cores the live windows are waiting for."""
+    return (read_source(spark, settings, settings.dead_letter.max_delay)
+            .coalesce(max(1, spark.sparkContext.defaultParallelism // 2)))
+
+
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
     """One function per streaming query that starts it (again) from its checkpoint.
 
@@ -107,8 +114,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
                                      settings.aggregation.quantile_sketch_k)
     aggregates_name = f"{settings.job.name}_aggregates"
     dead_letters_name = f"{settings.job.name}_dead_letters"
-    records_for_dead_letters = read_source(spark, settings, settings.dead_letter.max_delay)
-    bad = (dead_letters(parse_events(records_for_dead_letters, settings.validation))
+    bad = (dead_letters(parse_events(records_for_dead_letters(spark, settings), settings.validation))
            .observe("dead_letters", F.count(F.lit(1)).alias("dead_letters")))
     return {
         aggregates_name: partial(

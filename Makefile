@@ -3,7 +3,7 @@
 # toolbox beside it), then Kafka, InfluxDB, Spark's Kafka connector (and, for the tests' benchmark smoke run,
 # Telegraf) into $STREAMDASH_HOME (default ~/.cache/streamdash) on first use.
 
-# The newest CPython of 3.13+ the machine has (pyenv's included), else python3 (3.11+). Before 3.13, every PySpark
+# A CPython 3.13+ when the machine has one (pyenv's included), else python3 (3.11+). Before 3.13, every PySpark
 # task's importlib.invalidate_caches() re-reads the zip archives on the worker's path (pyspark.zip, the spark-core
 # jar): ~0.1 s per task, one task per micro-batch on the job's last stage (CPython gh-103200).
 PYTHON ?= $(firstword $(foreach python,python3.14 python3.13 $(wildcard $(HOME)/.pyenv/versions/3.1[3-9]*/bin/python3) \

@@ -19,7 +19,10 @@ InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 (e) freshness the simulator sends in real time (no late, duplicate or malformed events, so event time = send time);
               InfluxDB is polled every 150 ms for each site's newest 10 s window, and each increase of its count
               is timed against the send time of the newest event it includes. Also the job's own `freshness_ms`.
-(f) soak      `--soak-rate` for `--soak-s`: resident memory of the job's processes and its state rows over time.
+(f) soak      `--soak-rate` for `--soak-s`: resident memory of the job's processes; the driver JVM's live heap
+              (in use right after a full GC, by `jcmd`) every eighth of the soak after the warm-up, its growth taken
+              between the lowest sample of each half (a sample taken mid-batch counts the batch's rows as live);
+              and its state rows over time.
 
 CPU is the user+system time of each side's processes. Prints a table with ratios to (a) and (c), writes
 results.json and a plot (benchmarks/out/side_by_side.png, with matplotlib).
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -76,7 +80,7 @@ class ProcessTree:
         self.root, self.cpu_ticks, self.rss_samples, self.done = root_pid, {}, [], threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
-    def _members(self) -> list[int]:
+    def members(self) -> list[int]:
         children: dict[int, list[int]] = {}
         for pid, ppid, _ in processes():
             children.setdefault(ppid, []).append(pid)
@@ -90,7 +94,7 @@ class ProcessTree:
     def _run(self) -> None:
         while not self.done.wait(0.5):
             rss_kib = 0
-            for pid in self._members():
+            for pid in self.members():
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                     statm = Path(f"/proc/{pid}/statm").read_text().split()
@@ -105,6 +109,16 @@ class ProcessTree:
 
     def stop(self) -> None:
         self.done.set()
+
+
+def live_heap_mib(tree: ProcessTree) -> float:
+    """The driver JVM's heap in use right after a full GC (`jcmd`): what the job keeps alive, without the garbage
+    and the room G1 grows into, which resident memory also counts."""
+    jvm = next(pid for pid in tree.members() if Path(f"/proc/{pid}/comm").read_text().strip() == "java")
+    subprocess.run(["jcmd", str(jvm), "GC.run"], capture_output=True, timeout=120, check=True)
+    info = subprocess.run(["jcmd", str(jvm), "GC.heap_info"], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+    return int(re.search(r"heap\s+total \d+K, used (\d+)K", info).group(1)) / 1024
 
 
 class Bench:
@@ -338,26 +352,48 @@ print("SECONDS", min(times))
                 "cpu_s_per_1k": tree.cpu_s() / (rate * (warmup_s + seconds)) * 1000}  # CPU covers every event sent
 
     def soak(self, rate: float, seconds: float) -> dict:
-        """(f) resident memory after warm-up versus at the end; state rows stay bounded by the watermark."""
+        """(f) resident memory after warm-up versus at the end; the live heap (after a full GC) sampled through
+        the soak, its growth taken between the lowest sample of each half (a sample taken mid-batch counts that
+        batch's rows as live); state rows stay bounded by the watermark."""
         topic = self.new_topic()
+        warmup_s = min(120.0, seconds / 3)
         job, database, _ = self.start_job(topic, "soak")
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
+            heap_mib: list[float] = []
+            sent = threading.Event()
+
+            def sample_heap() -> None:
+                if not sent.wait(warmup_s):
+                    while True:
+                        heap_mib.append(live_heap_mib(tree))
+                        if sent.wait(max(10.0, (seconds - warmup_s) / 8)):
+                            break
+
+            sampler = threading.Thread(target=sample_heap)
+            sampler.start()
             settings = SimulatorSettings(devices=100, sites=10, rate=rate, duration_s=seconds, seed=13,
                                          late_beyond_rate=0)
-            summary = send(settings, client_config(self.bootstrap), topic, None, progress=None)
+            try:
+                summary = send(settings, client_config(self.bootstrap), topic, None, progress=None)
+            finally:
+                sent.set()
+                sampler.join()
+            heap_mib.append(live_heap_mib(tree))
             tree.stop()
             state = self.query('SELECT max("state_rows") FROM pipeline_progress WHERE stream =~ /_aggregates$/ '
                                "GROUP BY time(1m) fill(none)", database)
             job.terminate()
         finally:
             job.cleanup()
-        warmup_s = min(120.0, seconds / 3)
         warm = [mib for at, mib in tree.rss_samples if at - tree.rss_samples[0][0] > warmup_s]
+        half = len(heap_mib) // 2
         return {"side": f"(f) soak {rate:g}/s for {seconds:g} s", "sent": summary["sent"],
                 "rss_after_warmup_mib": warm[0] if warm else None, "rss_end_mib": warm[-1] if warm else None,
                 "rss_growth": (warm[-1] / warm[0] - 1) if warm else None,
+                "live_heap_mib": [round(mib) for mib in heap_mib],
+                "live_heap_growth": min(heap_mib[half:]) / min(heap_mib[:half] or heap_mib) - 1,
                 "state_rows_per_minute": [row["max"] for row in state]}
 
 

@@ -31,5 +31,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert results["(d)"]["points_per_s"] > 0
     assert results["(e)"]["samples"] > 0 and 0 < results["(e)"]["freshness_p50_s"] <= results["(e)"]["freshness_p99_s"]
     assert results["(f)"]["sent"] == 30 * 300 and results["(f)"]["rss_end_mib"] > 0
+    heap = results["(f)"]["live_heap_mib"]
+    assert len(heap) >= 2 and all(0 < mib < results["(f)"]["rss_after_warmup_mib"] for mib in heap)
     table = (tmp_path / "table.md").read_text()
     assert "(c) Telegraf" in table and "vs (c) Telegraf" in table

@@ -1,10 +1,11 @@
-"""The job's own decisions, without a stream: its session, its refusal of old checkpoints, its freshness metric."""
+"""The job's own decisions: its session, its refusal of old checkpoints, its progress listener and freshness metric."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from pyspark.sql import functions as F
 
 from streamdash.config import Validation, load_settings
 from streamdash.errors import StreamdashError
@@ -15,10 +16,12 @@ from streamdash.job import (
     refuse_old_checkpoints,
     session_settings,
 )
-from streamdash.metrics import progress_line
+from streamdash.metrics import InfluxProgressListener, progress_line
+from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.transforms.parse import parse_events
 
 from .conftest import REPO
+from .pipeline import wait_for
 from .test_transforms import GOOD, raw
 
 FILE_SYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
@@ -83,3 +86,27 @@ def _progress(event_time_max: str, duration_ms: int) -> dict:
 def test_freshness_is_the_age_of_the_newest_event_when_its_windows_are_written(newest_event, duration_ms,
                                                                                freshness_ms):
     assert f"freshness_ms={freshness_ms}i" in progress_line(_progress(newest_event, duration_ms))
+
+
+def test_the_progress_listener_writes_each_batch_as_spark_reported_it(spark, influx, tmp_path):
+    """The listener reads each progress event as the event's JSON (one py4j call, not one per field); every batch
+    lands in `pipeline_progress` with what Spark reported for it, observed metrics included."""
+    database = influx.create_database("progress")
+    listener = InfluxProgressListener(InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen",
+                                                   token=influx.token))
+    spark.streams.addListener(listener)
+    rows = spark.readStream.format("rate").option("rowsPerSecond", 50).load()
+    query = (rows.observe("seen", F.count(F.lit(1)).alias("seen")).writeStream.format("noop")
+             .queryName("listener_test").option("checkpointLocation", str(tmp_path / "checkpoint"))
+             .trigger(processingTime="200 milliseconds").start())
+    try:
+        assert wait_for(lambda: len([p for p in query.recentProgress if p.numInputRows]) >= 3, 60)
+    finally:
+        query.stop()
+        assert listener.wait_terminated({str(query.id)}, timeout_s=30)
+        spark.streams.removeListener(listener)
+    reported = {p.batchId: p.numInputRows for p in query.recentProgress}
+    written = influx.query('SELECT "batch_id", "input_rows", "seen" FROM pipeline_progress '
+                           "WHERE \"stream\" = 'listener_test'", database)
+    assert {row["batch_id"]: row["input_rows"] for row in written} == reported
+    assert all(row["seen"] == row["input_rows"] for row in written if row["input_rows"])

@@ -17,7 +17,9 @@ import logging
 import threading
 from dataclasses import replace
 
+from pyspark import SparkContext
 from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.streaming.listener import JStreamingQueryListener, QueryProgressEvent
 
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.line_protocol import line
@@ -66,6 +68,14 @@ def progress_line(progress: dict, sink_blocked_ms: int | None = None) -> str | N
 MAX_PENDING = 10_000
 
 
+class _ProgressAsJson(JStreamingQueryListener):
+    """PySpark's bridge builds each progress event field by field, one py4j round trip per field (about a hundred
+    per event, on the listener bus and the driver's GIL); the event's JSON is one."""
+
+    def onQueryProgress(self, jevent) -> None:
+        self.pylistener.onQueryProgress(QueryProgressEvent.fromJson(json.loads(jevent.json())))
+
+
 class InfluxProgressListener(StreamingQueryListener):
     def __init__(self, writer: InfluxWriter):
         # One quick retry and a short timeout: the listener must never hold up the progress events for long.
@@ -73,6 +83,13 @@ class InfluxProgressListener(StreamingQueryListener):
         self.pending: list[str] = []
         self.terminated: set[str] = set()  # ids of the queries whose end this listener has been told of
         self._changed = threading.Condition()
+
+    @property
+    def _jlistener(self):
+        """The JVM side of this listener (what `spark.streams.addListener` registers), fed by `_ProgressAsJson`."""
+        if not hasattr(self, "_jlistenerobj"):
+            self._jlistenerobj = SparkContext._jvm.PythonStreamingQueryListenerWrapper(_ProgressAsJson(self))
+        return self._jlistenerobj
 
     def wait_terminated(self, query_ids: set[str], timeout_s: float) -> bool:
         """Wait until the listener bus has delivered the end of every query in `query_ids` (the bus is
@@ -85,8 +102,9 @@ class InfluxProgressListener(StreamingQueryListener):
 
     def onQueryProgress(self, event) -> None:
         progress = event.progress
+        # A rate Spark cannot compute (no processing time) is left out of the JSON: None here.
         log.info("%s batch %d: %d rows, %.0f rows/s, %d ms", progress.name, progress.batchId, progress.numInputRows,
-                 progress.processedRowsPerSecond, progress.batchDuration)
+                 progress.processedRowsPerSecond or 0.0, progress.batchDuration)
         point = progress_line(json.loads(progress.json), pop_blocked_ms(progress.name, progress.batchId))
         self.pending = [*self.pending, point][-MAX_PENDING:]
         try:

@@ -12,6 +12,7 @@ from streamdash.errors import StreamdashError
 from streamdash.job import (
     HOTSPOT_HUGE_METHOD_BYTES,
     checkpoint_file_system,
+    finish_state_store_maintenance,
     records_for_dead_letters,
     refuse_old_checkpoints,
     session_settings,
@@ -110,3 +111,28 @@ def test_the_progress_listener_writes_each_batch_as_spark_reported_it(spark, inf
                            "WHERE \"stream\" = 'listener_test'", database)
     assert {row["batch_id"]: row["input_rows"] for row in written} == reported
     assert all(row["seen"] == row["input_rows"] for row in written if row["input_rows"])
+
+
+def test_state_store_maintenance_is_finished_before_the_job_exits_and_restarts_on_demand(spark, tmp_path):
+    """A clean stop leaves no snapshot upload running into the JVM's shutdown; a query started afterwards (as in a
+    notebook that runs the job again) still gets its maintenance."""
+    state_store = spark._jvm.org.apache.spark.sql.execution.streaming.state.StateStore
+    spark.conf.set("spark.sql.streaming.stateStore.maintenanceInterval", "100ms")
+
+    def stateful_query(name):
+        rows = spark.readStream.format("rate").option("rowsPerSecond", 50).load()
+        return (rows.dropDuplicates(["value"]).writeStream.format("noop").queryName(name)
+                .option("checkpointLocation", str(tmp_path / name)).trigger(processingTime="100 milliseconds")
+                .start())
+
+    try:
+        first = stateful_query("maintained")
+        assert wait_for(lambda: len(first.recentProgress) >= 3 and state_store.isMaintenanceRunning(), 60)
+        first.stop()
+        finish_state_store_maintenance(spark)
+        assert not state_store.isMaintenanceRunning()
+        second = stateful_query("maintained_again")
+        assert wait_for(lambda: len(second.recentProgress) >= 1 and state_store.isMaintenanceRunning(), 60)
+        second.stop()
+    finally:
+        spark.conf.unset("spark.sql.streaming.stateStore.maintenanceInterval")

@@ -219,6 +219,7 @@ def run(settings: Settings, verbose: bool = False) -> None:
         if listener:
             listener.wait_terminated({str(q.id) for q in queries.values()}, timeout_s=30)
             spark.streams.removeListener(listener)
+        finish_state_store_maintenance(spark)
     failed = [q for q in queries.values() if q.exception() is not None]
     if failed:
         raise StreamdashError(f"query {failed[0].name} failed: {failure_summary(failed[0].exception())}")
@@ -232,6 +233,24 @@ def stop_gracefully(queries: list[StreamingQuery], timeout_s: float = 60.0) -> N
         while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
             time.sleep(0.2)
         query.stop()
+
+
+def finish_state_store_maintenance(spark: SparkSession) -> None:
+    """Wait for the state store's background work (RocksDB snapshot uploads) to finish, and start no more.
+
+    Spark runs it on a timer even after the queries stop; if the JVM exits meanwhile, its shutdown hook deletes
+    the local directory under an upload in flight, and a clean stop ends in stack traces. Only a local driver
+    holds the stores (on a cluster they live in the executors). Not `StateStore.stop()`, which Spark's tests use:
+    it holds a lock that the work in flight may wait for. The pause keeps a timer tick from racing the shutdown.
+    """
+    if not spark.sparkContext.master.startswith("local"):
+        return
+    state_store = getattr(getattr(spark._jvm.org.apache.spark.sql.execution.streaming.state, "StateStore$"), "MODULE$")
+    state_store.setMaintenancePaused(True)
+    try:
+        state_store.stopMaintenanceTaskWithoutLock()  # the pool finishes what it runs; maintenance restarts on demand
+    finally:
+        state_store.setMaintenancePaused(False)
 
 
 def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:

@@ -240,10 +240,11 @@ def finish_state_store_maintenance(spark: SparkSession) -> None:
 
     Spark runs it on a timer even after the queries stop; if the JVM exits meanwhile, its shutdown hook deletes
     the local directory under an upload in flight, and a clean stop ends in stack traces. Only a local driver
-    holds the stores (on a cluster they live in the executors). Not `StateStore.stop()`, which Spark's tests use:
-    it holds a lock that the work in flight may wait for. The pause keeps a timer tick from racing the shutdown.
+    holds the stores (on a cluster they live in the executors). Databricks' runtime, its own build of Spark, is
+    left alone: these calls are Spark's internals. Not `StateStore.stop()`, which Spark's tests use: it holds a
+    lock that the work in flight may wait for. The pause keeps a timer tick from racing the shutdown.
     """
-    if not spark.sparkContext.master.startswith("local"):
+    if kafka.on_databricks() or not spark.sparkContext.master.startswith("local"):
         return
     state_store = getattr(getattr(spark._jvm.org.apache.spark.sql.execution.streaming.state, "StateStore$"), "MODULE$")
     state_store.setMaintenancePaused(True)

@@ -125,14 +125,16 @@ def test_state_store_maintenance_is_finished_before_the_job_exits_and_restarts_o
                 .option("checkpointLocation", str(tmp_path / name)).trigger(processingTime="100 milliseconds")
                 .start())
 
+    started = []
     try:
-        first = stateful_query("maintained")
+        started.append(first := stateful_query("maintained"))
         assert wait_for(lambda: len(first.recentProgress) >= 3 and state_store.isMaintenanceRunning(), 60)
         first.stop()
         finish_state_store_maintenance(spark)
         assert not state_store.isMaintenanceRunning()
-        second = stateful_query("maintained_again")
+        started.append(second := stateful_query("maintained_again"))
         assert wait_for(lambda: len(second.recentProgress) >= 1 and state_store.isMaintenanceRunning(), 60)
-        second.stop()
     finally:
+        for query in started:  # the session is shared: a failed assertion must not leave a query running
+            query.stop()
         spark.conf.unset("spark.sql.streaming.stateStore.maintenanceInterval")

@@ -27,6 +27,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert set(results) == {"(a)", "(b)", "(c)", "(d)", "(e)", "(f)"}
     for side in ("(a)", "(b)", "(c)"):
         assert results[side]["events_per_s"] > 0 and results[side]["cpu_s_per_1k"] > 0
+    assert results["(a)"]["cold_events_per_s"] > 0 and results["(a)"]["cold_seconds"] >= results["(a)"]["seconds"]
     assert 0 < results["(c)"]["aggregated_events"] <= 3000  # Telegraf's basicstats counted what json_v2 parsed
     assert results["(d)"]["points_per_s"] > 0
     assert results["(e)"]["samples"] > 0 and 0 < results["(e)"]["freshness_p50_s"] <= results["(e)"]["freshness_p99_s"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -204,3 +205,15 @@ def create_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
     except KafkaException as err:
         if "TOPIC_ALREADY_EXISTS" not in str(err):
             raise StackError(f"could not create Kafka topic {topic!r}: {err}") from None
+    # The broker answers the creation before every partition has a leader in its metadata; a client that asks
+    # for the topic in that gap is told it is not available.
+    deadline = time.monotonic() + 30
+    while not _has_leaders(admin.list_topics(topic, timeout=15).topics.get(topic)):
+        if time.monotonic() > deadline:
+            raise StackError(f"Kafka topic {topic!r} was created but its partitions have no leader after 30 s")
+        time.sleep(0.1)
+
+
+def _has_leaders(metadata) -> bool:
+    return (metadata is not None and metadata.error is None and bool(metadata.partitions)
+            and all(partition.leader >= 0 for partition in metadata.partitions.values()))

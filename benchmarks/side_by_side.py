@@ -8,10 +8,8 @@ InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 (a) ceiling   Spark batch (local[2]): Kafka read + `from_json` with the event schema + a 10 s window aggregate;
               the better of two runs in one process (the ratios use it), and the first (`cold_*`) beside it.
 (b) job       the job (spark-submit, local[2], its default trigger and windows 10 s / 1 min) drains the topic
-              from `earliest`: every record read by the aggregates query and its windows written to InfluxDB
-              (the dashboards have caught up). The dead-letter query waits up to `dead_letter.max_delay` for
-              the backlog's tail; `dead_letters_done_s` says when it had read everything, and the CPU counts
-              until then.
+              from `earliest`: every record read, its windows written to InfluxDB (the dashboards have caught up)
+              and its dead letters written.
 (b) again     with a third window size (`--third-window`): what another size costs, on the same topic.
 (c) telegraf  Telegraf `kafka_consumer` + `json_v2` + `basicstats` + `quantile` -> InfluxDB (another database),
               until its consumer group has committed the whole topic and the last aggregates have landed.
@@ -64,8 +62,7 @@ FREE = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "infl
 WINDOW_SIZES = ["10 seconds", "1 minute"]
 # The job as configured out of the box, where the tests' launcher (`job_args`) sets shorter intervals for speed.
 JOB_DEFAULTS = ("aggregation.watermark=30 seconds",
-                f"job.trigger_interval={config.Job.model_fields['trigger_interval'].default}",
-                f"dead_letter.max_delay={config.DeadLetterSink.model_fields['max_delay'].default}")
+                f"job.trigger_interval={config.Job.model_fields['trigger_interval'].default}")
 EVENT_SCHEMA = ("schemaVersion long, deviceId string, site string, deviceType string, eventTime long, seq long, "
                 "measurements struct<temperature double, humidity double, pressure double, battery double>")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -204,24 +201,20 @@ print("SECONDS", min(times), times[0])
                 "cpu_s_per_1k": tree.cpu_s() / 2 / records * 1000}  # two runs in that process
 
     def job_drain(self, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES) -> dict:
-        """(b) from `earliest` until the aggregates query has read every record and written its last batch (the
-        dashboards have caught up: what Telegraf's figure means too); the CPU counts until the dead-letter query
-        has too, which waits up to `dead_letter.max_delay` for the tail of the backlog (less than a full batch)."""
+        """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
+        dashboards have caught up: what Telegraf's figure means too) and its dead letters."""
         job, database, _ = self.start_job(topic, "job", window_sizes)
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
             started = time.monotonic()
 
-            def read_everything(stream: str) -> bool:
-                rows = self.query(f'SELECT sum("input_rows") FROM pipeline_progress WHERE "stream" =~ /{stream}$/',
-                                  database)
+            def read_everything() -> bool:
+                rows = self.query('SELECT sum("input_rows") FROM pipeline_progress', database)
                 return bool(rows) and rows[0]["sum"] == records
 
-            assert wait_for(lambda: read_everything("_aggregates"), 1800, every_s=0.25), "the job did not drain"
+            assert wait_for(read_everything, 1800, every_s=0.25), "the job did not drain"
             seconds = time.monotonic() - started
-            assert wait_for(lambda: read_everything("_dead_letters"), 1800, every_s=0.25), "no dead letters"
-            dead_letters_s = time.monotonic() - started
             tree.stop()
             progress = self.query("SELECT * FROM pipeline_progress", database)
             job.terminate()
@@ -232,7 +225,6 @@ print("SECONDS", min(times), times[0])
         after_first_s = seconds - first["batch_duration_ms"] / 1000
         side = "(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
         return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
-                "dead_letters_done_s": dead_letters_s,
                 "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
                 "cpu_s_per_1k": tree.cpu_s() / records * 1000,
                 "median_batch_ms": statistics.median(row["batch_duration_ms"] for row in aggregates),

@@ -135,7 +135,6 @@ def job_args(stack, topic: str, database: str, work: Path, *extra: str) -> list[
                  "source.starting_offsets=earliest", f"influxdb.url={stack.info['influxdb']['url']}",
                  f"influxdb.bucket={database}/autogen", f"dead_letter.path={work / 'dead_letters'}",
                  f"job.checkpoint_location={work / 'checkpoints'}", "job.trigger_interval=1 second",
-                 "dead_letter.max_delay=5 seconds",
                  f"job.name=e2e_{database}",
                  f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
                  f"aggregation.watermark={WATERMARK_S} seconds", *extra]
@@ -153,7 +152,8 @@ def influx_points(influx, database: str) -> dict[tuple, dict]:
 
 
 def dead_letter_records(folder: Path, stream_suffix: str = "_dead_letters") -> list[dict]:
-    """The JSON dead letters that queries whose name ends in `stream_suffix` wrote."""
+    """The JSON dead letters of the streams whose name ends in `stream_suffix` (`<job>_dead_letters`: records
+    that failed validation; `<job>_aggregates`: points InfluxDB refused)."""
     return [json.loads(text) for part in folder.glob(f"stream=*{stream_suffix}/batch_id=*/part-*.json")
             for text in part.read_text().splitlines()]
 

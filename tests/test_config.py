@@ -49,8 +49,7 @@ def test_overrides_take_toml_values_and_bare_strings(monkeypatch):
     ("influxdb.batch_size=0", "influxdb.batch_size"),
     ("source.security=kerberos", "source.kafka.security"),
     ("job.trigger_interval=soon", "job.trigger_interval"),
-    ("dead_letter.trigger_interval=5", "dead_letter.trigger_interval"),
-    ("dead_letter.max_delay=a while", "dead_letter.max_delay"),
+    ("dead_letter.format=parquet", "dead_letter.format"),
     ("job.unknown=1", "job.unknown"),
 ])
 def test_bad_values_name_the_field(monkeypatch, override, field):

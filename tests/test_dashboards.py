@@ -56,8 +56,8 @@ def dashboard_run(stack, stack_env, influx, tmp_path_factory):
         counted = len(ground_truth.counted_events(entries))
         total = 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'10s\''
         assert wait_for(lambda: sum(r["sum"] for r in influx.query(total, database)) == counted, 240)
-        # The dead-letter query's own progress, complete: the alert-rule test compares its dead-letter share.
-        read = 'SELECT sum("input_rows"), sum("dead_letters") FROM pipeline_progress WHERE "stream" =~ /_dead_letters$/'
+        # The query's progress, complete: the alert-rule test compares its dead-letter share.
+        read = 'SELECT sum("input_rows"), sum("dead_letters") FROM pipeline_progress WHERE "stream" =~ /_aggregates$/'
         dead = sum(1 for entry in entries if entry["category"] == "malformed")
         expected = [(len(entries), dead)]
         assert wait_for(lambda: [(r["sum"], r["sum_1"]) for r in influx.query(read, database)] == expected, 120)
@@ -275,7 +275,7 @@ def test_alert_rules_evaluate_on_the_run_as_grafana_would(query, influx, dashboa
     share = dashboards.evaluate_rule(rules["streamdash-dead-letter-share"], query, progress_ms + 1000)
     dead = sum(1 for e in entries if e["category"] == "malformed")
     ((stream, value),) = share.reduced.items()
-    assert share.ok and stream[0][1].endswith("_dead_letters")
+    assert share.ok and stream[0][1].endswith("_aggregates")
     assert value == pytest.approx(dead / len(entries), rel=1e-9) and share.firing == {stream: value > 0.05}
 
     freshness = dashboards.evaluate_rule(rules["streamdash-freshness"], query, progress_ms + 1000)

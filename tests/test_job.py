@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from confluent_kafka import Producer
 from pyspark.sql import functions as F
 
 from streamdash.config import Validation, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import (
     HOTSPOT_HUGE_METHOD_BYTES,
-    checkpoint_file_system,
     finish_state_store_maintenance,
-    records_for_dead_letters,
+    query_starters,
     refuse_old_checkpoints,
     session_settings,
 )
 from streamdash.metrics import InfluxProgressListener, progress_line
 from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.storage import file_system
 from streamdash.transforms.parse import parse_events
 
 from .conftest import REPO
-from .pipeline import wait_for
-from .test_transforms import GOOD, raw
+from .pipeline import dead_letter_records, wait_for
+from .test_transforms import GOOD, raw, with_
 
 FILE_SYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
@@ -33,7 +35,7 @@ def test_a_local_checkpoint_is_renamed_with_the_file_system_api(spark, tmp_path,
     disk the FileSystem API's rename(2) is atomic too. Other file systems (dbfs, abfss) keep Spark's default."""
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     settings = load_settings("local", REPO / "conf", [f"job.checkpoint_location={tmp_path}"])
-    assert checkpoint_file_system(spark, str(tmp_path)).getUri().getScheme() == "file"
+    assert file_system(spark, str(tmp_path)).getUri().getScheme() == "file"
     manager = "spark.sql.streaming.checkpointFileManagerClass"
     assert session_settings(settings, 2, local_checkpoint=True)[manager] == FILE_SYSTEM_MANAGER
     assert manager not in session_settings(settings, 2, local_checkpoint=False)
@@ -52,12 +54,36 @@ def test_a_stage_too_large_for_the_jit_runs_on_its_smaller_methods(spark, monkey
     assert int(settings["spark.sql.codegen.hugeMethodLimit"]) <= HOTSPOT_HUGE_METHOD_BYTES
 
 
-def test_the_dead_letter_query_reads_on_at_most_half_the_cores(spark, monkeypatch):
-    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
-    settings = load_settings("local", REPO / "conf", ["source.topic=any"])
-    plan = records_for_dead_letters(spark, settings)._jdf.queryExecution().analyzed().toString()
-    cores = spark.sparkContext.defaultParallelism
-    assert f"Repartition {max(1, cores // 2)}, false" in plan, plan
+def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influx, database, tmp_path,
+                                                    monkeypatch):
+    """Windows and dead letters come from one read and parse of each record: the dead letters' branch reuses
+    the windows' shuffle (a reused exchange) instead of scanning the topic a second time."""
+    bootstrap = stack.info["kafka"]["bootstrap_servers"]
+    producer = Producer({"bootstrap.servers": bootstrap})
+    now_ms = int(time.time() * 1000)
+    for seq in range(9):
+        producer.produce(topic, with_(seq=seq, eventTime=now_ms).encode(), key=b"dev-1")
+    producer.produce(topic, b"{not json", key=b"dev-1")
+    assert producer.flush(30) == 0
+    monkeypatch.setenv("INFLUXDB_TOKEN", stack.secrets["influxdb_token"])
+    settings = load_settings("local", REPO / "conf", [
+        f"source.bootstrap_servers={bootstrap}", f"source.topic={topic}", "source.starting_offsets=earliest",
+        f"influxdb.url={influx.url}", f"influxdb.bucket={database}/autogen", f"dead_letter.path={tmp_path / 'dl'}",
+        f"job.checkpoint_location={tmp_path / 'checkpoints'}", "job.name=once"])
+    [start] = query_starters(spark, settings).values()
+    query = start()
+    try:
+        assert wait_for(lambda: sum(p["numInputRows"] for p in query.recentProgress) == 10, 120, every_s=0.2)
+        plan = query._jsq.explainInternal(False)  # the last batch's executed plan
+        observed = query.recentProgress[-1]["observedMetrics"]
+    finally:
+        query.stop()
+    assert plan.count("MicroBatchScan") == 1 and "ReusedExchange" in plan, plan
+    assert [(r["offset"], r["reason"]) for r in dead_letter_records(tmp_path / "dl", "once_dead_letters")] == [
+        (9, "malformed_json")]
+    assert observed["dead_letters"]["dead_letters"] == 1
+    [site] = influx.query("SELECT * FROM telemetry_site WHERE \"window\" = '10s'", database)
+    assert site["count"] == 9
 
 
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):
@@ -68,10 +94,18 @@ def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):
     assert "aggregates_10s" in message and "job.checkpoint_location" in message and str(tmp_path) in message
 
 
+def test_a_checkpoint_of_the_separate_dead_letter_query_is_refused(spark, tmp_path):
+    """Up to 0.2 the dead letters had a query of their own, often behind the aggregates: continuing from the
+    aggregates' checkpoint alone would never dead-letter the records between the two."""
+    (tmp_path / "aggregates" / "offsets").mkdir(parents=True)
+    (tmp_path / "dead_letters" / "offsets").mkdir(parents=True)
+    with pytest.raises(StreamdashError, match=r"earlier query layout \(dead_letters\)"):
+        refuse_old_checkpoints(spark, str(tmp_path))
+
+
 def test_a_new_or_current_checkpoint_is_accepted(spark, tmp_path):
     refuse_old_checkpoints(spark, str(tmp_path / "not-yet-created"))
     (tmp_path / "aggregates" / "offsets").mkdir(parents=True)
-    (tmp_path / "dead_letters").mkdir()
     refuse_old_checkpoints(spark, str(tmp_path))
 
 

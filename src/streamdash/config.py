@@ -169,11 +169,6 @@ class GrafanaLiveSink(_Section):
 class DeadLetterSink(_Section):
     path: str = Field(min_length=1)
     format: Literal["json", "delta"] = "json"
-    # Dead letters are a record to keep, not a live view, so their query leaves the cores to the windows the
-    # dashboards wait for: it looks for new records every `trigger_interval`, and from a Kafka source (with
-    # `max_offsets_per_trigger`) it waits for a full batch of them or for `max_delay` since its last batch.
-    trigger_interval: Duration = "5 seconds"
-    max_delay: Duration = "1 minute"
 
 
 class Job(_Section):

@@ -1,8 +1,8 @@
 """The streaming job: source -> parse/validate -> windowed aggregates -> InfluxDB, plus dead letters.
 
-One Spark application runs two streaming queries: every window size and level in one stateful aggregation,
-and the dead letters. Each has its own checkpoint folder under `job.checkpoint_location`, so a restart
-replays exactly what was not committed.
+One streaming query reads and validates each record once, aggregates every window size and level in one
+stateful pass, and writes the windows and then the dead letters of each micro-batch. Its checkpoint
+(`<job.checkpoint_location>/aggregates`) holds both, so a restart replays exactly what was not committed.
 """
 
 from __future__ import annotations
@@ -35,11 +35,14 @@ from streamdash.sinks.lines import LineSink, write_rows
 from streamdash.sinks.points import aggregate_line
 from streamdash.sinks.report import record_blocked
 from streamdash.sources import eventhubs_native, kafka
+from streamdash.storage import file_system, hadoop_path
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import dead_letters, parse_events, valid_events
+from streamdash.transforms.parse import parse_events, split_once
 
 log = logging.getLogger("streamdash.job")
 
+# The output column that holds a dead letter (`transforms.parse.split_once`; null on a window's row).
+DEAD_LETTER = "dead_letter"
 # HotSpot does not JIT-compile a method larger than this (bytes of bytecode; -XX:+DontCompileHugeMethods).
 HOTSPOT_HUGE_METHOD_BYTES = 8000
 
@@ -48,7 +51,7 @@ def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
-    local = checkpoint_file_system(spark, settings.job.checkpoint_location).getUri().getScheme() == "file"
+    local = file_system(spark, settings.job.checkpoint_location).getUri().getScheme() == "file"
     for key, value in session_settings(settings, spark.sparkContext.defaultParallelism, local).items():
         spark.conf.set(key, value)
     return spark
@@ -82,85 +85,74 @@ def session_settings(settings: Settings, cores: int, local_checkpoint: bool = Fa
     return conf
 
 
-def read_source(spark: SparkSession, settings: Settings, max_delay: str | None = None) -> DataFrame:
-    """The configured source; `max_delay`: see `kafka.read_stream` (the native Event Hubs connector has no such
-    limit, so there every trigger reads what has arrived)."""
+def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The configured source."""
     if settings.source.kind == "eventhubs_native":
         return eventhubs_native.read_stream(spark, settings.source)
-    return kafka.read_stream(spark, settings.source, max_delay)
-
-
-def records_for_dead_letters(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The source again, for the dead-letter query: in full batches (`dead_letter.max_delay`) and on at most half
-    the cores, so a dead-letter batch never takes the cores the live windows are waiting for."""
-    return (read_source(spark, settings, settings.dead_letter.max_delay)
-            .coalesce(max(1, spark.sparkContext.defaultParallelism // 2)))
+    return kafka.read_stream(spark, settings.source)
 
 
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
     """One function per streaming query that starts it (again) from its checkpoint.
 
-    Two queries: every window size and level in one stateful aggregation, and the dead letters. Each reads the
-    topic once per trigger; a stateful aggregation's output holds only aggregates, so the dead letters need
-    their own (stateless) pass over the same records, in fewer and larger batches (`dead_letter.max_delay`).
+    One query: each trigger reads the topic and parses each record once (`split_once`); its output is every
+    window size and level from one stateful aggregation, followed by the records that failed validation.
     """
     checkpoint = settings.job.checkpoint_location.rstrip("/")
     refuse_old_checkpoints(spark, checkpoint)
     writer = InfluxWriter.from_config(settings.influxdb)
     views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
-    events = deduplicate(valid_events(parse_events(read_source(spark, settings), settings.validation)),
-                         settings.aggregation.watermark)
-    aggregates = windowed_aggregates(events, settings.aggregation.window_sizes,
-                                     settings.aggregation.quantile_sketch_k)
-    aggregates_name = f"{settings.job.name}_aggregates"
-    dead_letters_name = f"{settings.job.name}_dead_letters"
-    bad = (dead_letters(parse_events(records_for_dead_letters(spark, settings), settings.validation))
-           .observe("dead_letters", F.count(F.lit(1)).alias("dead_letters")))
-    return {
-        aggregates_name: partial(
-            aggregates.writeStream.outputMode("update").queryName(aggregates_name)
-            .option("checkpointLocation", f"{checkpoint}/aggregates")
-            .trigger(processingTime=settings.job.trigger_interval)
-            .foreachBatch(write_aggregates(writer, views, settings.dead_letter, aggregates_name)).start),
-        dead_letters_name: partial(
-            bad.writeStream.queryName(dead_letters_name).option("checkpointLocation", f"{checkpoint}/dead_letters")
-            .trigger(processingTime=settings.dead_letter.trigger_interval)
-            .foreachBatch(dead_letter.foreach_batch(settings.dead_letter, writer, dead_letters_name)).start),
-    }
-
-
-def checkpoint_file_system(spark: SparkSession, checkpoint: str):
-    """Hadoop's FileSystem that holds `checkpoint` (its scheme: file, dbfs, abfss, ...)."""
-    path = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(checkpoint)
-    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    events, letters = split_once(parse_events(read_source(spark, settings), settings.validation))
+    aggregates = windowed_aggregates(deduplicate(events, settings.aggregation.watermark),
+                                     settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k)
+    output = aggregates.unionByName(letters.observe("dead_letters", F.count(F.lit(1)).alias("dead_letters")),
+                                    allowMissingColumns=True)
+    name = f"{settings.job.name}_aggregates"
+    return {name: partial(
+        output.writeStream.outputMode("update").queryName(name).option("checkpointLocation", f"{checkpoint}/aggregates")
+        .trigger(processingTime=settings.job.trigger_interval)
+        .foreachBatch(write_batch(writer, views, settings.dead_letter, settings.job.name)).start)}
 
 
 def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
-    """Versions before 0.2 ran one query per window size (`aggregates_<size>` folders). Their state cannot be
-    carried into the single aggregation, and silently starting beside it would count their data twice."""
-    pattern = spark.sparkContext._jvm.org.apache.hadoop.fs.Path(f"{checkpoint}/aggregates_*")
-    found = checkpoint_file_system(spark, checkpoint).globStatus(pattern) or []
-    if len(found):
+    """Earlier layouts ran more queries: one per window size before 0.2 (`aggregates_<size>` folders), and the dead
+    letters in their own query before 0.3 (`dead_letters`). Their state and offsets cannot be carried into the
+    single query: it would count some records twice, or never dead-letter those the old query had not reached."""
+    found = [status for pattern in ("aggregates_*", "dead_letters")
+             for status in file_system(spark, checkpoint).globStatus(hadoop_path(spark, f"{checkpoint}/{pattern}"))
+             or []]
+    if found:
         raise StreamdashError(
-            f"{checkpoint} holds checkpoints of the old one-query-per-window layout ({found[0].getPath().getName()}"
-            "); this version aggregates every window size in one query and cannot continue from them. Set "
+            f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
+            "version reads, aggregates and dead-letters in one query and cannot continue from them. Set "
             "job.checkpoint_location to a new folder (the job then starts from source.starting_offsets), or "
             f"delete {checkpoint} to start over")
 
 
-def write_aggregates(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink,
-                     stream: str) -> Callable[[DataFrame, int], None]:
-    """An aggregate query's handler: windows to InfluxDB (the record), then to `views` (Grafana Live); the points
-    InfluxDB refused to the dead letters."""
+def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink,
+                job_name: str) -> Callable[[DataFrame, int], None]:
+    """The query's handler: windows to InfluxDB (the record), then to `views` (Grafana Live); then the records that
+    failed validation, and the points InfluxDB refused, to the dead letters. The batch is kept in memory while it
+    is written, so its source is read and its state updated once."""
+    stream = f"{job_name}_aggregates"
 
-    def write_batch(batch: DataFrame, batch_id: int) -> None:
-        report, *_ = write_rows(batch, aggregate_line, [writer, *views])
-        if report.rejected:
-            report = report.merge(dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters,
-                                                             writer, stream, batch_id))
-        record_blocked(stream, batch_id, report.blocked_s)
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            windows = batch.where(F.col(DEAD_LETTER).isNull())
+            report, *_ = write_rows(windows, aggregate_line, [writer, *views])
+            blocked_s = report.blocked_s
+            if report.rejected:
+                blocked_s += dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters, writer,
+                                                        stream, batch_id).blocked_s
+            invalid = batch.where(F.col(DEAD_LETTER).isNotNull()).select(f"{DEAD_LETTER}.*")
+            blocked_s += dead_letter.write_invalid(invalid, dead_letters, writer, f"{job_name}_dead_letters",
+                                                   batch_id).blocked_s
+        finally:
+            batch.unpersist()
+        record_blocked(stream, batch_id, blocked_s)
 
-    return write_batch
+    return write
 
 
 _STREAMDASH_ERROR = re.compile(r"streamdash\.[\w.]+Error: (.+)")

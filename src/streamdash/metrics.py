@@ -2,9 +2,9 @@
 
 Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_per_s, batch_duration_ms,
 rows_dropped_by_watermark, state_rows, offsets_behind_latest (max over partitions, Kafka source), freshness_ms
-(aggregate query: how old the batch's newest event was when the batch ended, its windows written; never
-negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the batch's writes
-waited for an unavailable InfluxDB; only when they did) and, for the dead-letter query, dead_letters. Writing
+(how old the batch's newest event was when the batch ended, its windows and then its dead letters written;
+never negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the batch's writes
+waited for an unavailable InfluxDB; only when they did) and dead_letters (records that failed validation). Writing
 metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and
 written with the next batch's.
 """

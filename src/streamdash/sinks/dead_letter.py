@@ -1,8 +1,9 @@
 """The dead-letter sink: every record that failed validation and every point InfluxDB refused, kept with its
 reason, plus a count per reason in InfluxDB (`pipeline_deadletter`).
 
-Records land under `<path>`: as JSON lines in one folder per query and micro-batch
-(`stream=<query>/batch_id=<n>`, overwritten on a replay), or as a Delta table appended with
+Records land under `<path>`: as JSON lines in one folder per stream and micro-batch
+(`stream=<stream>/batch_id=<n>`, overwritten on a replay; the stream is `<job>_dead_letters` for records that
+failed validation, `<job>_aggregates` for points InfluxDB refused), or as a Delta table appended with
 `txnAppId`/`txnVersion` so a replayed batch is skipped. Columns: payload, topic, partition, offset,
 kafka_timestamp (null for refused points), reason, detail (InfluxDB's message for refused points), batch_id,
 dead_lettered_at.
@@ -11,8 +12,6 @@ dead_lettered_at.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from functools import partial
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,14 +19,18 @@ from pyspark.sql import functions as F
 from streamdash.config import DeadLetterSink
 from streamdash.events import Reason
 from streamdash.sinks.influxdb import InfluxWriter
-from streamdash.sinks.lines import write_rows
 from streamdash.sinks.points import dead_letter_count_line
-from streamdash.sinks.report import WriteReport, record_blocked
+from streamdash.sinks.report import WriteReport
+from streamdash.storage import replace_folder_with_file
 
 log = logging.getLogger(__name__)
 RECORD_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason", "detail")
 REJECTED_SCHEMA = ("payload string, topic string, partition int, offset long, kafka_timestamp timestamp, "
                    "reason string, detail string, time_us long")
+# Up to this much JSON, a batch's dead letters are written from the driver as one file: a Spark write job costs
+# about half a second, which a live batch with a few dead letters would pay every time. Above it (a flood of
+# malformed records), Spark's writer writes them from the executors.
+MAX_JSON_BYTES_FROM_DRIVER = 16 * 1024 * 1024
 
 
 def write(records: DataFrame, time_us: Column, sink: DeadLetterSink, writer: InfluxWriter, stream: str,
@@ -35,39 +38,37 @@ def write(records: DataFrame, time_us: Column, sink: DeadLetterSink, writer: Inf
     """Write one micro-batch's dead letters (`RECORD_COLUMNS`) and their count per reason.
 
     `time_us` dates each record for the count points; a count point's identity (stream, reason, newest time,
-    batch id) is the same on a replay, so a replay overwrites it. The first action reads the whole batch into
-    the cache, so the source is read once and the query's input rows are exact.
+    batch id) is the same on a replay, so a replay overwrites it. `records` is read more than once: it must be
+    cheap to read again (a persisted batch, or rows from the driver).
     """
-    records = records.select(*RECORD_COLUMNS, time_us.alias("time_us"), F.lit(batch_id).alias("batch_id")).persist()
-    try:
-        if records.count() == 0:
-            return WriteReport()
-        stamped = records.drop("time_us").withColumn("dead_lettered_at", F.current_timestamp())
-        if sink.format == "delta":
-            (stamped.write.format("delta").mode("append").option("txnAppId", stream).option("txnVersion", batch_id)
-             .option("mergeSchema", "true").save(sink.path))
-        else:
-            stamped.drop("batch_id").write.mode("overwrite").json(
-                f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}")
-        counts = records.groupBy("reason", "batch_id").agg(F.count(F.lit(1)).alias("count"),
-                                                          F.max("time_us").alias("max_time_us"))
-        [report] = write_rows(counts, partial(dead_letter_count_line, stream=stream), [writer])
-        for line, why in report.rejected:
-            log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
-        return report
-    finally:
-        records.unpersist()
+    stamped = records.select(*RECORD_COLUMNS, F.lit(batch_id).alias("batch_id"),
+                             F.current_timestamp().alias("dead_lettered_at"), time_us.alias("time_us"))
+    as_json = F.to_json(F.struct(*RECORD_COLUMNS, "dead_lettered_at"))  # what Spark's JSON writer writes
+    counts = stamped.groupBy("reason").agg(F.count(F.lit(1)).alias("count"), F.max("time_us").alias("max_time_us"),
+                                           F.sum(F.octet_length(as_json)).alias("json_bytes")).collect()
+    if not counts:
+        return WriteReport()
+    folder = f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}"
+    if sink.format == "delta":
+        (stamped.drop("time_us").write.format("delta").mode("append").option("txnAppId", stream)
+         .option("txnVersion", batch_id).option("mergeSchema", "true").save(sink.path))
+    elif sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
+        text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())
+        replace_folder_with_file(records.sparkSession, folder, "part-00000.json", text.encode())
+    else:
+        stamped.drop("batch_id", "time_us").write.mode("overwrite").json(folder)
+    report = writer.write_lines([dead_letter_count_line({**row.asDict(), "batch_id": batch_id}, stream)
+                                 for row in counts])
+    for line, why in report.rejected:
+        log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
+    return report
 
 
-def foreach_batch(sink: DeadLetterSink, writer: InfluxWriter, stream: str) -> Callable[[DataFrame, int], None]:
-    """The dead-letter query's handler: records that failed validation (`transforms.parse.dead_letters`)."""
-
-    def write_batch(batch: DataFrame, batch_id: int) -> None:
-        report = write(batch.withColumn("detail", F.lit(None).cast("string")), F.unix_micros("kafka_timestamp"),
-                       sink, writer, stream, batch_id)
-        record_blocked(stream, batch_id, report.blocked_s)
-
-    return write_batch
+def write_invalid(records: DataFrame, sink: DeadLetterSink, writer: InfluxWriter, stream: str,
+                  batch_id: int) -> WriteReport:
+    """Records that failed validation (`transforms.parse.DEAD_LETTER_COLUMNS`), dated by their Kafka timestamp."""
+    return write(records.withColumn("detail", F.lit(None).cast("string")), F.unix_micros("kafka_timestamp"),
+                 sink, writer, stream, batch_id)
 
 
 def write_rejected(spark: SparkSession, rejected: list[tuple[str, str]], sink: DeadLetterSink,

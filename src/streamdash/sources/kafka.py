@@ -12,7 +12,7 @@ import os
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streamdash.config import KafkaSource, duration_seconds
+from streamdash.config import KafkaSource
 
 RAW_COLUMNS = ("value", "topic", "partition", "offset", "kafka_timestamp")
 PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -60,18 +60,9 @@ def kafka_options(source: KafkaSource, shaded: bool | None = None) -> dict[str, 
     return options
 
 
-def read_stream(spark: SparkSession, source: KafkaSource, max_delay: str | None = None) -> DataFrame:
-    """The topic as raw records: value (binary), topic, partition, offset, kafka_timestamp.
-
-    With `max_delay` (a query that need not be live), a micro-batch waits until a full one has arrived
-    (`max_offsets_per_trigger` records) or until `max_delay` has passed since the last: a live rate gets one batch
-    per `max_delay`, a backlog drains at once.
-    """
-    options = kafka_options(source)
-    if max_delay and source.max_offsets_per_trigger:
-        options |= {"minOffsetsPerTrigger": str(source.max_offsets_per_trigger),
-                    "maxTriggerDelay": f"{round(duration_seconds(max_delay) * 1000)}ms"}
-    return _raw_columns(spark.readStream.format("kafka").options(**options).load())
+def read_stream(spark: SparkSession, source: KafkaSource) -> DataFrame:
+    """The topic as raw records: value (binary), topic, partition, offset, kafka_timestamp."""
+    return _raw_columns(spark.readStream.format("kafka").options(**kafka_options(source)).load())
 
 
 def read_batch(spark: SparkSession, source: KafkaSource) -> DataFrame:

@@ -138,7 +138,26 @@ def valid_events(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("error").isNull()).select(*EVENT_COLUMNS)
 
 
+DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason")
+
+
 def dead_letters(parsed: DataFrame) -> DataFrame:
     """Invalid records with what is needed to find and replay them: raw payload, position, reason."""
-    return parsed.where(F.col("error").isNotNull()).select(
-        "payload", "topic", "partition", "offset", "kafka_timestamp", F.col("error").alias("reason"))
+    return parsed.where(F.col("error").isNotNull()).select(*DEAD_LETTER_COLUMNS[:-1], F.col("error").alias("reason"))
+
+
+def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """`valid_events` and the dead letters of a stream, from one read and one parse of each record.
+
+    Both come out of one shuffle by (device_id, seq), the one deduplication needs anyway, which Spark runs once
+    for both (a reused exchange). For that the two must ask the same of it: each filter stays above it
+    (`_evaluated_once`), and each branch keeps every column it carries, or Spark would prune them below it
+    differently and read and parse the topic twice. So the dead letters have two columns: `dead_letter`
+    (`DEAD_LETTER_COLUMNS`) and `parsed` (`EVENT_COLUMNS`, whatever the parse made of the record).
+    """
+    letter = F.when(F.col("error").isNotNull(), F.struct(*DEAD_LETTER_COLUMNS[:-1], F.col("error").alias("reason")))
+    shuffled = parsed.select(*EVENT_COLUMNS, letter.alias("dead_letter")).repartition("device_id", "seq")
+    is_letter = F.col("dead_letter").isNotNull()
+    events = shuffled.where(_evaluated_once(~is_letter)).select(*EVENT_COLUMNS)
+    letters = shuffled.where(_evaluated_once(is_letter)).select("dead_letter", F.struct(*EVENT_COLUMNS).alias("parsed"))
+    return events, letters

@@ -35,11 +35,10 @@ def test_secret_scope_references_resolve_from_the_environment_outside_databricks
 def test_overrides_take_toml_values_and_bare_strings(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     settings = load_settings("local", CONF, ['aggregation.window_sizes=["5 seconds"]', "job.trigger_interval=1 second",
-                                             "source.max_offsets_per_trigger=10",
-                                             "dead_letter.trigger_interval=2 seconds"])
+                                             "source.max_offsets_per_trigger=10", "dead_letter.format=delta"])
     assert settings.aggregation.window_sizes == ["5 seconds"]
     assert settings.job.trigger_interval == "1 second"
-    assert settings.dead_letter.trigger_interval == "2 seconds"
+    assert settings.dead_letter.format == "delta"
     assert settings.source.max_offsets_per_trigger == 10
 
 

@@ -27,6 +27,7 @@ from .conftest import REPO
 from .pipeline import dead_letter_records, wait_for
 from .test_transforms import GOOD, raw, with_
 
+NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
 FILE_SYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
@@ -71,17 +72,23 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
         f"influxdb.url={influx.url}", f"influxdb.bucket={database}/autogen", f"dead_letter.path={tmp_path / 'dl'}",
         f"job.checkpoint_location={tmp_path / 'checkpoints'}", "job.name=once"])
     [start] = query_starters(spark, settings).values()
-    query = start()
+    # As in the job's session: no batch without data, so the last batch the query ran is the one with the records.
+    spark.conf.set(NO_DATA_BATCHES, "false")
     try:
-        assert wait_for(lambda: sum(p["numInputRows"] for p in query.recentProgress) == 10, 120, every_s=0.2)
+        query = start()
+    finally:
+        spark.conf.unset(NO_DATA_BATCHES)
+    try:
+        assert wait_for(lambda: query.recentProgress, 120, every_s=0.2), "the first batch"
         plan = query._jsq.explainInternal(False)  # the last batch's executed plan
-        observed = query.recentProgress[-1]["observedMetrics"]
+        [progress] = query.recentProgress
     finally:
         query.stop()
     assert plan.count("MicroBatchScan") == 1 and "ReusedExchange" in plan, plan
+    assert progress["numInputRows"] == 10, "a second scan would count each record again"
     assert [(r["offset"], r["reason"]) for r in dead_letter_records(tmp_path / "dl", "once_dead_letters")] == [
         (9, "malformed_json")]
-    assert observed["dead_letters"]["dead_letters"] == 1
+    assert progress["observedMetrics"]["dead_letters"]["dead_letters"] == 1
     [site] = influx.query("SELECT * FROM telemetry_site WHERE \"window\" = '10s'", database)
     assert site["count"] == 9
 

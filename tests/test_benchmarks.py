@@ -28,7 +28,8 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     for side in ("(a)", "(b)", "(c)"):
         assert results[side]["events_per_s"] > 0 and results[side]["cpu_s_per_1k"] > 0
     assert results["(a)"]["cold_events_per_s"] > 0 and results["(a)"]["cold_seconds"] >= results["(a)"]["seconds"]
-    assert 0 < results["(c)"]["aggregated_events"] <= 3000  # Telegraf's basicstats counted what json_v2 parsed
+    # Telegraf's basicstats counted what json_v2 parsed: all but the malformed 1%, none dropped as ahead of its period
+    assert 2800 <= results["(c)"]["aggregated_events"] <= 3000
     assert results["(d)"]["points_per_s"] > 0
     assert results["(e)"]["samples"] > 0 and 0 < results["(e)"]["freshness_p50_s"] <= results["(e)"]["freshness_p99_s"]
     assert results["(f)"]["sent"] == 30 * 300 and results["(f)"]["rss_end_mib"] > 0

@@ -37,12 +37,10 @@ from streamdash.sinks.report import record_blocked
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.storage import file_system, hadoop_path
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import parse_events, split_once
+from streamdash.transforms.parse import DEAD_LETTER, parse_events, split_once
 
 log = logging.getLogger("streamdash.job")
 
-# The output column that holds a dead letter (`transforms.parse.split_once`; null on a window's row).
-DEAD_LETTER = "dead_letter"
 # HotSpot does not JIT-compile a method larger than this (bytes of bytecode; -XX:+DontCompileHugeMethods).
 HOTSPOT_HUGE_METHOD_BYTES = 8000
 

@@ -139,11 +139,17 @@ def valid_events(parsed: DataFrame) -> DataFrame:
 
 
 DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason")
+DEAD_LETTER = "dead_letter"  # `split_once`'s struct of a dead letter's columns
+
+
+def _dead_letter_columns() -> list[Column]:
+    """What is needed to find and replay an invalid record: raw payload, position, reason (`DEAD_LETTER_COLUMNS`)."""
+    return [*map(F.col, DEAD_LETTER_COLUMNS[:-1]), F.col("error").alias("reason")]
 
 
 def dead_letters(parsed: DataFrame) -> DataFrame:
-    """Invalid records with what is needed to find and replay them: raw payload, position, reason."""
-    return parsed.where(F.col("error").isNotNull()).select(*DEAD_LETTER_COLUMNS[:-1], F.col("error").alias("reason"))
+    """Invalid records, as `DEAD_LETTER_COLUMNS`."""
+    return parsed.where(F.col("error").isNotNull()).select(*_dead_letter_columns())
 
 
 def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
@@ -152,12 +158,12 @@ def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
     Both come out of one shuffle by (device_id, seq), the one deduplication needs anyway, which Spark runs once
     for both (a reused exchange). For that the two must ask the same of it: each filter stays above it
     (`_evaluated_once`), and each branch keeps every column it carries, or Spark would prune them below it
-    differently and read and parse the topic twice. So the dead letters have two columns: `dead_letter`
+    differently and read and parse the topic twice. So the dead letters have two columns: `DEAD_LETTER`
     (`DEAD_LETTER_COLUMNS`) and `parsed` (`EVENT_COLUMNS`, whatever the parse made of the record).
     """
-    letter = F.when(F.col("error").isNotNull(), F.struct(*DEAD_LETTER_COLUMNS[:-1], F.col("error").alias("reason")))
-    shuffled = parsed.select(*EVENT_COLUMNS, letter.alias("dead_letter")).repartition("device_id", "seq")
-    is_letter = F.col("dead_letter").isNotNull()
+    letter = F.when(F.col("error").isNotNull(), F.struct(*_dead_letter_columns()))
+    shuffled = parsed.select(*EVENT_COLUMNS, letter.alias(DEAD_LETTER)).repartition("device_id", "seq")
+    is_letter = F.col(DEAD_LETTER).isNotNull()
     events = shuffled.where(_evaluated_once(~is_letter)).select(*EVENT_COLUMNS)
-    letters = shuffled.where(_evaluated_once(is_letter)).select("dead_letter", F.struct(*EVENT_COLUMNS).alias("parsed"))
+    letters = shuffled.where(_evaluated_once(is_letter)).select(DEAD_LETTER, F.struct(*EVENT_COLUMNS).alias("parsed"))
     return events, letters

@@ -109,16 +109,17 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     return {name: partial(
         output.writeStream.outputMode("update").queryName(name).option("checkpointLocation", f"{checkpoint}/aggregates")
         .trigger(processingTime=settings.job.trigger_interval)
-        .foreachBatch(write_batch(writer, views, settings.dead_letter, settings.job.name)).start)}
+        .foreachBatch(write_batch(writer, views, settings.dead_letter, name, f"{settings.job.name}_dead_letters"))
+        .start)}
 
 
 def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
     """Earlier layouts ran more queries: one per window size before 0.2 (`aggregates_<size>` folders), and the dead
     letters in their own query before 0.3 (`dead_letters`). Their state and offsets cannot be carried into the
     single query: it would count some records twice, or never dead-letter those the old query had not reached."""
+    fs = file_system(spark, checkpoint)
     found = [status for pattern in ("aggregates_*", "dead_letters")
-             for status in file_system(spark, checkpoint).globStatus(hadoop_path(spark, f"{checkpoint}/{pattern}"))
-             or []]
+             for status in fs.globStatus(hadoop_path(spark, f"{checkpoint}/{pattern}")) or []]
     if found:
         raise StreamdashError(
             f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
@@ -127,12 +128,12 @@ def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
             f"delete {checkpoint} to start over")
 
 
-def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink,
-                job_name: str) -> Callable[[DataFrame, int], None]:
-    """The query's handler: windows to InfluxDB (the record), then to `views` (Grafana Live); then the records that
-    failed validation, and the points InfluxDB refused, to the dead letters. The batch is kept in memory while it
-    is written, so its source is read and its state updated once."""
-    stream = f"{job_name}_aggregates"
+def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink, stream: str,
+                invalid_stream: str) -> Callable[[DataFrame, int], None]:
+    """The query's handler: windows to InfluxDB (the record), then to `views` (Grafana Live); then the points
+    InfluxDB refused (as `stream`, the query's name) and the records that failed validation (as `invalid_stream`)
+    to the dead letters. The batch is kept in memory while it is written, so its source is read and its state
+    updated once."""
 
     def write(batch: DataFrame, batch_id: int) -> None:
         batch.persist()
@@ -144,8 +145,7 @@ def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadL
                 blocked_s += dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters, writer,
                                                         stream, batch_id).blocked_s
             invalid = batch.where(F.col(DEAD_LETTER).isNotNull()).select(f"{DEAD_LETTER}.*")
-            blocked_s += dead_letter.write_invalid(invalid, dead_letters, writer, f"{job_name}_dead_letters",
-                                                   batch_id).blocked_s
+            blocked_s += dead_letter.write_invalid(invalid, dead_letters, writer, invalid_stream, batch_id).blocked_s
         finally:
             batch.unpersist()
         record_blocked(stream, batch_id, blocked_s)

@@ -17,9 +17,12 @@ InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 (d) influxdb  bulk writes of the job's own device points (25 fields, batches of 5,000, gzip).
 (e) freshness the simulator sends in real time (no late, duplicate or malformed events, so event time = send time);
               InfluxDB is polled every 150 ms for each site's newest 10 s window, and each increase of its count
-              is timed against the send time of the newest event it includes. `freshness_any_window` counts the
-              closing window's last update too: the batch that opens a window also writes the previous one's
-              last events, older than the batch's newest by up to the batch's span. Also the job's `freshness_ms`.
+              is timed against the send time of the newest event it includes. The increase became visible
+              between the poll that saw it and the one before: `freshness` takes the middle of that interval
+              (half a poll, ~85 ms, either way), `freshness_seen` the poll that saw it (an upper bound).
+              `freshness_any_window` counts the closing window's last update too: the batch that opens a window
+              also writes the previous one's last events, older than the batch's newest by up to the batch's
+              span. Also the job's `freshness_ms`.
 (f) soak      `--soak-rate` for `--soak-s`: resident memory of the job's processes; the driver JVM's live heap
               (in use right after a full GC, by `jcmd`) every eighth of the soak after the warm-up, its growth taken
               between the lowest sample of each half (a sample taken mid-batch counts the batch's rows as live);
@@ -300,17 +303,20 @@ print("SECONDS", min(times), times[0])
         its compiler threads take about half the JVM's CPU a minute in, an eighth after three)."""
         topic = self.new_topic()
         job, database, folder = self.start_job(topic, "live")
-        # (seen at, site, window start ns, count, whether it was the site's newest window when seen)
-        observations: list[tuple[float, str, int, int, bool]] = []
+        # (when the poll before saw the data, when this one did, site, window start ns, count, whether it was the
+        # site's newest window when seen)
+        observations: list[tuple[float, float, str, int, int, bool]] = []
         since_ns = int(time.time()) * 1_000_000_000
         stop = threading.Event()
 
         def poll() -> None:
             last: dict[tuple[str, int], int] = {}
+            polled_before = time.time()
             while not stop.wait(0.15):
+                asked = time.time()
                 rows = self.query('SELECT last("count") AS n FROM telemetry_site WHERE "window" = \'10s\' '
                                   f"AND time >= {since_ns} GROUP BY site, time(10s) fill(none)", database)
-                now = time.time()
+                polled = (asked + time.time()) / 2  # when InfluxDB ran the query, within a few ms
                 newest = {}
                 for row in rows:
                     newest[row["site"]] = max(newest.get(row["site"], row["time"]), row["time"])
@@ -318,7 +324,9 @@ print("SECONDS", min(times), times[0])
                     key = (row["site"], row["time"])
                     if row["n"] != last.get(key):
                         last[key] = row["n"]
-                        observations.append((now, *key, row["n"], row["time"] == newest[row["site"]]))
+                        observations.append((polled_before, polled, *key, row["n"],
+                                             row["time"] == newest[row["site"]]))
+                polled_before = polled
 
         try:
             job.wait_started()
@@ -345,18 +353,21 @@ print("SECONDS", min(times), times[0])
         for event in events:
             start_ns = event["event_time_ms"] // 10_000 * 10_000 * 1_000_000
             sent.setdefault((event["site"], start_ns), []).append(event["event_time_ms"])
-        latencies, any_window = [], []
-        for seen_at, site, start_ns, count, newest in observations:
+        latencies, seen, any_window = [], [], []
+        for polled_before, polled, site, start_ns, count, newest in observations:
             times = sorted(sent.get((site, start_ns), []))
             if 0 < count <= len(times) and times[count - 1] >= counted_from_ms:
-                latency = seen_at - times[count - 1] / 1000  # the newest event the window includes
+                sent_at = times[count - 1] / 1000  # the newest event the window includes
+                latency = (polled_before + polled) / 2 - sent_at
                 any_window.append(latency)
                 if newest:
                     latencies.append(latency)
+                    seen.append(polled - sent_at)
         own = sorted(row["freshness_ms"] / 1000 for row in progress)
         rss = [mib for _, mib in tree.rss_samples]
         return {"side": f"(e) freshness at {rate:g}/s", "samples": len(latencies),
-                **percentiles("freshness", latencies), **percentiles("freshness_any_window", any_window),
+                **percentiles("freshness", latencies), **percentiles("freshness_seen", seen),
+                **percentiles("freshness_any_window", any_window),
                 **percentiles("job_metric", own),
                 "peak_rss_mib": max(rss, default=0),
                 "cpu_s_per_1k": tree.cpu_s() / (rate * (warmup_s + seconds)) * 1000}  # CPU covers every event sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -20,6 +21,7 @@ from streamdash.job import (
 )
 from streamdash.metrics import InfluxProgressListener, progress_line
 from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.report import BatchWrites, pop_batch
 from streamdash.storage import file_system
 from streamdash.transforms.parse import parse_events
 
@@ -91,6 +93,13 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     assert progress["observedMetrics"]["dead_letters"]["dead_letters"] == 1
     [site] = influx.query("SELECT * FROM telemetry_site WHERE \"window\" = '10s'", database)
     assert site["count"] == 9
+    # The handler notes when the windows were written, within the batch and before its dead letters.
+    writes = pop_batch("once_aggregates", progress["batchId"])
+    started_ns = epoch_ns(progress["timestamp"])
+    letters_written_ns = max(path.stat().st_mtime_ns for path in (tmp_path / "dl").rglob("*.json"))
+    coarse_clock_ns = 10_000_000  # a file's time is the kernel's coarse clock, up to a tick behind; a Spark job is not
+    assert started_ns < writes.windows_written_ns <= letters_written_ns + coarse_clock_ns
+    assert writes.windows_written_ns < started_ns + progress["batchDuration"] * 1_000_000
 
 
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):
@@ -116,6 +125,11 @@ def test_a_new_or_current_checkpoint_is_accepted(spark, tmp_path):
     refuse_old_checkpoints(spark, str(tmp_path))
 
 
+def epoch_ns(iso: str) -> int:
+    since_1970 = dt.datetime.fromisoformat(iso) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return since_1970 // dt.timedelta(microseconds=1) * 1000
+
+
 def _progress(event_time_max: str, duration_ms: int) -> dict:
     return {"name": "q_aggregates", "batchId": 3, "timestamp": "2026-11-29T10:00:00.000Z", "batchDuration": duration_ms,
             "numInputRows": 10, "eventTime": {"max": event_time_max}, "stateOperators": [], "sources": []}
@@ -128,6 +142,15 @@ def _progress(event_time_max: str, duration_ms: int) -> dict:
 def test_freshness_is_the_age_of_the_newest_event_when_its_windows_are_written(newest_event, duration_ms,
                                                                                freshness_ms):
     assert f"freshness_ms={freshness_ms}i" in progress_line(_progress(newest_event, duration_ms))
+
+
+def test_freshness_is_taken_when_the_windows_were_written_not_when_the_batch_ended():
+    """The handler writes a batch's windows, then its dead letters; Spark ends the batch after its commit."""
+    written = BatchWrites(windows_written_ns=epoch_ns("2026-11-29T10:00:00.300Z"), blocked_ms=0)
+    line = progress_line(_progress("2026-11-29T09:59:59.000Z", 900), written)
+    assert "freshness_ms=1300i" in line and "sink_blocked_ms" not in line
+    assert "sink_blocked_ms=2500i" in progress_line(_progress("2026-11-29T09:59:59.000Z", 900),
+                                                    BatchWrites(written.windows_written_ns, blocked_ms=2500))
 
 
 def test_the_progress_listener_writes_each_batch_as_spark_reported_it(spark, influx, tmp_path):

@@ -33,7 +33,7 @@ from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSink, write_rows
 from streamdash.sinks.points import aggregate_line
-from streamdash.sinks.report import record_blocked
+from streamdash.sinks.report import BatchWrites, record_batch
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.storage import file_system, hadoop_path
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
@@ -140,6 +140,7 @@ def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadL
         try:
             windows = batch.where(F.col(DEAD_LETTER).isNull())
             report, *_ = write_rows(windows, aggregate_line, [writer, *views])
+            windows_written_ns = time.time_ns()
             blocked_s = report.blocked_s
             if report.rejected:
                 blocked_s += dead_letter.write_rejected(batch.sparkSession, report.rejected, dead_letters, writer,
@@ -148,7 +149,7 @@ def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadL
             blocked_s += dead_letter.write_invalid(invalid, dead_letters, writer, invalid_stream, batch_id).blocked_s
         finally:
             batch.unpersist()
-        record_blocked(stream, batch_id, blocked_s)
+        record_batch(stream, batch_id, BatchWrites(windows_written_ns, round(blocked_s * 1000)))
 
     return write
 

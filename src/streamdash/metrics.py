@@ -2,11 +2,11 @@
 
 Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_per_s, batch_duration_ms,
 rows_dropped_by_watermark, state_rows, offsets_behind_latest (max over partitions, Kafka source), freshness_ms
-(how old the batch's newest event was when the batch ended, its windows and then its dead letters written;
-never negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the batch's writes
-waited for an unavailable InfluxDB; only when they did) and dead_letters (records that failed validation). Writing
-metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and
-written with the next batch's.
+(how old the batch's newest event was when the batch's windows had been written, before its dead letters and
+its commit; never negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the
+batch's writes waited for an unavailable InfluxDB; only when they did) and dead_letters (records that failed
+validation). Writing metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept
+(up to `MAX_PENDING`) and written with the next batch's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pyspark.sql.streaming.listener import JStreamingQueryListener, QueryProgres
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.line_protocol import line
 from streamdash.sinks.points import PROGRESS_MEASUREMENT
-from streamdash.sinks.report import pop_blocked_ms
+from streamdash.sinks.report import BatchWrites, pop_batch
 from streamdash.sinks.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ def _epoch_ns(iso: str) -> int:
     return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
 
 
-def progress_line(progress: dict, sink_blocked_ms: int | None = None) -> str | None:
-    """A StreamingQueryProgress (as its JSON dict) -> one `pipeline_progress` point."""
+def progress_line(progress: dict, writes: BatchWrites | None = None) -> str | None:
+    """A StreamingQueryProgress (as its JSON dict) and what the job's handler saw of its writes -> one
+    `pipeline_progress` point. Without `writes` (another handler), the windows count as written at the batch's end."""
     timestamp_ns = _epoch_ns(progress["timestamp"])
     fields: dict[str, object] = {
         "batch_id": int(progress["batchId"]),
@@ -53,11 +54,12 @@ def progress_line(progress: dict, sink_blocked_ms: int | None = None) -> str | N
     if behind:
         fields["offsets_behind_latest"] = max(behind)
     newest_event = (progress.get("eventTime") or {}).get("max")
-    if newest_event:  # when the batch's windows were written (its end), how old its newest event was
-        written_ns = timestamp_ns + int(progress.get("batchDuration", 0)) * 1_000_000
+    if newest_event:  # when the batch's windows were written, how old its newest event was
+        written_ns = (writes.windows_written_ns if writes
+                      else timestamp_ns + int(progress.get("batchDuration", 0)) * 1_000_000)
         fields["freshness_ms"] = max(0, (written_ns - _epoch_ns(newest_event)) // 1_000_000)
-    if sink_blocked_ms:
-        fields["sink_blocked_ms"] = sink_blocked_ms
+    if writes and writes.blocked_ms:
+        fields["sink_blocked_ms"] = writes.blocked_ms
     for name, metric_row in (progress.get("observedMetrics") or {}).items():
         for key, value in (metric_row or {}).items():
             if isinstance(value, int | float):
@@ -105,7 +107,7 @@ class InfluxProgressListener(StreamingQueryListener):
         # A rate Spark cannot compute (no processing time) is left out of the JSON: None here.
         log.info("%s batch %d: %d rows, %.0f rows/s, %d ms", progress.name, progress.batchId, progress.numInputRows,
                  progress.processedRowsPerSecond or 0.0, progress.batchDuration)
-        point = progress_line(json.loads(progress.json), pop_blocked_ms(progress.name, progress.batchId))
+        point = progress_line(json.loads(progress.json), pop_batch(progress.name, progress.batchId))
         self.pending = [*self.pending, point][-MAX_PENDING:]
         try:
             report = self.writer.write_lines(self.pending)

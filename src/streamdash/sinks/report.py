@@ -1,5 +1,5 @@
-"""What a sink's executors report back to the driver for one micro-batch, and where the driver keeps the time
-writes were blocked until the self-metrics listener writes it into that batch's `pipeline_progress` point."""
+"""What a sink's executors report back to the driver for one micro-batch, and what the driver keeps of each batch's
+writes (`BatchWrites`) until the self-metrics listener writes it into that batch's `pipeline_progress` point."""
 
 from __future__ import annotations
 
@@ -19,15 +19,23 @@ class WriteReport:
                            max(self.blocked_s, other.blocked_s))
 
 
+@dataclass(frozen=True)
+class BatchWrites:
+    """What the job's handler saw of a micro-batch's writes and Spark's progress does not say."""
+
+    windows_written_ns: int  # when the batch's windows had been written (before its dead letters and its commit)
+    blocked_ms: int  # how long the writes waited for an unavailable sink
+
+
 _lock = threading.Lock()
-_blocked_ms: dict[tuple[str, int], int] = {}
+_batches: dict[tuple[str, int], BatchWrites] = {}
 
 
-def record_blocked(stream: str, batch_id: int, blocked_s: float) -> None:
+def record_batch(stream: str, batch_id: int, writes: BatchWrites) -> None:
     with _lock:
-        _blocked_ms[(stream, batch_id)] = round(blocked_s * 1000)
+        _batches[(stream, batch_id)] = writes
 
 
-def pop_blocked_ms(stream: str, batch_id: int) -> int | None:
+def pop_batch(stream: str, batch_id: int) -> BatchWrites | None:
     with _lock:
-        return _blocked_ms.pop((stream, batch_id), None)
+        return _batches.pop((stream, batch_id), None)

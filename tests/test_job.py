@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 
@@ -19,7 +18,7 @@ from streamdash.job import (
     refuse_old_checkpoints,
     session_settings,
 )
-from streamdash.metrics import InfluxProgressListener, progress_line
+from streamdash.metrics import InfluxProgressListener, epoch_ns, progress_line
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.report import BatchWrites, pop_batch
 from streamdash.storage import file_system
@@ -123,11 +122,6 @@ def test_a_new_or_current_checkpoint_is_accepted(spark, tmp_path):
     refuse_old_checkpoints(spark, str(tmp_path / "not-yet-created"))
     (tmp_path / "aggregates" / "offsets").mkdir(parents=True)
     refuse_old_checkpoints(spark, str(tmp_path))
-
-
-def epoch_ns(iso: str) -> int:
-    since_1970 = dt.datetime.fromisoformat(iso) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return since_1970 // dt.timedelta(microseconds=1) * 1000
 
 
 def _progress(event_time_max: str, duration_ms: int) -> dict:

@@ -30,7 +30,8 @@ from streamdash.sinks.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 
-def _epoch_ns(iso: str) -> int:
+def epoch_ns(iso: str) -> int:
+    """Spark's ISO-8601 progress times -> nanoseconds since 1970, to the microsecond."""
     parsed = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
 
@@ -38,7 +39,7 @@ def _epoch_ns(iso: str) -> int:
 def progress_line(progress: dict, writes: BatchWrites | None = None) -> str | None:
     """A StreamingQueryProgress (as its JSON dict) and what the job's handler saw of its writes -> one
     `pipeline_progress` point. Without `writes` (another handler), the windows count as written at the batch's end."""
-    timestamp_ns = _epoch_ns(progress["timestamp"])
+    timestamp_ns = epoch_ns(progress["timestamp"])
     fields: dict[str, object] = {
         "batch_id": int(progress["batchId"]),
         "input_rows": int(progress.get("numInputRows", 0)),
@@ -57,7 +58,7 @@ def progress_line(progress: dict, writes: BatchWrites | None = None) -> str | No
     if newest_event:  # when the batch's windows were written, how old its newest event was
         written_ns = (writes.windows_written_ns if writes
                       else timestamp_ns + int(progress.get("batchDuration", 0)) * 1_000_000)
-        fields["freshness_ms"] = max(0, (written_ns - _epoch_ns(newest_event)) // 1_000_000)
+        fields["freshness_ms"] = max(0, (written_ns - epoch_ns(newest_event)) // 1_000_000)
     if writes and writes.blocked_ms:
         fields["sink_blocked_ms"] = writes.blocked_ms
     for name, metric_row in (progress.get("observedMetrics") or {}).items():

@@ -50,7 +50,6 @@ class Quantile:
 
     def __repr__(self) -> str:
         exact = self.values[math.ceil(self.q * len(self.values)) - 1]
-        exact = self.values[math.ceil(self.q * len(self.values)) - 1]
         return f"Quantile(q={self.q}, n={len(self.values)}, exact={exact})"
 
 
@@ -58,6 +57,8 @@ def _stats(events: list[dict]) -> dict:
     fields: dict = {"count": len(events)}
     for m in MEASUREMENTS:
         values = [e[m] for e in events if e.get(m) is not None]
+        if not values:  # a sensor the window's devices lack, or that reported null throughout: no statistics
+            continue
         latest = max((e for e in events if e.get(m) is not None),
                      key=lambda e: (e["event_time_ms"], e["device_id"], e["seq"]))
         fields |= {f"{m}_mean": statistics.fmean(values), f"{m}_min": min(values), f"{m}_max": max(values),

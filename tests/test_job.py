@@ -7,12 +7,14 @@ import time
 
 import pytest
 from confluent_kafka import Producer
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
 from streamdash.config import Validation, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import (
     HOTSPOT_HUGE_METHOD_BYTES,
+    failure_summary,
     finish_state_store_maintenance,
     query_starters,
     refuse_old_checkpoints,
@@ -196,3 +198,23 @@ def test_state_store_maintenance_is_finished_before_the_job_exits_and_restarts_o
         for query in started:  # the session is shared: a failed assertion must not leave a query running
             query.stop()
         spark.conf.unset("spark.sql.streaming.stateStore.maintenanceInterval")
+
+
+def test_a_failed_query_is_summed_up_by_spark_s_error_class_and_message(spark, tmp_path):
+    """A Spark error inside foreachBatch reaches the driver wrapped in py4j's 'An exception was raised by the
+    Python Proxy' and a Python traceback; the job's one line names Spark's error class and message instead."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "1.json").write_text('{"x": null}\n')
+
+    def quantile_of_nothing(batch, batch_id):
+        batch.select(F.kll_sketch_get_quantile_double(F.kll_sketch_agg_double(F.col("x")), F.lit(0.95))).collect()
+
+    query = (spark.readStream.schema("x double").json(str(source)).writeStream.foreachBatch(quantile_of_nothing)
+             .option("checkpointLocation", str(tmp_path / "cp")).start())
+    with pytest.raises(StreamingQueryException):
+        query.awaitTermination(120)
+    assert "Python Proxy" in str(query.exception())
+    summary = failure_summary(query.exception())
+    assert summary.startswith("[KLL_SKETCH_INVALID_INPUT] ") and "must not be empty" in summary
+    assert "\n" not in summary and "Traceback" not in summary

@@ -234,3 +234,34 @@ def test_a_statistic_that_overflows_is_left_out_and_counted(spark):
     assert overflowed >= 1
     assert "humidity_mean=50.0" in point and "stats_overflowed" not in aggregate_line({**row, "temperature_mean": 1.0,
                                                                                        "temperature_stddev": 0.0})
+
+
+@pytest.mark.parametrize("others", [{}, {"humidity": None, "pressure": None, "battery": None}],
+                         ids=["absent", "null"])
+def test_a_measurement_without_a_value_in_a_window_gets_no_statistics_and_fails_nothing(spark, others):
+    """A device type without a sensor (or one reporting null): its windows hold empty sketches for that sensor,
+    whose quantile Spark refuses. Nothing fails; the point has only the statistics that exist."""
+    from streamdash.sinks.points import aggregate_line
+
+    payloads = [with_(seq=seq, measurements={"temperature": 20.0 + seq, **others}) for seq in (1, 2, 3)]
+    events = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation())), "30 seconds")
+    rows = [row.asDict() for row in windowed_aggregates(events, ["10 seconds"]).collect()]
+    assert sorted(row["level"] for row in rows) == ["device", "site"]
+    for row in rows:
+        assert (row["count"], row["temperature_p95"], row["temperature_min"]) == (3, 23.0, 21.0)
+        assert all(row[f"{m}_{stat}"] is None for m in ("humidity", "pressure", "battery")
+                   for stat in ("mean", "min", "max", "last", "stddev", "p95"))
+        point = aggregate_line(row)
+        assert "temperature_p95=23.0" in point and "humidity" not in point and "battery" not in point
+
+
+@pytest.mark.parametrize("values", [[5.0], [-0.0, 0.0], [1.7e308, -1.7e308], [5e-324, 5e-324], [1e-300, 1e300]],
+                         ids=["single", "signed-zeros", "opposite-extremes", "subnormal", "wide-range"])
+def test_every_statistic_takes_the_edges_of_valid_input(spark, values):
+    from streamdash.sinks.points import aggregate_line
+
+    rows = [("a", "s", i / 10, i, value) for i, value in enumerate(values)]
+    row = windowed_aggregates(events(spark, rows), ["10 seconds"]).where("level = 'device'").collect()[0].asDict()
+    assert row["count"] == len(values) and row["temperature_min"] == min(values)
+    assert row["temperature_max"] == max(values) and row["temperature_p95"] in values
+    assert aggregate_line(row).startswith("telemetry_device,")

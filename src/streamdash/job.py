@@ -155,14 +155,18 @@ def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadL
 
 
 _STREAMDASH_ERROR = re.compile(r"streamdash\.[\w.]+Error: (.+)")
+# Spark's error classes: `[KLL_SKETCH_INVALID_INPUT] For function ...`, `[CAST_INVALID_INPUT.X] ...`.
+_SPARK_ERROR = re.compile(r"(\[[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*\] .+)")
 
 
 def failure_summary(error: Exception) -> str:
     """One line: the message of a streamdash error raised in a task (what the user can act on, such as an
-    InfluxDB outage past `influxdb.max_outage`), else the first line of Spark's."""
+    InfluxDB outage past `influxdb.max_outage`), else the first of Spark's error classes with its message (an
+    error inside `foreachBatch` arrives wrapped in py4j's "An exception was raised by the Python Proxy" and a
+    Python traceback), else the first line."""
     text = str(error)
-    match = _STREAMDASH_ERROR.search(text)
-    return match.group(1) if match else (text.strip().splitlines() or [""])[0][:500]
+    match = _STREAMDASH_ERROR.search(text) or _SPARK_ERROR.search(text)
+    return (match.group(1) if match else (text.strip().splitlines() or [""])[0])[:500]
 
 
 def hit_kafka_metrics_bug(query: StreamingQuery) -> bool:

@@ -37,9 +37,12 @@ STATISTICS = (
     Statistic("max", lambda value, latest, k: F.max(value)),
     Statistic("last", lambda value, latest, k: F.max_by(value, latest)),
     Statistic("stddev", lambda value, latest, k: F.stddev_samp(value)),
-    # A mergeable KLL sketch: state stays small (k items per level) however many values a window has.
+    # A mergeable KLL sketch: state stays small (k items per level) however many values a window has. A window in
+    # which the measurement has no value holds an empty sketch, whose quantile Spark refuses (KLL_SKETCH_INVALID_INPUT):
+    # it gets no p95, as a window of one value gets no stddev.
     Statistic("p95", lambda value, latest, k: F.kll_sketch_agg_double(value, F.lit(k)),
-              lambda sketch: F.kll_sketch_get_quantile_double(sketch, F.lit(0.95))),
+              lambda sketch: F.when(F.kll_sketch_get_n_double(sketch) > 0,
+                                    F.kll_sketch_get_quantile_double(sketch, F.lit(0.95)))),
 )
 STAT_COLUMNS = tuple(f"{m}_{statistic.name}" for m in MEASUREMENTS for statistic in STATISTICS)
 

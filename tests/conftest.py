@@ -48,8 +48,17 @@ def stack_env(stack) -> dict[str, str]:
 
 @pytest.fixture()
 def topic(stack) -> str:
+    """A new Kafka topic whose records keep their producer's timestamp (Kafka's default, CreateTime)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     create_topic(stack.info["kafka"]["bootstrap_servers"], name, partitions=3)
+    return name
+
+
+@pytest.fixture()
+def eventhub(stack) -> str:
+    """A new topic stamped as an event hub stamps its events: with the time the broker appended them."""
+    name = f"eh-{uuid.uuid4().hex[:10]}"
+    create_topic(stack.info["kafka"]["bootstrap_servers"], name, partitions=3, append_time=True)
     return name
 
 

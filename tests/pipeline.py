@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from streamdash.events import Reason
@@ -179,18 +180,22 @@ def dead_letter_counts(influx, database: str) -> dict[str, int]:
 class GroundTruth:
     """What the job must have written for a manifest, and every difference from what it did write."""
 
-    def __init__(self, manifest: Path, measurements: tuple[str, ...] = ("telemetry_device", "telemetry_site")):
+    def __init__(self, manifest: Path, measurements: tuple[str, ...] = ("telemetry_device", "telemetry_site"),
+                 sites: Callable[[str], bool] = lambda site: True):
+        """Compares the points of `measurements` whose site `sites` accepts."""
         self.entries = ground_truth.manifest(manifest)
         expected = ground_truth.expected_points(ground_truth.counted_events(self.entries), WINDOWS)
-        self.points = {key: fields for key, fields in expected.items() if key[0] in measurements}
+        self.points = {key: fields for key, fields in expected.items() if key[0] in measurements and sites(key[2])}
         self.measurements = measurements
+        self.sites = sites
         self.dead = {(e["partition"], e["offset"]): e["reason"] for e in self.entries if e["category"] == "malformed"}
         reasons = list(self.dead.values())
         self.dead_counts = {reason: reasons.count(reason) for reason in set(reasons)}
 
     def differences(self, influx, database: str, work: Path) -> list:
         """Empty when InfluxDB and the dead letters hold exactly what they must (and nothing else)."""
-        actual = {k: v for k, v in influx_points(influx, database).items() if k[0] in self.measurements}
+        actual = {k: v for k, v in influx_points(influx, database).items()
+                  if k[0] in self.measurements and self.sites(k[2])}
         problems: list = [("missing", key) for key in sorted(set(self.points) - set(actual))]
         problems += [("extra", key) for key in sorted(set(actual) - set(self.points))]
         for key in set(self.points) & set(actual):

@@ -105,3 +105,14 @@ def test_window_sizes_must_divide_the_largest_and_be_whole_seconds(monkeypatch, 
     with pytest.raises(ConfigError, match="aggregation.window_sizes"):
         load_settings("local", CONF, [f"aggregation.window_sizes={sizes}"])
     assert load_settings("local", CONF, ['aggregation.window_sizes=["10 seconds", "30 seconds", "5 minutes"]'])
+
+
+@pytest.mark.parametrize("overrides", [["validation.max_event_time_ahead=30 seconds"],
+                                       ["aggregation.watermark=5 seconds"],
+                                       ["aggregation.watermark=1 minute", "validation.max_event_time_ahead=2 minutes"]])
+def test_the_ahead_tolerance_must_be_shorter_than_the_watermark(monkeypatch, overrides):
+    """Otherwise a device whose clock is that far ahead moves the watermark past other devices' on-time events."""
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError, match="validation.max_event_time_ahead must be shorter than aggregation.watermark"):
+        load_settings("local", CONF, overrides)
+    assert load_settings("local", CONF, ["validation.max_event_time_ahead=29 seconds"])

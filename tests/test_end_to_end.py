@@ -56,7 +56,8 @@ def java_trust_store(ca_file: str, work: Path) -> str:
 
 
 @pytest.mark.parametrize("eventhubs", [False, True], ids=["kafka-plaintext", "eventhubs-sasl-ssl-bundle-parity"])
-def test_pipeline_matches_ground_truth(stack, stack_env, influx, topic, database, tmp_path, eventhubs):
+def test_pipeline_matches_ground_truth(stack, stack_env, influx, database, tmp_path, eventhubs, request):
+    topic = request.getfixturevalue("eventhub" if eventhubs else "topic")
     if eventhubs:
         args, env = bundle_job_args(stack, topic, database, tmp_path)
         job = Job(args, {**stack_env, **env}, tmp_path / "job.log",

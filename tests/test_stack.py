@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -21,10 +22,11 @@ CLI = [sys.executable, "-m", "streamdash_toolbox.cli"]
 ALL_FREE = {"STREAMDASH_STACK_PORTS": ",".join(f"{name}=0" for name in FREE_PORTS)}
 
 
-def _roundtrip(config: dict, topic: str, payload: bytes) -> list[bytes]:
+def _roundtrip(config: dict, topic: str, payload: bytes, timestamp_ms: int = 0,
+               received_timestamps: list | None = None) -> list[bytes]:
     errors: list[str] = []
     producer = Producer({**config, "message.timeout.ms": 8000, "error_cb": lambda e: errors.append(str(e))})
-    producer.produce(topic, payload, key=b"k")
+    producer.produce(topic, payload, key=b"k", timestamp=timestamp_ms)
     assert producer.flush(15) == 0, errors
     consumer = Consumer({**config, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
@@ -34,6 +36,8 @@ def _roundtrip(config: dict, topic: str, payload: bytes) -> list[bytes]:
             message = consumer.poll(0.5)
             if message is not None and message.error() is None:
                 received.append(message.value())
+                if received_timestamps is not None:
+                    received_timestamps.append(message.timestamp())
                 break
     finally:
         consumer.close()
@@ -50,6 +54,28 @@ def test_eventhubs_listener_accepts_the_connection_string(stack, stack_env, topi
                            stack_env["STREAMDASH_KAFKA_CA_FILE"])
     assert config["sasl.username"] == "$ConnectionString"
     assert _roundtrip(config, topic, b"over tls") == [b"over tls"]
+
+
+def test_an_eventhub_like_topic_stamps_records_with_the_append_time_not_the_producer_s(stack, stack_env, eventhub,
+                                                                                       topic):
+    """Event Hubs stamps each event with its enqueue time; the stack's default and `eventhub` topics do the same."""
+    from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME
+
+    config = client_config(stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"], stack_env["EVENTHUBS_CONNECTION_STRING"],
+                           stack_env["STREAMDASH_KAFKA_CA_FILE"])
+    an_hour_ahead_ms = int(time.time() * 1000) + 59 * 60_000
+    for name, expected_type in ((eventhub, TIMESTAMP_LOG_APPEND_TIME), (stack.info["kafka"]["default_topic"],
+                                                                        TIMESTAMP_LOG_APPEND_TIME),
+                                (topic, TIMESTAMP_CREATE_TIME)):
+        stamps: list = []
+        sent_ms = int(time.time() * 1000)
+        assert _roundtrip(config, name, b"x", an_hour_ahead_ms, stamps) == [b"x"]
+        (timestamp_type, timestamp_ms), = stamps
+        assert timestamp_type == expected_type, name
+        if expected_type == TIMESTAMP_LOG_APPEND_TIME:
+            assert sent_ms - 1000 <= timestamp_ms <= int(time.time() * 1000) + 1000
+        else:
+            assert timestamp_ms == an_hour_ahead_ms
 
 
 def test_eventhubs_listener_refuses_a_wrong_key(stack_env, topic):

@@ -12,18 +12,21 @@ from chispa import assert_df_equality
 
 from streamdash.config import Validation
 from streamdash.events import Reason
+from streamdash.sources.kafka import CREATE_TIME, LOG_APPEND_TIME
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
 
-RAW_SCHEMA = "value binary, topic string, partition int, offset long, kafka_timestamp timestamp"
+RAW_SCHEMA = ("value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
+              "kafka_timestamp_type int")
 T0 = dt.datetime(2026, 11, 28, 12, 0, 0)
 GOOD = {"schemaVersion": 1, "deviceId": "dev-1", "site": "s1", "deviceType": "thermostat",
         "eventTime": "2026-11-28T13:00:00.250+01:00", "seq": 1,
         "measurements": {"temperature": 21.5, "humidity": 40, "pressure": 1013.25, "battery": 0.9}}
 
 
-def raw(spark, *payloads: str | bytes):
-    rows = [(p if isinstance(p, bytes) else p.encode(), "telemetry", 0, offset, T0)
+def raw(spark, *payloads: str | bytes, timestamp: dt.datetime = T0, timestamp_type: int = LOG_APPEND_TIME):
+    """Records as the Kafka source reads them; by default appended by the broker at T0 (as Event Hubs stamps them)."""
+    rows = [(p if isinstance(p, bytes) else p.encode(), "telemetry", 0, offset, timestamp, timestamp_type)
             for offset, p in enumerate(payloads)]
     return spark.createDataFrame(rows, RAW_SCHEMA)
 
@@ -104,7 +107,7 @@ BROKER_MS = int(T0.replace(tzinfo=dt.UTC).timestamp() * 1000)  # the records' ka
     "9999-12-31T23:59:59.999999999Z", "0001-01-01T00:00:00Z", "2200-01-01T00:00:00Z", "1970-01-01T00:00:00Z",
     "2262-04-11T23:47:16.854775807Z", "1677-09-21T00:12:43.145224192Z",
     253402300800000, 9223372036854775807, -9223372036854775808, 9223372036854775, 0, -1,
-    BROKER_MS + 15 * 60_000 + 1, BROKER_MS - 7 * 86_400_000 - 1,
+    BROKER_MS + 5_000 + 1, BROKER_MS - 7 * 86_400_000 - 1,
 ])
 def test_event_times_far_from_the_broker_time_are_out_of_range_and_never_overflow(spark, event_time):
     """ANSI mode is on (as on Databricks), so any overflow in any expression would throw here."""
@@ -115,8 +118,8 @@ def test_event_times_far_from_the_broker_time_are_out_of_range_and_never_overflo
     assert windowed_aggregates(events, ["10 seconds"]).where("level = 'site'").collect()[0]["count"] == 1
 
 
-@pytest.mark.parametrize("event_time", [BROKER_MS + 15 * 60_000, BROKER_MS - 7 * 86_400_000,
-                                        "2026-11-28T12:14:59.999Z", "2026-11-21T12:00:00Z"])
+@pytest.mark.parametrize("event_time", [BROKER_MS + 5_000, BROKER_MS - 7 * 86_400_000,
+                                        "2026-11-28T12:00:04.999Z", "2026-11-21T12:00:00Z"])
 def test_event_times_at_the_bounds_are_valid(spark, event_time):
     assert valid_events(parse_events(raw(spark, with_(eventTime=event_time)), Validation())).count() == 1
 
@@ -128,6 +131,50 @@ def test_the_bounds_are_configurable(spark):
     parsed = parse_events(raw(spark, *payloads), validation)
     assert sorted((r.offset, r.reason) for r in dead_letters(parsed).collect()) == [
         (0, Reason.EVENT_TIME_OUT_OF_RANGE), (1, Reason.EVENT_TIME_OUT_OF_RANGE)]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.mark.parametrize(("event_ahead_ms", "producer_ahead_ms"), [(14 * 60_000, 14 * 60_000),
+                                                                    (59 * 60_000, 59 * 60_000), (60_000, 0)],
+                         ids=["14-min-fast-producer", "59-min-fast-producer", "1-min-fast-device"])
+def test_a_producer_s_own_timestamp_does_not_vouch_for_its_event_time(spark, event_ahead_ms, producer_ahead_ms):
+    """Kafka's default CreateTime is the producer's clock: the event time is judged against the read time."""
+    stamped = dt.datetime.fromtimestamp((now_ms() + producer_ahead_ms) / 1000, dt.UTC).replace(tzinfo=None)
+    payload = with_(eventTime=now_ms() + event_ahead_ms)
+    parsed = parse_events(raw(spark, payload, timestamp=stamped, timestamp_type=CREATE_TIME), Validation())
+    assert [r.reason for r in dead_letters(parsed).collect()] == [Reason.EVENT_TIME_OUT_OF_RANGE]
+
+
+def test_an_event_stamped_at_the_epoch_by_a_producer_at_the_epoch_is_out_of_range(spark):
+    epoch = dt.datetime(1970, 1, 1, 0, 0, 0, 1000)
+    parsed = parse_events(raw(spark, with_(eventTime=1), timestamp=epoch, timestamp_type=CREATE_TIME), Validation())
+    assert [r.reason for r in dead_letters(parsed).collect()] == [Reason.EVENT_TIME_OUT_OF_RANGE]
+
+
+def test_the_append_time_is_the_reference_even_when_the_batch_reads_it_much_later(spark):
+    """A backlog read an hour after it was appended: an event 10 minutes ahead of its append time is early,
+    though it is long past by the time of the read (it would move the watermark past the rest of the backlog)."""
+    hour_ago = dt.datetime.fromtimestamp(now_ms() / 1000 - 3600, dt.UTC).replace(tzinfo=None)
+    appended_ms = int(hour_ago.replace(tzinfo=dt.UTC).timestamp() * 1000)
+    payloads = [with_(eventTime=appended_ms + 10 * 60_000), with_(eventTime=appended_ms - 1000)]
+    parsed = parse_events(raw(spark, *payloads, timestamp=hour_ago), Validation())
+    assert [(r.offset, r.reason) for r in dead_letters(parsed).collect()] == [(0, Reason.EVENT_TIME_OUT_OF_RANGE)]
+
+
+def test_early_events_can_be_adjusted_to_the_reference_time_and_are_flagged(spark):
+    validation = Validation(early_events="adjust")
+    payloads = [with_(eventTime=BROKER_MS + 14 * 60_000), with_(eventTime=BROKER_MS - 1000),
+                with_(eventTime=BROKER_MS + 5_000), with_(eventTime=BROKER_MS + 14 * 60_000, deviceId="")]
+    parsed = parse_events(raw(spark, *payloads), validation).orderBy("offset").collect()
+    assert [(r.error, r.event_time_adjusted) for r in parsed] == [
+        (None, True), (None, False), (None, False), (Reason.INVALID_IDENTIFIER, False)]
+    assert parsed[0].event_time == T0  # the record's append time
+    assert parsed[1].event_time == T0 - dt.timedelta(seconds=1)
+    unstorable = parse_events(raw(spark, with_(eventTime="9999-01-01T00:00:00Z")), validation).collect()[0]
+    assert (unstorable.error, unstorable.event_time_adjusted) == (Reason.EVENT_TIME_OUT_OF_RANGE, False)
 
 
 def test_values_outside_a_configured_range_are_dead_letters(spark):

@@ -122,9 +122,13 @@ class Validation(_Section):
 
     max_event_bytes: int = Field(default=65536, gt=0)
     max_identifier_length: int = Field(default=128, gt=0)
-    # eventTime relative to the record's broker timestamp: a clock far off would move the watermark for all.
-    max_event_time_ahead: Duration = "15 minutes"
+    # eventTime against a clock no device controls (see `transforms.parse`): the broker's append time where it
+    # stamps one, else the micro-batch's time. Ahead must stay below `aggregation.watermark`, so that a fast clock
+    # can never move the watermark past an on-time event of another device.
+    max_event_time_ahead: Duration = "5 seconds"
     max_event_time_behind: Duration = "7 days"
+    # An event further ahead: a dead letter (`event_time_out_of_range`), or counted and taken at the reference time.
+    early_events: Literal["dead_letter", "adjust"] = "dead_letter"
     # Optional plausible range per measurement, e.g. {temperature = [-80, 150]}: values outside are dead letters.
     ranges: dict[str, tuple[float, float]] = {}
 
@@ -188,6 +192,14 @@ class Settings(_Section):
     grafana_live: GrafanaLiveSink | None = None
     dead_letter: DeadLetterSink
     job: Job
+
+    @model_validator(mode="after")
+    def _ahead_tolerance_below_the_watermark(self) -> Settings:
+        """An event at most (watermark - ahead) old when read is never late, whatever other devices' clocks say."""
+        if duration_seconds(self.validation.max_event_time_ahead) >= duration_seconds(self.aggregation.watermark):
+            raise ValueError("validation.max_event_time_ahead must be shorter than aggregation.watermark (a clock "
+                             "that far ahead would move the watermark past other devices' on-time events)")
+        return self
 
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -9,7 +9,8 @@ Required: schemaVersion, deviceId, site, eventTime, seq, and at least one measur
 to "unknown"; a measurement may be null or absent (sensor missing). Extra fields anywhere are ignored.
 
 eventTime must lie within `validation.max_event_time_ahead` after and `validation.max_event_time_behind`
-before the record's broker timestamp, and between 1678-01-01 and 2262-01-01 (what InfluxDB can store).
+before a clock no device controls (`transforms.parse.reference_time`), and between 1678-01-01 and 2262-01-01
+(what InfluxDB can store).
 
 Identifiers (deviceId, site, deviceType) must be 1 to `validation.max_identifier_length` characters, not
 only whitespace, without control characters, and without a backslash at the end or before `,` `=` or space

@@ -37,7 +37,7 @@ from streamdash.sinks.report import BatchWrites, record_batch
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.storage import file_system, hadoop_path
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import DEAD_LETTER, parse_events, split_once
+from streamdash.transforms.parse import DEAD_LETTER, EVENT_TIME_ADJUSTED, parse_events, split_once
 
 log = logging.getLogger("streamdash.job")
 
@@ -100,7 +100,10 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     refuse_old_checkpoints(spark, checkpoint)
     writer = InfluxWriter.from_config(settings.influxdb)
     views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
-    events, letters = split_once(parse_events(read_source(spark, settings), settings.validation))
+    parsed = parse_events(read_source(spark, settings), settings.validation)
+    if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
+        parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
+    events, letters = split_once(parsed)
     aggregates = windowed_aggregates(deduplicate(events, settings.aggregation.watermark),
                                      settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k)
     output = aggregates.unionByName(letters.observe("dead_letters", F.count(F.lit(1)).alias("dead_letters")),

@@ -4,9 +4,10 @@ Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_p
 rows_dropped_by_watermark, state_rows, offsets_behind_latest (max over partitions, Kafka source), freshness_ms
 (how old the batch's newest event was when the batch's windows had been written, before its dead letters and
 its commit; never negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the
-batch's writes waited for an unavailable InfluxDB; only when they did) and dead_letters (records that failed
-validation). Writing metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept
-(up to `MAX_PENDING`) and written with the next batch's.
+batch's writes waited for an unavailable InfluxDB; only when they did), dead_letters (records that failed
+validation) and, with `validation.early_events = "adjust"`, early_events_adjusted. Writing metrics never fails
+or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and written with
+the next batch's.
 """
 
 from __future__ import annotations

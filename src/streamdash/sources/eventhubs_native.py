@@ -14,6 +14,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.config import EventHubsNativeSource
+from streamdash.sources.kafka import LOG_APPEND_TIME
 
 
 def entity_path(connection_string: str) -> str:
@@ -45,4 +46,5 @@ def read_stream(spark: SparkSession, source: EventHubsNativeSource) -> DataFrame
         F.col("partition").cast("int").alias("partition"),
         F.col("sequenceNumber").cast("long").alias("offset"),
         F.col("enqueuedTime").alias("kafka_timestamp"),
+        F.lit(LOG_APPEND_TIME).alias("kafka_timestamp_type"),  # the time Event Hubs enqueued the event
     )

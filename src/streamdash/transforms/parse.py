@@ -23,6 +23,7 @@ from streamdash.events import (
     UNREPRESENTABLE_IDENTIFIER,
     Reason,
 )
+from streamdash.sources.kafka import LOG_APPEND_TIME
 
 # ISO-8601 with a date, a time and an explicit offset (Z or +hh:mm); epoch milliseconds are integers.
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
@@ -55,9 +56,27 @@ def _evaluated_once(column: Column) -> Column:
     return F.when(F.spark_partition_id() >= 0, column)
 
 
+EVENT_TIME_ADJUSTED = "event_time_adjusted"  # an early event taken at the reference time (`early_events = "adjust"`)
+
+
+def reference_time() -> Column:
+    """The clock a record's event time is judged against, which no device controls: when the broker appended
+    the record, where the broker stamps it (Event Hubs; Kafka topics with `message.timestamp.type=LogAppendTime`),
+    and never later than the micro-batch's own time (`current_timestamp()` in a stream: Spark keeps it in the
+    offset log, so a replayed batch judges alike). A producer's own timestamp (Kafka's default CreateTime) is the
+    device's clock, so it is not used. The broker's and the job's clocks are assumed to be NTP-synchronised."""
+    append_time = F.when(F.col("kafka_timestamp_type") == LOG_APPEND_TIME, F.col("kafka_timestamp"))
+    return F.least(F.current_timestamp(), append_time)  # least() skips the null of a CreateTime record
+
+
 def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
     """Raw records (see `sources.kafka.RAW_COLUMNS`) -> the same columns plus `payload`, the typed event
-    columns (`EVENT_COLUMNS`) and `error`: null for a valid event, otherwise one of `events.Reason`."""
+    columns (`EVENT_COLUMNS`), `error` (null for a valid event, otherwise one of `events.Reason`) and
+    `EVENT_TIME_ADJUSTED`.
+
+    An event time more than `validation.max_event_time_ahead` after `reference_time()` is a dead letter, or with
+    `early_events = "adjust"` is taken as the reference time (and flagged); so no device's clock can move the
+    watermark further than that ahead of real time."""
     json = F.col("_json")
     measurements = json["measurements"]
     field_types = {name: F.schema_of_variant(json[name]) for name in _FIELDS}
@@ -105,10 +124,12 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
     event_us = F.col("_event_time_us")
     ahead_us = int(duration_seconds(validation.max_event_time_ahead) * 1_000_000)
     behind_us = int(duration_seconds(validation.max_event_time_behind) * 1_000_000)
-    # Null (out of range) when the subtraction itself would overflow: a broker timestamp cannot be that far off.
-    offset_from_broker_us = F.try_subtract(event_us, F.unix_micros("kafka_timestamp"))
-    event_time_in_range = (event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)
-                           & offset_from_broker_us.between(-behind_us, ahead_us))
+    reference_us = F.unix_micros(reference_time())
+    # Null (out of range) when the subtraction itself would overflow: the reference cannot be that far off.
+    offset_us = F.try_subtract(event_us, reference_us)
+    storable = event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)
+    event_time_in_range = storable & offset_us.between(-behind_us, ahead_us)
+    adjusted = (storable & (offset_us > ahead_us)) if validation.early_events == "adjust" else F.lit(False)
     out_of_range = [(F.col(m) < low) | (F.col(m) > high) for m, (low, high) in validation.ranges.items()]
     non_finite = _any([F.col(m).isin(float("inf"), float("-inf")) | F.isnan(F.col(m)) for m in MEASUREMENTS])
     checks = [
@@ -118,7 +139,7 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
         (wrong_type, Reason.WRONG_TYPE),
         (F.col("schema_version") != SCHEMA_VERSION, Reason.UNSUPPORTED_SCHEMA_VERSION),
         (event_us.isNull() & (t["eventTime"] != "BIGINT"), Reason.BAD_EVENT_TIME),
-        (~F.coalesce(event_time_in_range, F.lit(False)), Reason.EVENT_TIME_OUT_OF_RANGE),
+        (~F.coalesce(event_time_in_range | adjusted, F.lit(False)), Reason.EVENT_TIME_OUT_OF_RANGE),
         (bad_identifier("device_id") | bad_identifier("site") | bad_identifier("device_type"),
          Reason.INVALID_IDENTIFIER),
         (non_finite, Reason.NON_FINITE_VALUE),
@@ -127,7 +148,9 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
         checks.append((_any(out_of_range), Reason.VALUE_OUT_OF_RANGE))
     error = F.coalesce(*[F.when(failed, F.lit(reason)) for failed, reason in checks])
     return (parsed.withColumn("error", _evaluated_once(error))
-            .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us)))
+            .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
+                        .when(adjusted, F.timestamp_micros(reference_us)))
+            .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
             .drop("_malformed", "_event_time_us", *[f"_type_{name}" for name in [*field_types, *measurement_types]]))
 
 

@@ -99,7 +99,7 @@ class Stack:
         try:
             for name in SERVICES:
                 self.start_service(name)
-            create_topic(info["kafka"]["bootstrap_servers"], DEFAULT_TOPIC, partitions=4)
+            create_topic(info["kafka"]["bootstrap_servers"], DEFAULT_TOPIC, partitions=4, append_time=True)
         except BaseException:
             self.down()
             raise
@@ -191,15 +191,20 @@ class Stack:
         return secret
 
 
-def create_topic(bootstrap_servers: str, topic: str, partitions: int) -> None:
-    """Create a topic on the local broker if it does not exist yet (on Event Hubs, create the hub in Azure)."""
+def create_topic(bootstrap_servers: str, topic: str, partitions: int, append_time: bool = False) -> None:
+    """Create a topic on the local broker if it does not exist yet (on Event Hubs, create the hub in Azure).
+
+    `append_time`: the broker stamps each record with the time it appended it (`LogAppendTime`), as Event Hubs
+    does; otherwise a record keeps its producer's timestamp (Kafka's default, `CreateTime`)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     if topic in admin.list_topics(timeout=15).topics:
         return
-    future = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+    config = {"message.timestamp.type": "LogAppendTime"} if append_time else {}
+    new_topic = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
+    future = admin.create_topics([new_topic])[topic]
     try:
         future.result(timeout=30)
     except KafkaException as err:

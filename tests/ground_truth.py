@@ -20,12 +20,14 @@ def manifest(path: Path) -> list[dict]:
 
 
 def counted_events(entries: list[dict]) -> list[dict]:
-    """What the job must aggregate: counted categories, each (device, seq) once."""
+    """What the job must aggregate: counted categories, each (device, seq, event time) once: a device that restarts
+    its sequence sends the same seq again at another time, which is another event."""
     seen, events = set(), []
     for entry in entries:
         event = entry["event"]
-        if entry["category"] in COUNTED and (event["device_id"], event["seq"]) not in seen:
-            seen.add((event["device_id"], event["seq"]))
+        key = (event["device_id"], event["seq"], event["event_time_ms"]) if event else None
+        if entry["category"] in COUNTED and key not in seen:
+            seen.add(key)
             events.append(event)
     return events
 

@@ -105,8 +105,9 @@ def send_with_late_data(target: list[str], topic: str, work: Path, env: dict[str
 
     Spark judges late rows against a watermark that lags the data by a batch or two, so the first batches with
     data accept anything; how much they hold depends on timing. Phase 1 sends without late events until
-    the aggregate query has processed two batches with data; phase 2 (25 s, each device's
-    sequence continued) sends late events from its start. Returns the manifest of both phases.
+    the aggregate query has processed two batches with data; phase 2 (25 s) sends late events from its start.
+    Phase 2 is the simulator run again with its defaults: each device's sequence starts over, as after a reboot,
+    while phase 1's events are still in the deduplication's state. Returns the manifest of both phases.
     """
     first = simulate(target, topic, work / "manifest-1.jsonl", env,
                      extra=(*extra, "--late-beyond-rate", "0", "--duration", "300"))
@@ -122,8 +123,7 @@ def send_with_late_data(target: list[str], topic: str, work: Path, env: dict[str
         first.send_signal(signal.SIGTERM)  # stops sending; every record sent is still delivered and recorded
     assert first.wait(timeout=120) == 0
     second = simulate(target, topic, work / "manifest-2.jsonl", env,
-                      extra=(*extra, "--duration", "25", "--seed", "8", "--first-seq", "1000000",
-                             "--late-beyond-after-s", "0"))
+                      extra=(*extra, "--duration", "25", "--seed", "8", "--late-beyond-after-s", "0"))
     assert second.wait(timeout=120) == 0
     manifest = work / "manifest.jsonl"
     manifest.write_text((work / "manifest-1.jsonl").read_text() + (work / "manifest-2.jsonl").read_text())

@@ -104,12 +104,19 @@ def run_and_check(job: Job, target: list[str], name: str, stack_env: dict[str, s
     assert stack_env["EVENTHUBS_CONNECTION_STRING"] not in log
     assert stack_env["INFLUXDB_TOKEN"] not in log
     assert "Traceback" not in job.output() and "\tat org.apache" not in job.output(), "a clean stop is quiet"
-    progress = influx.query("SELECT sum(rows_dropped_by_watermark), sum(input_rows) AS input_rows "
-                            "FROM pipeline_progress GROUP BY stream", database)
-    late_keys = {(e["event"]["device_id"], e["event"]["seq"]) for e in entries if e["category"] == "late_beyond"}
-    late_records = sum(1 for e in entries if e["event"] and (e["event"]["device_id"], e["event"]["seq"]) in late_keys)
+    progress = influx.query("SELECT sum(rows_dropped_by_watermark), sum(input_rows) AS input_rows, "
+                            "sum(duplicates_dropped) AS duplicates FROM pipeline_progress GROUP BY stream", database)
+
+    def key(entry: dict) -> tuple:
+        return entry["event"]["device_id"], entry["event"]["seq"], entry["event"]["event_time_ms"]
+
+    late_keys = {key(e) for e in entries if e["category"] == "late_beyond"}
+    late_records = sum(1 for e in entries if e["event"] and key(e) in late_keys)
     dropped = {row["stream"]: row["sum"] for row in progress}
     assert dropped[f"{name}_aggregates"] == late_records
+    duplicates = {row["stream"]: row["duplicates"] for row in progress}
+    counted_once = sum(1 for e in entries if e["category"] == "duplicate" and key(e) not in late_keys)
+    assert counted_once > 0 and duplicates[f"{name}_aggregates"] == counted_once
     read = {row["stream"]: row["input_rows"] for row in progress}
     assert read == {f"{name}_aggregates": len(entries)}, "the query's input rows are exactly the records in the topic"
     return seen

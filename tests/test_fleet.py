@@ -29,6 +29,7 @@ class Fleet:
         self.manifest = manifest.open("w")
         self.seq: dict[str, int] = {}
         self.failures: list[str] = []
+        self.payloads: list[bytes] = []
 
     def send(self, device: str, site: str, event_ms: int, measurements: dict, category: str = ON_TIME,
              reason: str | None = None, producer_ms: int | None = None, seq: int | None = None) -> dict:
@@ -39,7 +40,8 @@ class Fleet:
                    "eventTime": event_ms, "seq": seq, "measurements": measurements}
         truth = {"device_id": device, "site": site, "device_type": "probe", "event_time_ms": event_ms, "seq": seq,
                  **measurements}
-        self.resend(json.dumps(payload).encode(), truth, category, reason, producer_ms)
+        self.payloads.append(json.dumps(payload).encode())
+        self.resend(self.payloads[-1], truth, category, reason, producer_ms)
         return truth
 
     def resend(self, payload: bytes, truth: dict, category: str, reason: str | None = None,
@@ -72,7 +74,8 @@ def test_no_device_s_clock_or_missing_sensor_can_drop_or_stall_another_device_s_
     14 minutes fast whose producer stamps the same, one 59 minutes fast (Kafka accepts up to an hour ahead), and
     one stamped at the epoch by a producer at the epoch. The early events are dead letters (or, adjusted, counted
     and taken at the batch's time, in their site's windows), the epoch is a dead letter, every other event lands in
-    its windows, nothing is dropped as late, and no batch's freshness is older than the run."""
+    its windows, nothing is dropped as late, and no batch's freshness is older than the run. Then, after a quiet
+    spell, devices that restart their sequence numbers lose nothing, and a re-delivery counts once."""
     started_ms = now_ms()
     job = Job(job_args(stack, topic, database, tmp_path, f"validation.early_events={early_events}"), stack_env,
               tmp_path / "job.log")
@@ -97,6 +100,16 @@ def test_no_device_s_clock_or_missing_sensor_can_drop_or_stall_another_device_s_
             if i == 30:
                 fleet.send("epoch", "a", 1, full, MALFORMED, Reason.EVENT_TIME_OUT_OF_RANGE, producer_ms=1)
             time.sleep(0.25)
+        # A quiet spell longer than the watermark (10 s): the watermark stands still, phase one's keys stay in the
+        # deduplication's state. Then the full devices reboot (their sequences start over) and one record is
+        # delivered twice: the reboot's events all count, the re-delivery once.
+        time.sleep(15)
+        for i in range(12):
+            t = now_ms()
+            for n, site in ((1, "a"), (2, "a"), (3, "b")):
+                rebooted = fleet.send(f"full-{n}", site, t, {"temperature": 30.0 + i}, seq=i + 1)
+            time.sleep(0.25)
+        fleet.resend(fleet.payloads[-1], rebooted, "duplicate")
         fleet.close()
         truth = GroundTruth(manifest, sites=lambda site: site != "fast")  # adjusted: at a time only the job knows
         assert len(truth.dead) == (1 if adjusted else 3)
@@ -116,5 +129,6 @@ def test_no_device_s_clock_or_missing_sensor_can_drop_or_stall_another_device_s_
     assert influx.query(fast, database) == [] or adjusted
     assert sum(row.get("early_events_adjusted") or 0 for row in progress) == (2 if adjusted else 0)
     assert sum(row["rows_dropped_by_watermark"] for row in progress) == 0
+    assert sum(row["duplicates_dropped"] for row in progress) == 1
     freshness = [row["freshness_ms"] for row in progress if row["freshness_ms"] is not None]
     assert freshness and max(freshness) <= now_ms() - started_ms

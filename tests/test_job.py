@@ -14,16 +14,18 @@ from streamdash.config import Validation, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import (
     HOTSPOT_HUGE_METHOD_BYTES,
+    STATE_LAYOUT_FILE,
+    check_checkpoint,
     failure_summary,
     finish_state_store_maintenance,
     query_starters,
-    refuse_old_checkpoints,
     session_settings,
 )
 from streamdash.metrics import InfluxProgressListener, epoch_ns, progress_line
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.report import BatchWrites, pop_batch
 from streamdash.storage import file_system
+from streamdash.transforms.aggregate import state_layout
 from streamdash.transforms.parse import parse_events
 
 from .conftest import REPO
@@ -103,10 +105,13 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     assert writes.windows_written_ns < started_ns + progress["batchDuration"] * 1_000_000
 
 
+LAYOUT = state_layout()
+
+
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):
     (tmp_path / "aggregates_10s" / "offsets").mkdir(parents=True)
     with pytest.raises(StreamdashError) as error:
-        refuse_old_checkpoints(spark, str(tmp_path))
+        check_checkpoint(spark, str(tmp_path), LAYOUT)
     message = str(error.value)
     assert "aggregates_10s" in message and "job.checkpoint_location" in message and str(tmp_path) in message
 
@@ -117,13 +122,26 @@ def test_a_checkpoint_of_the_separate_dead_letter_query_is_refused(spark, tmp_pa
     (tmp_path / "aggregates" / "offsets").mkdir(parents=True)
     (tmp_path / "dead_letters" / "offsets").mkdir(parents=True)
     with pytest.raises(StreamdashError, match=r"earlier query layout \(dead_letters\)"):
-        refuse_old_checkpoints(spark, str(tmp_path))
+        check_checkpoint(spark, str(tmp_path), LAYOUT)
 
 
-def test_a_new_or_current_checkpoint_is_accepted(spark, tmp_path):
-    refuse_old_checkpoints(spark, str(tmp_path / "not-yet-created"))
+def test_a_checkpoint_whose_duplicates_were_keyed_without_the_event_time_is_refused(spark, tmp_path):
+    """Up to 0.3 the deduplication state was keyed by (device_id, seq): Spark cannot read it with another key."""
     (tmp_path / "aggregates" / "offsets").mkdir(parents=True)
-    refuse_old_checkpoints(spark, str(tmp_path))
+    with pytest.raises(StreamdashError) as error:
+        check_checkpoint(spark, str(tmp_path), LAYOUT)
+    assert str(tmp_path) in str(error.value) and "0.3 or earlier" in str(error.value)
+    assert "device_id, seq, event_time" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_new_checkpoint_records_its_state_layout_and_another_layout_is_refused(spark, tmp_path):
+    check_checkpoint(spark, str(tmp_path / "new"), LAYOUT)
+    assert (tmp_path / "new" / STATE_LAYOUT_FILE).exists()
+    (tmp_path / "new" / "aggregates" / "offsets").mkdir(parents=True)
+    check_checkpoint(spark, str(tmp_path / "new"), LAYOUT)  # the same layout continues
+    with pytest.raises(StreamdashError, match=r"another layout \(it differs in deduplication_key\)") as error:
+        check_checkpoint(spark, str(tmp_path / "new"), {"deduplication_key": ["device_id", "event_time"]})
+    assert str(tmp_path / "new") in str(error.value)
 
 
 def _progress(event_time_max: str, duration_ms: int) -> dict:

@@ -18,6 +18,9 @@ only whitespace, without control characters, and without a backslash at the end 
 """
 
 SCHEMA_VERSION = 1
+# Two records are the same event (a re-delivery) when these are equal. The event time is part of it: a device that
+# restarts its sequence (a reboot) sends the same seq again at another time, and is never its own duplicate.
+DEDUPLICATION_KEY = ("device_id", "seq", "event_time")
 MEASUREMENTS = ("temperature", "humidity", "pressure", "battery")
 UNKNOWN_DEVICE_TYPE = "unknown"
 

@@ -8,6 +8,7 @@ stateful pass, and writes the windows and then the dead letters of each micro-ba
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from pyspark.sql.streaming import StreamingQuery
 from streamdash import lifetime
 from streamdash.config import DeadLetterSink, Settings, load_settings
 from streamdash.errors import StreamdashError
+from streamdash.events import DEDUPLICATION_KEY
 from streamdash.metrics import InfluxProgressListener
 from streamdash.sinks import dead_letter
 from streamdash.sinks.grafana_live import GrafanaLivePusher
@@ -36,7 +38,7 @@ from streamdash.sinks.points import aggregate_line
 from streamdash.sinks.report import BatchWrites, record_batch
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.storage import file_system, hadoop_path
-from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
+from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
 from streamdash.transforms.parse import DEAD_LETTER, EVENT_TIME_ADJUSTED, parse_events, split_once
 
 log = logging.getLogger("streamdash.job")
@@ -97,7 +99,7 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     window size and level from one stateful aggregation, followed by the records that failed validation.
     """
     checkpoint = settings.job.checkpoint_location.rstrip("/")
-    refuse_old_checkpoints(spark, checkpoint)
+    check_checkpoint(spark, checkpoint, state_layout())
     writer = InfluxWriter.from_config(settings.influxdb)
     views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
     parsed = parse_events(read_source(spark, settings), settings.validation)
@@ -116,19 +118,48 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
         .start)}
 
 
-def refuse_old_checkpoints(spark: SparkSession, checkpoint: str) -> None:
-    """Earlier layouts ran more queries: one per window size before 0.2 (`aggregates_<size>` folders), and the dead
-    letters in their own query before 0.3 (`dead_letters`). Their state and offsets cannot be carried into the
-    single query: it would count some records twice, or never dead-letter those the old query had not reached."""
+STATE_LAYOUT_FILE = "state_layout.json"
+_START_OVER = ("Set job.checkpoint_location to a new folder (the job then starts from source.starting_offsets), or "
+               "delete {checkpoint} to start over")
+
+
+def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None:
+    """Refuse, in one line naming the checkpoint, a checkpoint this version cannot continue; record `layout` (see
+    `transforms.aggregate.state_layout`) in a new one.
+
+    Earlier layouts ran more queries: one per window size before 0.2 (`aggregates_<size>` folders), and the dead
+    letters in their own query before 0.3 (`dead_letters`); their state and offsets cannot be carried into the
+    single query (it would count some records twice, or never dead-letter those the old query had not reached).
+    Up to 0.3 the deduplication state was keyed by (device_id, seq) alone, with no `STATE_LAYOUT_FILE`."""
     fs = file_system(spark, checkpoint)
+    start_over = _START_OVER.format(checkpoint=checkpoint)
     found = [status for pattern in ("aggregates_*", "dead_letters")
              for status in fs.globStatus(hadoop_path(spark, f"{checkpoint}/{pattern}")) or []]
     if found:
         raise StreamdashError(
             f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
-            "version reads, aggregates and dead-letters in one query and cannot continue from them. Set "
-            "job.checkpoint_location to a new folder (the job then starts from source.starting_offsets), or "
-            f"delete {checkpoint} to start over")
+            f"version reads, aggregates and dead-letters in one query and cannot continue from them. {start_over}")
+    marker = hadoop_path(spark, f"{checkpoint}/{STATE_LAYOUT_FILE}")
+    if fs.exists(marker):
+        stream = fs.open(marker)
+        try:
+            recorded = json.loads(stream.readUTF())
+        finally:
+            stream.close()
+        changed = sorted(key for key in {*recorded, *layout} if recorded.get(key) != layout.get(key))
+        if changed:
+            raise StreamdashError(f"{checkpoint} holds aggregation state of another layout (it differs in "
+                                  f"{', '.join(changed)}); this configuration cannot continue from it. {start_over}")
+    elif fs.exists(hadoop_path(spark, f"{checkpoint}/aggregates")):
+        raise StreamdashError(
+            f"{checkpoint} holds the state of streamdash 0.3 or earlier, whose deduplication was keyed by "
+            f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
+    else:
+        stream = fs.create(marker, False)
+        try:
+            stream.writeUTF(json.dumps(layout, sort_keys=True))
+        finally:
+            stream.close()
 
 
 def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink, stream: str,

@@ -1,13 +1,13 @@
 """Self-metrics: a StreamingQueryListener that writes each query's progress to InfluxDB (`pipeline_progress`).
 
 Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_per_s, batch_duration_ms,
-rows_dropped_by_watermark, state_rows, offsets_behind_latest (max over partitions, Kafka source), freshness_ms
-(how old the batch's newest event was when the batch's windows had been written, before its dead letters and
-its commit; never negative, so an event stamped ahead of the clock counts as 0), sink_blocked_ms (how long the
-batch's writes waited for an unavailable InfluxDB; only when they did), dead_letters (records that failed
-validation) and, with `validation.early_events = "adjust"`, early_events_adjusted. Writing metrics never fails
-or holds up the stream: while InfluxDB is unavailable the points are kept (up to `MAX_PENDING`) and written with
-the next batch's.
+rows_dropped_by_watermark, duplicates_dropped (re-deliveries counted once), state_rows, offsets_behind_latest (max
+over partitions, Kafka source), freshness_ms (how old the batch's newest event was when the batch's windows had been
+written, before its dead letters and its commit; never negative, so an event stamped ahead of the clock counts as
+0), sink_blocked_ms (how long the batch's writes waited for an unavailable InfluxDB; only when they did),
+dead_letters (records that failed validation) and, with `validation.early_events = "adjust"`, early_events_adjusted.
+Writing metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to
+`MAX_PENDING`) and written with the next batch's.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def progress_line(progress: dict, writes: BatchWrites | None = None) -> str | No
         "batch_duration_ms": int(progress.get("batchDuration", 0)),
         "rows_dropped_by_watermark": sum(int(op.get("numRowsDroppedByWatermark", 0))
                                          for op in progress.get("stateOperators", [])),
+        "duplicates_dropped": sum(int((op.get("customMetrics") or {}).get("numDroppedDuplicateRows", 0))
+                                  for op in progress.get("stateOperators", [])),
         "state_rows": sum(int(op.get("numRowsTotal", 0)) for op in progress.get("stateOperators", [])),
     }
     behind = [int(source["metrics"]["maxOffsetsBehindLatest"]) for source in progress.get("sources", [])

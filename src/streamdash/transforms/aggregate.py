@@ -1,7 +1,8 @@
 """Event-time windowed aggregates per device and per site, for every window size in one stateful pass.
 
-Within the watermark, a repeated (device_id, seq) counts once; events older than the watermark are dropped by
-Spark (at the deduplication) and counted in the self-metrics. Each remaining event becomes one row per (window
+Within the watermark, a repeated (device_id, seq, event_time) counts once (`events.DEDUPLICATION_KEY`) and is
+counted as a dropped duplicate; events older than the watermark are dropped by Spark (at the deduplication) and
+counted in the self-metrics. Each remaining event becomes one row per (window
 size, level), all grouped together under `window(event_time, <largest size>)`, which carries the watermark so
 Spark evicts a group once its largest window has closed (every size divides the largest, so each bucket lies in
 exactly one largest window). Adding a window size adds rows, not a query. Output mode is `update`: a window is
@@ -17,7 +18,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from streamdash.config import DEFAULT_QUANTILE_SKETCH_K, duration_seconds, window_label
-from streamdash.events import MEASUREMENTS
+from streamdash.events import DEDUPLICATION_KEY, MEASUREMENTS
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,17 @@ STAT_COLUMNS = tuple(f"{m}_{statistic.name}" for m in MEASUREMENTS for statistic
 
 
 def deduplicate(events: DataFrame, watermark: str) -> DataFrame:
-    """Drop exact re-deliveries: the same (device_id, seq) seen again within the watermark delay. A batch (a
+    """Drop exact re-deliveries: the same `DEDUPLICATION_KEY` seen again within the watermark delay. A batch (a
     notebook's read of the topic) has no watermark to bound its state, so there every repeat is dropped."""
     if not events.isStreaming:
-        return events.dropDuplicates(["device_id", "seq"])
-    return events.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(["device_id", "seq"])
+        return events.dropDuplicates(list(DEDUPLICATION_KEY))
+    return events.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(list(DEDUPLICATION_KEY))
+
+
+def state_layout() -> dict:
+    """What the aggregation's state in a checkpoint depends on beyond Spark's own checks: a checkpoint written
+    under another layout cannot be continued (`job.check_checkpoint`)."""
+    return {"deduplication_key": list(DEDUPLICATION_KEY)}
 
 
 def _groupings(window_sizes: list[str]) -> Column:

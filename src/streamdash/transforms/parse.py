@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from streamdash.config import Validation, duration_seconds
 from streamdash.events import (
     BLANK_IDENTIFIER,
+    DEDUPLICATION_KEY,
     MAX_EVENT_TIME_US,
     MEASUREMENTS,
     MIN_EVENT_TIME_US,
@@ -178,14 +179,15 @@ def dead_letters(parsed: DataFrame) -> DataFrame:
 def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
     """`valid_events` and the dead letters of a stream, from one read and one parse of each record.
 
-    Both come out of one shuffle by (device_id, seq), the one deduplication needs anyway, which Spark runs once
-    for both (a reused exchange). For that the two must ask the same of it: each filter stays above it
-    (`_evaluated_once`), and each branch keeps every column it carries, or Spark would prune them below it
-    differently and read and parse the topic twice. So the dead letters have two columns: `DEAD_LETTER`
-    (`DEAD_LETTER_COLUMNS`) and `parsed` (`EVENT_COLUMNS`, whatever the parse made of the record).
+    Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
+    that the two must ask the same of it: each filter stays above it (`_evaluated_once`), and each branch keeps
+    every column it carries, or Spark would prune them below it differently and read and parse the topic twice.
+    So the dead letters have two columns: `DEAD_LETTER` (`DEAD_LETTER_COLUMNS`) and `parsed` (`EVENT_COLUMNS`,
+    whatever the parse made of the record). (Spark then shuffles the valid events once more, by the same key, for
+    the deduplication: the watermark between them does not pass its input's partitioning on.)
     """
     letter = F.when(F.col("error").isNotNull(), F.struct(*_dead_letter_columns()))
-    shuffled = parsed.select(*EVENT_COLUMNS, letter.alias(DEAD_LETTER)).repartition("device_id", "seq")
+    shuffled = parsed.select(*EVENT_COLUMNS, letter.alias(DEAD_LETTER)).repartition(*DEDUPLICATION_KEY)
     is_letter = F.col(DEAD_LETTER).isNotNull()
     events = shuffled.where(_evaluated_once(~is_letter)).select(*EVENT_COLUMNS)
     letters = shuffled.where(_evaluated_once(is_letter)).select(DEAD_LETTER, F.struct(*EVENT_COLUMNS).alias("parsed"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,3 +69,22 @@ def test_an_unreachable_broker_is_one_line_naming_the_address():
     assert result.returncode != 0
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and address in lines[0] and "unreachable" in lines[0], lines
+
+
+def test_to_event_hubs_the_simulator_sends_uncompressed_batches_and_refuses_lz4(stack, stack_env, eventhub):
+    """Event Hubs' Standard tier refuses compressed produce requests: the batches on the broker's disk say none."""
+    from streamdash_toolbox.stack import install
+
+    cli = [sys.executable, "-m", "streamdash_toolbox.cli", "simulate", "--eventhubs", "--topic", eventhub,
+           "--rate", "200", "--duration", "1", "--fast"]
+    assert subprocess.run(cli, env={**os.environ, **stack_env}, capture_output=True, timeout=120).returncode == 0
+    segments = sorted(str(p) for p in (stack.dir / "kafka" / "data").glob(f"{eventhub}-*/*.log"))
+    dump = subprocess.run([install.require_java(), "-cp", f"{install.kafka_broker_classpath()}/*",
+                           "kafka.tools.DumpLogSegments", "--files", ",".join(segments)],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
+    codecs = set(re.findall(r"compresscodec: (\w+)", dump))
+    assert codecs == {"none"}, dump[:2000]
+    refused = subprocess.run([*cli, "--compression", "lz4"], env={**os.environ, **stack_env}, capture_output=True,
+                             text=True, timeout=60)
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    assert refused.returncode != 0 and len(lines) == 1 and "gzip" in lines[0], lines

@@ -102,7 +102,11 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         settings.validate()
     except ValueError as err:
         raise StreamdashError(f"simulate: {err}") from None
-    config = client_config(bootstrap, connection_string, args.ca_file or os.environ.get("STREAMDASH_KAFKA_CA_FILE"))
+    try:
+        config = client_config(bootstrap, connection_string, args.ca_file or os.environ.get("STREAMDASH_KAFKA_CA_FILE"),
+                               args.compression)
+    except ValueError as err:
+        raise StreamdashError(f"simulate: {err}") from None
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops sending like Ctrl-C: nothing lost
     summary = send(settings, config, args.topic, Path(args.manifest) if args.manifest else None)
     if args.summary:
@@ -215,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--eventhubs", action="store_true",
                         help="SASL_SSL/PLAIN with $EVENTHUBS_CONNECTION_STRING (Event Hubs Kafka endpoint)")
     target.add_argument("--ca-file", help="CA bundle to trust (default: $STREAMDASH_KAFKA_CA_FILE or the system's)")
+    target.add_argument("--compression", choices=("none", "gzip", "snappy", "lz4", "zstd"),
+                        help="producer compression (default: lz4 on Kafka; none on Event Hubs, whose Standard tier "
+                        "refuses compressed requests; Premium and Dedicated take gzip)")
     fleet = simulate.add_argument_group("fleet and rate")
     fleet.add_argument("--devices", type=int, default=20)
     fleet.add_argument("--sites", type=int, default=4)

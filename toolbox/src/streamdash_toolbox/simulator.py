@@ -268,7 +268,7 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
          progress: TextIO | None = sys.stderr, progress_every_s: float = 10.0) -> dict[str, Any]:
     """Send the generated records; returns a summary (counts per category, achieved rate, failures)."""
     generator = TelemetryGenerator(settings)
-    producer = connected_producer({"linger.ms": 5, "acks": "all", "compression.type": "lz4", **producer_config},
+    producer = connected_producer({"linger.ms": 5, "acks": "all", **producer_config},
                                   topic)
     manifest = manifest_path.open("w") if manifest_path else None
     counts: dict[str, int] = {}

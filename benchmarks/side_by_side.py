@@ -53,14 +53,14 @@ sys.path.insert(0, str(REPO))
 from tests.pipeline import Job, job_args, processes, wait_for  # noqa: E402  (the same job launch as the e2e tests)
 
 from streamdash import config, influxql  # noqa: E402
-from streamdash.events import MEASUREMENTS  # noqa: E402
+from streamdash.config import Contract  # noqa: E402
 from streamdash.sinks.influxdb import InfluxWriter  # noqa: E402
 from streamdash.sinks.points import aggregate_line  # noqa: E402
-from streamdash.transforms.aggregate import STAT_COLUMNS  # noqa: E402
 from streamdash_toolbox.kafka_client import client_config  # noqa: E402
 from streamdash_toolbox.simulator import SimulatorSettings, send  # noqa: E402
 from streamdash_toolbox.stack import Stack, create_topic, install  # noqa: E402
 
+CONTRACT = Contract()  # the simulator's payload, which the benchmark sends
 FREE = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
 WINDOW_SIZES = ["10 seconds", "1 minute"]
 # The job as configured out of the box, where the tests' launcher (`job_args`) sets shorter intervals for speed.
@@ -288,14 +288,14 @@ print("SECONDS", min(times), times[0])
         base_ns = 1_795_867_200_000_000_000
         rows = [{"level": "device", "site": f"site-{i % 10:02d}", "window": "10s", "device_id": f"dev-{i % 1000:04d}",
                  "device_type": "thermostat", "count": 10, "window_start_ns": base_ns + (i // 1000) * 10**10,
-                 **{name: 20.0 + (i % 97) / 7 for name in STAT_COLUMNS}} for i in range(points)]
-        lines = [aggregate_line(row) for row in rows]
+                 **{name: 20.0 + (i % 97) / 7 for name in CONTRACT.stat_columns()}} for i in range(points)]
+        lines = [aggregate_line(CONTRACT, row) for row in rows]
         started = time.perf_counter()
         report = writer.write_lines(lines)
         seconds = time.perf_counter() - started
         assert report.written == points, report
         return {"side": "(d) InfluxDB bulk write", "points_per_s": points / seconds, "seconds": seconds,
-                "fields_per_point": len(STAT_COLUMNS) + 1}
+                "fields_per_point": len(CONTRACT.stat_columns()) + 1}
 
     def freshness(self, rate: float, seconds: float, warmup_s: float) -> dict:
         """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
@@ -472,10 +472,10 @@ TELEGRAF_CONFIG = """
 
 
 TELEGRAF_FIELDS = "".join(f"""    [[inputs.kafka_consumer.json_v2.field]]
-      path = "measurements.{m}"
-      rename = "{m}"
+      path = "{measurement.path.removeprefix('$.')}"
+      rename = "{name}"
       type = "float"
-""" for m in MEASUREMENTS)
+""" for name, measurement in CONTRACT.measurements.items())
 
 
 def print_table(results: list[dict]) -> str:

@@ -39,7 +39,7 @@ display(raw.select("partition", "offset", "kafka_timestamp", F.col("value").cast
 
 # COMMAND ----------
 
-parsed = parse_events(raw, settings.validation).cache()
+parsed = parse_events(raw, settings.validation, settings.contract).cache()
 events = valid_events(parsed)
 events.printSchema()
 display(events.orderBy("event_time").limit(20))

@@ -31,7 +31,7 @@ settings = settings_from_widgets(dbutils)
 dbutils.widgets.text("watermarks", "10 seconds, 30 seconds, 2 minutes")
 dbutils.widgets.text("window_sizes", ", ".join(settings.aggregation.window_sizes))
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
-parsed = parse_events(kafka.read_batch(spark, source), settings.validation).cache()
+parsed = parse_events(kafka.read_batch(spark, source), settings.validation, settings.contract).cache()
 events = valid_events(parsed)
 
 # COMMAND ----------
@@ -69,10 +69,10 @@ display(dropped_by_watermark)
 
 # COMMAND ----------
 
-deduplicated = deduplicate(events, settings.aggregation.watermark)
+deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplicate)
 summaries = []
 for size in [s.strip() for s in dbutils.widgets.get("window_sizes").split(",") if s.strip()]:
-    aggregates = windowed_aggregates(deduplicated, [size], settings.aggregation.quantile_sketch_k)
+    aggregates = windowed_aggregates(deduplicated, [size], settings.aggregation.quantile_sketch_k, settings.contract)
     summaries.append(aggregates.where("level = 'device'").agg(
         F.lit(size).alias("window_size"), F.countDistinct("window_start_ns").alias("windows"),
         F.avg("count").alias("events_per_device_window"), F.min("count").alias("fewest")))

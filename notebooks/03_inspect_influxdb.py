@@ -30,28 +30,30 @@ from streamdash.transforms.parse import parse_events, valid_events
 settings = settings_from_widgets(dbutils)
 dbutils.widgets.text("window_size", settings.aggregation.window_sizes[0])
 window_size = dbutils.widgets.get("window_size")
-statement = (f"SELECT \"count\", temperature_mean FROM telemetry_site WHERE \"window\" = '{window_label(window_size)}' "
+field = settings.contract.stat_columns()[0]  # the first measurement's first statistic (temperature_mean by default)
+statement = (f"SELECT \"count\", \"{field}\" FROM telemetry_site WHERE \"window\" = '{window_label(window_size)}' "
              "GROUP BY site")
 rows = influxql.rows(influxql.query(settings.influxdb.url, statement, settings.influxdb.token.get_secret_value(),
                                     influx_database(settings)))
 print(f"{len(rows)} site windows of {window_size} in InfluxDB")
 landed = spark.createDataFrame(
-    [(r["site"], r["time"], r["count"], r["temperature_mean"]) for r in rows],
-    "site string, window_start_ns long, count long, temperature_mean double")
+    [(r["site"], r["time"], r["count"], r[field]) for r in rows],
+    f"site string, window_start_ns long, count long, {field} double")
 display(landed.orderBy("window_start_ns", "site"))
 
 # COMMAND ----------
 
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
-events = valid_events(parse_events(kafka.read_batch(spark, source), settings.validation))
-from_stream = (windowed_aggregates(deduplicate(events, settings.aggregation.watermark), [window_size],
-                                   settings.aggregation.quantile_sketch_k)
-               .where("level = 'site'").select("site", "window_start_ns", "count", "temperature_mean"))
+events = valid_events(parse_events(kafka.read_batch(spark, source), settings.validation, settings.contract))
+deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplicate)
+aggregates = windowed_aggregates(deduplicated, [window_size], settings.aggregation.quantile_sketch_k,
+                                 settings.contract)
+from_stream = (aggregates.where("level = 'site'").select("site", "window_start_ns", "count", field))
 comparison = (from_stream.alias("s").join(landed.alias("i"), ["site", "window_start_ns"], "full_outer")
               .select("site", "window_start_ns", F.col("s.count").alias("stream_count"),
                       F.col("i.count").alias("influx_count"),
-                      (F.col("s.temperature_mean") - F.col("i.temperature_mean")).alias("mean_difference")))
+                      (F.col(f"s.{field}") - F.col(f"i.{field}")).alias("difference")))
 mismatches = comparison.where(
-    "stream_count IS NULL OR influx_count IS NULL OR stream_count != influx_count OR abs(mean_difference) > 1e-9")
+    "stream_count IS NULL OR influx_count IS NULL OR stream_count != influx_count OR abs(difference) > 1e-9")
 print(f"{comparison.count()} windows compared, {mismatches.count()} differ")
 display(mismatches.orderBy("window_start_ns", "site"))

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from streamdash.events import MEASUREMENTS
+from streamdash.config import Contract
 
 COUNTED = ("on_time", "out_of_order", "late_within")
 
@@ -19,14 +19,15 @@ def manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def counted_events(entries: list[dict]) -> list[dict]:
+def counted_events(entries: list[dict], deduplicate: bool = True) -> list[dict]:
     """What the job must aggregate: counted categories, each (device, seq, event time) once: a device that restarts
-    its sequence sends the same seq again at another time, which is another event."""
+    its sequence sends the same seq again at another time, which is another event (without a sequence, seq is None:
+    the device and the event time). Every one of them without deduplication."""
     seen, events = set(), []
     for entry in entries:
         event = entry["event"]
         key = (event["device_id"], event["seq"], event["event_time_ms"]) if event else None
-        if entry["category"] in COUNTED and key not in seen:
+        if entry["category"] in COUNTED and (key not in seen or not deduplicate):
             seen.add(key)
             events.append(event)
     return events
@@ -55,22 +56,23 @@ class Quantile:
         return f"Quantile(q={self.q}, n={len(self.values)}, exact={exact})"
 
 
-def _stats(events: list[dict]) -> dict:
+def _stats(events: list[dict], contract: Contract) -> dict:
     fields: dict = {"count": len(events)}
-    for m in MEASUREMENTS:
+    for m in contract.measurements:
         values = [e[m] for e in events if e.get(m) is not None]
         if not values:  # a sensor the window's devices lack, or that reported null throughout: no statistics
             continue
         latest = max((e for e in events if e.get(m) is not None),
-                     key=lambda e: (e["event_time_ms"], e["device_id"], e["seq"]))
-        fields |= {f"{m}_mean": statistics.fmean(values), f"{m}_min": min(values), f"{m}_max": max(values),
-                   f"{m}_last": latest[m], f"{m}_p95": Quantile(tuple(sorted(values)), 0.95)}
-        if len(values) > 1:
-            fields[f"{m}_stddev"] = statistics.stdev(values)
+                     key=lambda e: (e["event_time_ms"], e["device_id"], -1 if e["seq"] is None else e["seq"]))
+        computed = {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "last": latest[m],
+                    "p95": Quantile(tuple(sorted(values)), 0.95),
+                    **({"stddev": statistics.stdev(values)} if len(values) > 1 else {})}
+        fields |= {f"{m}_{name}": value for name, value in computed.items() if name in contract.statistics}
     return fields
 
 
-def expected_points(events: list[dict], windows: dict[str, int]) -> dict[tuple, dict]:
+def expected_points(events: list[dict], windows: dict[str, int], contract: Contract | None = None
+                    ) -> dict[tuple, dict]:
     """{(measurement, window label, site, device or None, window start ns): fields}."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for label, size_s in windows.items():
@@ -79,4 +81,4 @@ def expected_points(events: list[dict], windows: dict[str, int]) -> dict[tuple, 
             start_ns = (event["event_time_ms"] // size_ms) * size_ms * 1_000_000
             groups[("telemetry_device", label, event["site"], event["device_id"], start_ns)].append(event)
             groups[("telemetry_site", label, event["site"], None, start_ns)].append(event)
-    return {key: _stats(group) for key, group in groups.items()}
+    return {key: _stats(group, contract or Contract()) for key, group in groups.items()}

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from streamdash.config import Contract
 from streamdash.events import Reason
 from streamdash_toolbox.stack import install
 
@@ -110,7 +111,7 @@ def send_with_late_data(target: list[str], topic: str, work: Path, env: dict[str
     while phase 1's events are still in the deduplication's state. Returns the manifest of both phases.
     """
     first = simulate(target, topic, work / "manifest-1.jsonl", env,
-                     extra=(*extra, "--late-beyond-rate", "0", "--duration", "300"))
+                     extra=(*extra, "--late-beyond-rate", "0", "--late-beyond-after-s", "100000", "--duration", "300"))
     query = "SELECT count(input_rows) FROM pipeline_progress WHERE input_rows > 0 GROUP BY stream"
 
     def watermark_set() -> bool:
@@ -142,12 +143,14 @@ def job_args(stack, topic: str, database: str, work: Path, *extra: str) -> list[
     return ["--env", "local", *(arg for override in overrides for arg in ("--set", override))]
 
 
-def influx_points(influx, database: str) -> dict[tuple, dict]:
+def influx_points(influx, database: str, tags: tuple[str, ...] = ()) -> dict[tuple, dict]:
+    """{(measurement, window, site, device or None, time): fields}; the device type and `tags` left out."""
     points = {}
     for measurement in ("telemetry_device", "telemetry_site"):
         for row in influx.query(f"SELECT * FROM {measurement}", database):
             key = (measurement, row.pop("window"), row.pop("site"), row.pop("device", None), row.pop("time"))
-            row.pop("device_type", None)
+            for tag in ("device_type", *tags):
+                row.pop(tag, None)
             points[key] = {k: v for k, v in row.items() if v is not None}
     return points
 
@@ -181,10 +184,14 @@ class GroundTruth:
     """What the job must have written for a manifest, and every difference from what it did write."""
 
     def __init__(self, manifest: Path, measurements: tuple[str, ...] = ("telemetry_device", "telemetry_site"),
-                 sites: Callable[[str], bool] = lambda site: True):
-        """Compares the points of `measurements` whose site `sites` accepts."""
+                 sites: Callable[[str], bool] = lambda site: True, contract: Contract | None = None,
+                 windows: dict[str, int] = WINDOWS):
+        """Compares the points of `measurements` whose site `sites` accepts, as the job computes them under
+        `contract` (default: the simulator's) for `windows` (label: seconds)."""
         self.entries = ground_truth.manifest(manifest)
-        expected = ground_truth.expected_points(ground_truth.counted_events(self.entries), WINDOWS)
+        self.contract = contract or Contract()
+        counted = ground_truth.counted_events(self.entries, self.contract.deduplicate)
+        expected = ground_truth.expected_points(counted, windows, self.contract)
         self.points = {key: fields for key, fields in expected.items() if key[0] in measurements and sites(key[2])}
         self.measurements = measurements
         self.sites = sites
@@ -194,7 +201,7 @@ class GroundTruth:
 
     def differences(self, influx, database: str, work: Path) -> list:
         """Empty when InfluxDB and the dead letters hold exactly what they must (and nothing else)."""
-        actual = {k: v for k, v in influx_points(influx, database).items()
+        actual = {k: v for k, v in influx_points(influx, database, tuple(self.contract.tags)).items()
                   if k[0] in self.measurements and self.sites(k[2])}
         problems: list = [("missing", key) for key in sorted(set(self.points) - set(actual))]
         problems += [("extra", key) for key in sorted(set(actual) - set(self.points))]

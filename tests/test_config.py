@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from streamdash.config import load_settings, window_label
@@ -116,3 +118,123 @@ def test_the_ahead_tolerance_must_be_shorter_than_the_watermark(monkeypatch, ove
     with pytest.raises(ConfigError, match="validation.max_event_time_ahead must be shorter than aggregation.watermark"):
         load_settings("local", CONF, overrides)
     assert load_settings("local", CONF, ["validation.max_event_time_ahead=29 seconds"])
+
+
+def test_a_contract_is_configured_in_the_file_and_with_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    conf = tmp_path / "fleet.toml"
+    conf.write_text((CONF / "local.toml").read_text() + """
+[contract]
+device_id = "$.id"
+site = "$.location.building"
+event_time = "$.ts"
+event_time_formats = ["epoch_s"]
+
+[contract.measurements]
+co2 = {path = "$.co2", range = [0, 5000]}
+rpm = {path = "$.rpm"}
+""")
+    settings = load_settings("fleet", tmp_path, ["contract.tags.firmware=$.fw", 'contract.sequence=""',
+                                                 "contract.schema_version=false"])
+    contract = settings.contract
+    assert (contract.device_id, contract.site, contract.event_time_formats) == ("$.id", "$.location.building",
+                                                                                  ["epoch_s"])
+    assert list(contract.measurements) == ["co2", "rpm"] and contract.measurements["co2"].range == (0, 5000)
+    assert contract.tags == {"firmware": "$.fw"} and contract.sequence is None and contract.schema_version is None
+    assert contract.device_type == "$.deviceType"  # not in the file: the default
+    assert contract.stat_columns()[:2] == ("co2_mean", "co2_min")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("contract.device_id=deviceId", "contract.device_id"),
+    ("contract.site=$.a..b", "contract.site"),
+    ("contract.event_time=$" + ".a" * 9, "at most 8 keys deep"),
+    ('contract.event_time_formats=["epoch_ms", "epoch_s"]', "one epoch unit"),
+    ('contract.event_time_formats=["rfc822"]', "contract.event_time_formats"),
+    ("contract.event_time_formats=[]", "contract.event_time_formats"),
+    ('contract.measurements={site = {path = "$.site"}}', "reserved"),
+    ('contract.measurements={"1st" = {path = "$.x"}}', "contract.measurements.1st"),
+    ("contract.measurements={}", "contract.measurements"),
+    ('contract.measurements={co2 = {path = "$.co2", range = [5, 1]}}', "low <= high"),
+    ('contract.tags={temperature = "$.t"}', "cannot share a name"),
+    ('contract.tags={temperature_p95 = "$.t"}', "cannot share a name"),
+    ('contract.statistics=["mean", "median"]', "contract.statistics"),
+    ('contract.statistics=["mean", "mean"]', "statistics repeat"),
+    ("contract.default_device_type=", "contract.default_device_type"),
+])
+def test_a_bad_contract_names_its_field(monkeypatch, override, message):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings("local", CONF, [override])
+
+
+HUGE = "98765432109876543210"
+
+
+@pytest.mark.parametrize(("override", "field"), [
+    (f"aggregation.watermark={HUGE} days", "aggregation.watermark"),
+    (f"job.trigger_interval={HUGE} days", "job.trigger_interval"),
+    ("job.trigger_interval=2 hours", "job.trigger_interval"),
+    (f"job.shuffle_partitions={HUGE}", "job.shuffle_partitions"),
+    ("job.shuffle_partitions=10001", "job.shuffle_partitions"),
+    ("source.max_offsets_per_trigger=9223372036854775808", "source.kafka.max_offsets_per_trigger"),
+    ("validation.max_event_bytes=9223372036854775808", "validation.max_event_bytes"),
+    ("validation.max_identifier_length=4097", "validation.max_identifier_length"),
+    (f"validation.max_event_time_ahead={HUGE} days", "validation.max_event_time_ahead"),
+    ("validation.max_event_time_behind=3651 days", "validation.max_event_time_behind"),
+    ("influxdb.timeout_s=inf", "influxdb.timeout_s"),
+    ("influxdb.timeout_s=nan", "influxdb.timeout_s"),
+    ("influxdb.timeout_s=1e300", "influxdb.timeout_s"),
+    ("influxdb.retry_max_delay_s=3601", "influxdb.retry_max_delay_s"),
+    ("influxdb.max_outage=8 days", "influxdb.max_outage"),
+    ('source.topic=" "', "source.kafka.topic"),
+    ('source.topic="a b"', "source.kafka.topic"),
+    ('source.bootstrap_servers=" "', "source.kafka.bootstrap_servers"),
+    ('influxdb.bucket=" "', "influxdb.bucket"),
+    ("aggregation.window_sizes=" + str([f"{n} seconds" for n in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)]),
+     "aggregation.window_sizes"),
+])
+def test_every_value_has_the_bound_its_consumer_needs(monkeypatch, override, field):
+    """Refused at load with one line naming the field, never the value, instead of failing later in Spark or the
+    InfluxDB client (or overflowing a long)."""
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", CONF, [override.replace("'", '"')])
+    message = str(error.value)
+    assert message.startswith("invalid configuration: ") and f"{field} (--set " in message and "\n" not in message
+    assert HUGE not in message and "Traceback" not in message
+
+
+def test_the_bounds_themselves_are_accepted(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    settings = load_settings("local", CONF, [
+        "job.trigger_interval=1 hour", "job.shuffle_partitions=10000", "aggregation.watermark=1 day",
+        "influxdb.timeout_s=3600", "validation.max_event_time_behind=3650 days", "influxdb.max_outage=7 days"])
+    assert settings.job.shuffle_partitions == 10000 and settings.influxdb.timeout_s == 3600
+
+
+def test_an_unknown_section_given_with_set_is_blamed_on_the_set(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", CONF, ["sauce.topic=x"])
+    assert "sauce (--set sauce)" in str(error.value) and "local.toml" not in str(error.value)
+
+
+def test_a_password_in_a_url_is_never_printed(monkeypatch):
+    from streamdash.config import redacted
+    from streamdash.sinks.influxdb import InfluxWriteError, InfluxWriter
+    from streamdash.sinks.retry import RetryPolicy
+    from streamdash_toolbox.stack.process import free_port
+
+    url = f"http://admin:hunter2@127.0.0.1:{free_port()}"
+    assert redacted(url) == url.replace("admin:hunter2@", "***@") and redacted("http://h:1/p@q") == "http://h:1/p@q"
+    writer = InfluxWriter(url=url, org="o", bucket="b/autogen", token="t", timeout_s=1,
+                          retry=RetryPolicy(0.01, 0.01, max_retries=None, max_outage_s=0.2))
+    assert "hunter2" not in repr(writer)
+    with pytest.raises(InfluxWriteError) as error:
+        writer.write_lines(["m f=1 1"])
+    assert "***@127.0.0.1" in str(error.value) and "hunter2" not in str(error.value)
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError) as error:
+        load_settings("local", CONF, [f"influxdb.url={url}", "influxdb.batch_size=0"])
+    assert "hunter2" not in str(error.value)

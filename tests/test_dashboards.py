@@ -96,9 +96,19 @@ def test_provisioning_points_every_panel_at_the_provisioned_datasource():
     assert len(uids) == len(boards)
 
 
-def test_device_drilldown_has_site_device_and_window_variables():
+def test_device_drilldown_has_site_device_window_and_measurement_variables():
     board = dashboards.load(GRAFANA / "device_drilldown.json")
-    assert [v["name"] for v in board["templating"]["list"]] == ["window", "site", "device"]
+    assert [v["name"] for v in board["templating"]["list"]] == ["window", "site", "device", "measurement"]
+
+
+def test_the_measurement_variable_lists_the_contract_s_measurements_from_the_field_keys():
+    """Panels follow the contract: the measurements are whatever InfluxDB has fields of, not names in the file."""
+    [variable] = [v for v in dashboards.load(GRAFANA / "device_drilldown.json")["templating"]["list"]
+                  if v["name"] == "measurement"]
+    keys = ["count", "co2_mean", "co2_p95", "stats_overflowed", "rpm_last", "door_open_max", "co2_min"]
+    assert dashboards.apply_variable_regex(keys, variable["regex"]) == ["co2", "rpm", "door_open"]
+    assert not any("temperature" in json.dumps(panel) for board in ("fleet_overview", "device_drilldown")
+                   for panel in dashboards.load(GRAFANA / f"{board}.json")["panels"])
 
 
 @pytest.mark.parametrize("board", ["fleet_overview", "device_drilldown", "data_quality", "pipeline_health"])

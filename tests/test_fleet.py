@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from streamdash.events import SCHEMA_VERSION, Reason
+from streamdash.config import Contract
+from streamdash.events import Reason
+from streamdash.sinks.grafana_live import GrafanaLivePusher
+from streamdash_toolbox import dashboards
+from streamdash_toolbox.kafka_client import client_config
+from streamdash_toolbox.simulator import SCHEMA_VERSION
 
+from .conftest import REPO
 from .pipeline import GroundTruth, Job, job_args, wait_for
+from .test_end_to_end import java_trust_store
 
 ON_TIME = "on_time"
 MALFORMED = "malformed"
@@ -23,8 +30,8 @@ class Fleet:
     """Sends hand-made events with a Kafka producer and writes the simulator's manifest format, so the ground
     truth is computed by the same independent code (`tests.ground_truth`)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, manifest: Path):
-        self.producer = Producer({"bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "linger.ms": 5})
+    def __init__(self, producer_config: dict, topic: str, manifest: Path):
+        self.producer = Producer({**producer_config, "linger.ms": 5})
         self.topic = topic
         self.manifest = manifest.open("w")
         self.seq: dict[str, int] = {}
@@ -53,13 +60,24 @@ class Fleet:
             self.manifest.write(json.dumps({"partition": msg.partition(), "offset": msg.offset(), "key": "",
                                             "category": category, "reason": reason, "event": truth}) + "\n")
 
-        self.producer.produce(self.topic, payload, key=truth["device_id"].encode(), on_delivery=delivered,
-                              timestamp=producer_ms or 0)
+        key = (truth or {}).get("device_id", "").encode()
+        self.producer.produce(self.topic, payload, key=key, on_delivery=delivered, timestamp=producer_ms or 0)
         self.producer.poll(0)
 
     def close(self) -> None:
         assert self.producer.flush(30) == 0 and not self.failures, self.failures
         self.manifest.close()
+
+
+def matches_then_stops(job: Job, truth: GroundTruth, influx, database: str, work: Path) -> list[dict]:
+    """Wait until InfluxDB and the dead letters match the ground truth, stop the job with SIGTERM, and check what
+    every run must show: a clean stop and exactly the manifest's records read. Returns pipeline_progress."""
+    truth.assert_matches(influx, database, work)
+    assert job.terminate() == 0
+    assert "Traceback" not in job.output()
+    progress = influx.query("SELECT * FROM pipeline_progress", database)
+    assert sum(row["input_rows"] for row in progress) == len(truth.entries)
+    return progress
 
 
 def now_ms() -> int:
@@ -81,7 +99,7 @@ def test_no_device_s_clock_or_missing_sensor_can_drop_or_stall_another_device_s_
               tmp_path / "job.log")
     adjusted = early_events == "adjust"
     manifest = tmp_path / "manifest.jsonl"
-    fleet = Fleet(stack.info["kafka"]["bootstrap_servers"], topic, manifest)
+    fleet = Fleet(client_config(stack.info["kafka"]["bootstrap_servers"]), topic, manifest)
     full = {"temperature": 20.0, "humidity": 40.0, "pressure": 1000.0, "battery": 0.5}
     try:
         job.wait_started()
@@ -113,22 +131,147 @@ def test_no_device_s_clock_or_missing_sensor_can_drop_or_stall_another_device_s_
         fleet.close()
         truth = GroundTruth(manifest, sites=lambda site: site != "fast")  # adjusted: at a time only the job knows
         assert len(truth.dead) == (1 if adjusted else 3)
-        truth.assert_matches(influx, database, tmp_path)
+        progress = matches_then_stops(job, truth, influx, database, tmp_path)
         fast = 'SELECT "count", temperature_mean FROM telemetry_site WHERE site = \'fast\' AND "window" = \'5s\''
         if adjusted:
             assert wait_for(lambda: sum(row["count"] for row in influx.query(fast, database)) == 2, 60)
             assert all(started_ms * 1_000_000 <= row["time"] <= now_ms() * 1_000_000
                        for row in influx.query(fast, database))
-        assert job.terminate() == 0
     finally:
         fleet.producer.flush(10)
         job.cleanup()
-    assert "Traceback" not in job.output()
-    progress = influx.query("SELECT * FROM pipeline_progress", database)
-    assert sum(row["input_rows"] for row in progress) == len(truth.entries)
     assert influx.query(fast, database) == [] or adjusted
     assert sum(row.get("early_events_adjusted") or 0 for row in progress) == (2 if adjusted else 0)
     assert sum(row["rows_dropped_by_watermark"] for row in progress) == 0
     assert sum(row["duplicates_dropped"] for row in progress) == 1
     freshness = [row["freshness_ms"] for row in progress if row["freshness_ms"] is not None]
     assert freshness and max(freshness) <= now_ms() - started_ms
+
+
+# A fleet that is not the simulator's: flat payloads with their own names, epoch seconds, no sequence numbers,
+# five measurements (one nested), a tag, and a device type that lacks a sensor.
+FLAT_CONTRACT = {
+    "device_id": "$.id", "site": "$.loc", "device_type": "$.kind", "default_device_type": "meter",
+    "event_time": "$.ts", "event_time_formats": ["epoch_s"], "sequence": "", "schema_version": False,
+    "measurements": {"co2": {"path": "$.co2"}, "rpm": {"path": "$.rpm"}, "temp_c": {"path": "$.temp_c"},
+                     "hum": {"path": "$.hum"}, "vibration": {"path": "$.vib.rms"}},
+    "tags": {"firmware": "$.fw"}}
+
+
+def test_a_fleet_with_its_own_contract_through_the_event_hubs_listener_matches_ground_truth(stack, stack_env,
+                                                                                           influx, eventhub,
+                                                                                           database, tmp_path):
+    """Configured in one place, no code: the job reads the contract from --set overrides (TOML values), through
+    SASL_SSL/PLAIN on a topic stamped with the append time like an event hub. Devices' clocks are skewed from 4 s
+    behind to 4 s ahead (within the ahead tolerance); one is 90 s fast (a dead letter), one event has no id (a dead
+    letter), and one record is delivered twice (counted once: the same device and event time)."""
+    contract = Contract.model_validate(FLAT_CONTRACT)
+    overrides = [f"contract.{key}={toml_value(value)}" for key, value in FLAT_CONTRACT.items()]
+    windows = {"10s": 10, "1m": 60}  # the dashboards' sizes: their panels are checked on this run too
+    job = eventhubs_job(stack, stack_env, eventhub, database, tmp_path, *overrides,
+                        'aggregation.window_sizes=["10 seconds", "1 minute"]')
+    manifest = tmp_path / "manifest.jsonl"
+    fleet = Fleet(client_config(stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"], stack_env["EVENTHUBS_CONNECTION_STRING"],
+                                stack_env["STREAMDASH_KAFKA_CA_FILE"]), eventhub, manifest)
+    devices = [(f"m-{n}", f"plant-{n % 2}", skew_ms, "fan" if n % 3 == 0 else None)
+               for n, skew_ms in enumerate((-4000, -2000, 0, 2000, 4000, -1000))]
+
+    def send(device: str, site: str, event_ms: int, kind: str | None, i: int, **extra) -> dict:
+        values = {"rpm": 1000.0 + i, "temp_c": 20.0 + (i % 7) / 4, "hum": None if i % 5 == 0 else 40.0 + i % 3,
+                  "vibration": 0.01 * (i % 11)}
+        if kind != "fan":
+            values["co2"] = 400 + i % 13
+        payload = {"id": device, "loc": site, "ts": event_ms / 1000, "fw": "1.2", "vib": {"rms": values["vibration"]},
+                   **{k: v for k, v in values.items() if k != "vibration"}, **({"kind": kind} if kind else {}),
+                   **extra}
+        truth = {"device_id": device, "site": site, "device_type": kind or "meter", "event_time_ms": event_ms,
+                 "seq": None, **values}
+        fleet.payloads.append(json.dumps(payload).encode())
+        return truth
+
+    try:
+        job.wait_started()
+        for i in range(60):
+            t = now_ms()
+            for device, site, skew_ms, kind in devices:
+                truth = send(device, site, t + skew_ms, kind, i)
+                fleet.resend(fleet.payloads[-1], truth, ON_TIME)
+            if i == 20:
+                early = send("m-fast", "plant-0", now_ms() + 90_000, None, i)
+                fleet.resend(fleet.payloads[-1], early, MALFORMED, Reason.EVENT_TIME_OUT_OF_RANGE)
+                fleet.resend(json.dumps({"loc": "plant-0", "ts": t / 1000, "rpm": 1}).encode(), None, MALFORMED,
+                             Reason.MISSING_FIELD)
+            if i == 30:
+                fleet.resend(fleet.payloads[-1], truth, "duplicate")
+            time.sleep(0.25)
+        fleet.close()
+        truth = GroundTruth(manifest, contract=contract, windows=windows)
+        assert len(truth.dead) == 2
+        progress = matches_then_stops(job, truth, influx, database, tmp_path)
+    finally:
+        job.cleanup()
+    assert sum(row["rows_dropped_by_watermark"] for row in progress) == 0
+    assert sum(row["duplicates_dropped"] for row in progress) == 1
+    tags = influx.query('SHOW TAG VALUES FROM telemetry_device WITH KEY = "firmware"', database)
+    assert [row["value"] for row in tags] == ["1.2"]
+    fields = {row["fieldKey"] for row in influx.query("SHOW FIELD KEYS FROM telemetry_device", database)}
+    assert fields == {"count", *contract.stat_columns()}
+    # The dashboards follow the contract: every panel of the two that show measurements returns data here.
+    query = dashboards.influx_query(influx.url, influx.token, database)
+    live = GrafanaLivePusher("http://grafana", "t", "streamdash", ("telemetry_site",)).channels()
+    for board in ("fleet_overview", "device_drilldown"):
+        checks = dashboards.check_grafana(REPO / "dashboards" / "grafana" / f"{board}.json", query,
+                                          dashboards.Window(), live)
+        failed = [(c.panel, c.problem or "no values", c.statement) for c in checks if not c.ok]
+        assert checks and not failed, failed
+
+
+def test_the_simulator_s_mixed_fleet_under_another_contract_matches_ground_truth(stack, stack_env, influx, eventhub,
+                                                                                database, tmp_path):
+    """The simulator driven by a configuration file's [contract] (flat names, no sequence, epoch seconds), with a
+    mixed fleet: device types without a sensor or with one the contract does not name, null spells, silent
+    spells, and clocks from a second behind to an hour either way; the job reads the same contract, through the
+    Event Hubs-style listener. Everything the manifest says was counted is in InfluxDB, exactly."""
+    from .pipeline import send_with_late_data
+
+    contract = Contract.model_validate(FLAT_CONTRACT)
+    conf = tmp_path / "fleet.toml"
+    conf.write_text("[contract]\n" + "\n".join(f"{key} = {toml_value(value)}" for key, value in FLAT_CONTRACT.items()))
+    overrides = [f"contract.{key}={toml_value(value)}" for key, value in FLAT_CONTRACT.items()]
+    job = eventhubs_job(stack, stack_env, eventhub, database, tmp_path, *overrides)
+    target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    try:
+        job.wait_started()
+        manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
+                                       extra=("--conf", str(conf), "--mixed-fleet", "--devices", "20", "--sites", "4"))
+        truth = GroundTruth(manifest, contract=contract)
+        categories = {entry["category"] for entry in truth.entries}
+        assert {"late_beyond", "duplicate", "malformed"} <= categories
+        assert any(e["reason"] == Reason.EVENT_TIME_OUT_OF_RANGE for e in truth.entries), "a fast clock"
+        events = [e["event"] for e in truth.entries if e["category"] in ("on_time", "late_within")]
+        assert any(m in e and e[m] is None for e in events for m in contract.measurements), "a null spell"
+        assert any("rpm" not in e for e in events), "a device type without the sensor"
+        progress = matches_then_stops(job, truth, influx, database, tmp_path)
+    finally:
+        job.cleanup()
+    late = {(e["event"]["device_id"], e["event"]["event_time_ms"]) for e in truth.entries
+            if e["category"] == "late_beyond"}
+    late_records = sum(1 for e in truth.entries if e["event"] and (e["event"]["device_id"],
+                                                                    e["event"]["event_time_ms"]) in late)
+    assert sum(row["rows_dropped_by_watermark"] for row in progress) == late_records
+
+
+def eventhubs_job(stack, stack_env, eventhub: str, database: str, work: Path, *overrides: str) -> Job:
+    """The job reading `eventhub` through the Event Hubs-style SASL_SSL listener, trusting the stack's CA."""
+    sasl = [f"source.bootstrap_servers={stack.info['kafka']['eventhubs_bootstrap_servers']}",
+            "source.security=eventhubs", "source.connection_string=${EVENTHUBS_CONNECTION_STRING}",
+            f"source.ca_file={stack.info['kafka']['ca_file']}"]
+    return Job(job_args(stack, eventhub, database, work, *overrides, *sasl), stack_env, work / "job.log",
+               java_trust_store(stack.info["kafka"]["ca_file"], work))
+
+
+def toml_value(value: object) -> str:
+    """A value as TOML (inline tables for dicts), for a file or --set."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f'"{key}" = {toml_value(item)}' for key, item in value.items()) + "}"
+    return json.dumps(value)

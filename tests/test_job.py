@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
-from streamdash.config import Validation, load_settings
+from streamdash.config import Contract, Validation, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import (
     HOTSPOT_HUGE_METHOD_BYTES,
@@ -105,7 +105,7 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     assert writes.windows_written_ns < started_ns + progress["batchDuration"] * 1_000_000
 
 
-LAYOUT = state_layout()
+LAYOUT = state_layout(Contract())
 
 
 def test_a_checkpoint_of_the_old_per_window_layout_is_refused(spark, tmp_path):
@@ -139,8 +139,9 @@ def test_a_new_checkpoint_records_its_state_layout_and_another_layout_is_refused
     assert (tmp_path / "new" / STATE_LAYOUT_FILE).exists()
     (tmp_path / "new" / "aggregates" / "offsets").mkdir(parents=True)
     check_checkpoint(spark, str(tmp_path / "new"), LAYOUT)  # the same layout continues
-    with pytest.raises(StreamdashError, match=r"another layout \(it differs in deduplication_key\)") as error:
-        check_checkpoint(spark, str(tmp_path / "new"), {"deduplication_key": ["device_id", "event_time"]})
+    other = Contract(measurements={"co2": {"path": "$.co2"}}, sequence=None)
+    with pytest.raises(StreamdashError, match=r"another layout \(it differs in measurements\)") as error:
+        check_checkpoint(spark, str(tmp_path / "new"), state_layout(other))
     assert str(tmp_path / "new") in str(error.value)
 
 

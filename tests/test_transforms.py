@@ -10,8 +10,9 @@ import time
 import pytest
 from chispa import assert_df_equality
 
-from streamdash.config import Validation
+from streamdash.config import Contract, Measurement, Validation
 from streamdash.events import Reason
+from streamdash.sinks.points import aggregate_line
 from streamdash.sources.kafka import CREATE_TIME, LOG_APPEND_TIME
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
@@ -178,9 +179,11 @@ def test_early_events_can_be_adjusted_to_the_reference_time_and_are_flagged(spar
 
 
 def test_values_outside_a_configured_range_are_dead_letters(spark):
-    validation = Validation(ranges={"temperature": (-80, 150)})
+    measurements = Contract().measurements
+    contract = Contract(measurements={**measurements, "temperature": Measurement(
+        path=measurements["temperature"].path, range=(-80, 150))})
     payloads = [with_(measurements={"temperature": 151}), with_(measurements={"temperature": -80, "humidity": 1e9})]
-    parsed = parse_events(raw(spark, *payloads), validation)
+    parsed = parse_events(raw(spark, *payloads), Validation(), contract)
     assert [(r.offset, r.reason) for r in dead_letters(parsed).collect()] == [(0, Reason.VALUE_OUT_OF_RANGE)]
     assert parse_events(raw(spark, *payloads), Validation()).where("error IS NOT NULL").count() == 0
 
@@ -237,50 +240,54 @@ def test_p95_is_within_the_sketch_rank_error(spark):
     assert p95 == int(p95) and abs(p95 - 950) <= 0.0165 * 1000  # an observed value, rank within the KLL bound
 
 
+class DeviceWindows:
+    """A real micro-batch stream over JSON files: deduplicated (10 s watermark) device windows of 10 s into a memory
+    table; `send` writes one batch of `events` rows and processes it."""
+
+    def __init__(self, spark, tmp_path, name: str):
+        self.spark, self.staging, self.source = spark, tmp_path / "staging", tmp_path / "in"
+        self.source.mkdir()
+        stream = deduplicate(spark.readStream.schema(events(spark, []).schema).json(str(self.source)), "10 seconds")
+        self.query = (windowed_aggregates(stream, ["10 seconds"]).where("level = 'device'").writeStream
+                      .outputMode("update").format("memory").queryName(f"{name}_{int(time.time() * 1000)}")
+                      .option("checkpointLocation", str(tmp_path / "cp")).start())
+
+    def send(self, name, rows) -> None:
+        events(self.spark, rows).write.mode("overwrite").json(str(self.staging / name))
+        for part in (self.staging / name).glob("part-*.json"):
+            part.rename(self.source / f"{name}-{part.name}")
+        self.query.processAllAvailable()
+
+
 def test_watermark_drops_late_events_keeps_those_within_and_counts_duplicates_once(spark, tmp_path):
-    """A real micro-batch stream over JSON files: batch 1 moves the watermark, batch 2 brings late events."""
-    source = tmp_path / "in"
-    source.mkdir()
-    schema = "device_id string, site string, device_type string, event_time timestamp, seq long, " \
-             "temperature double, humidity double, pressure double, battery double"
-    stream = deduplicate(spark.readStream.schema(schema).json(str(source)), "10 seconds")
-    query = (windowed_aggregates(stream, ["10 seconds"]).where("level = 'device'").writeStream
-             .outputMode("update").format("memory").queryName(f"wm_{int(time.time() * 1000)}")
-             .option("checkpointLocation", str(tmp_path / "cp")).start())
-
-    def send(name, rows):
-        events(spark, rows).write.mode("overwrite").json(str(tmp_path / "staging" / name))
-        for part in (tmp_path / "staging" / name).glob("part-*.json"):
-            part.rename(source / f"{name}-{part.name}")
-        query.processAllAvailable()
-
+    """Batch 1 moves the watermark, batch 2 brings late events."""
+    windows = DeviceWindows(spark, tmp_path, "wm")
     try:
-        send("b1", [("a", "s", 0, 1, 1.0), ("a", "s", 60, 2, 2.0)])  # watermark becomes 60 - 10 = 50 s
-        send("b2", [("a", "s", 55, 3, 3.0), ("a", "s", 5, 4, 4.0), ("a", "s", 60, 2, 2.0)])  # within, beyond, dup
-        final = spark.sql(f"SELECT window_start_ns, `count` AS n FROM {query.name}")
+        windows.send("b1", [("a", "s", 0, 1, 1.0), ("a", "s", 60, 2, 2.0)])  # watermark becomes 60 - 10 = 50 s
+        # within the watermark, beyond it, a duplicate
+        windows.send("b2", [("a", "s", 55, 3, 3.0), ("a", "s", 5, 4, 4.0), ("a", "s", 60, 2, 2.0)])
+        final = spark.sql(f"SELECT window_start_ns, `count` AS n FROM {windows.query.name}")
         latest = {r.window_start_ns: r.n for r in final.orderBy("n").collect()}
         start_ns = int(T0.replace(tzinfo=dt.UTC).timestamp()) * 1_000_000_000
         assert latest == {start_ns: 1, start_ns + 50_000_000_000: 1, start_ns + 60_000_000_000: 1}
-        dropped = sum(op["numRowsDroppedByWatermark"] for op in query.lastProgress["stateOperators"])
+        dropped = sum(op["numRowsDroppedByWatermark"] for op in windows.query.lastProgress["stateOperators"])
         assert dropped == 1
     finally:
-        query.stop()
+        windows.query.stop()
 
 
 def test_a_statistic_that_overflows_is_left_out_and_counted(spark):
     """Finite values whose sum or variance exceeds a double: the point keeps what is representable."""
-    from streamdash.sinks.points import aggregate_line
-
     df = events(spark, [("a", "s", 1, 1, 1.7e308), ("a", "s", 2, 2, 1.7e308)])
     row = windowed_aggregates(df, ["10 seconds"]).where("level = 'device'").collect()[0].asDict()
-    point = aggregate_line(row)
+    point = aggregate_line(Contract(), row)
     assert "temperature_max=1.7e+308" in point and "temperature_p95=1.7e+308" in point
     assert "temperature_mean=" not in point and "stats_overflowed=" in point
     overflowed = int(point.split("stats_overflowed=")[1].split("i")[0])
     assert overflowed == sum(1 for name in ("temperature_mean", "temperature_stddev") if not math.isfinite(row[name]))
     assert overflowed >= 1
-    assert "humidity_mean=50.0" in point and "stats_overflowed" not in aggregate_line({**row, "temperature_mean": 1.0,
-                                                                                       "temperature_stddev": 0.0})
+    representable = {**row, "temperature_mean": 1.0, "temperature_stddev": 0.0}
+    assert "humidity_mean=50.0" in point and "stats_overflowed" not in aggregate_line(Contract(), representable)
 
 
 @pytest.mark.parametrize("others", [{}, {"humidity": None, "pressure": None, "battery": None}],
@@ -288,8 +295,6 @@ def test_a_statistic_that_overflows_is_left_out_and_counted(spark):
 def test_a_measurement_without_a_value_in_a_window_gets_no_statistics_and_fails_nothing(spark, others):
     """A device type without a sensor (or one reporting null): its windows hold empty sketches for that sensor,
     whose quantile Spark refuses. Nothing fails; the point has only the statistics that exist."""
-    from streamdash.sinks.points import aggregate_line
-
     payloads = [with_(seq=seq, measurements={"temperature": 20.0 + seq, **others}) for seq in (1, 2, 3)]
     events = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation())), "30 seconds")
     rows = [row.asDict() for row in windowed_aggregates(events, ["10 seconds"]).collect()]
@@ -298,47 +303,99 @@ def test_a_measurement_without_a_value_in_a_window_gets_no_statistics_and_fails_
         assert (row["count"], row["temperature_p95"], row["temperature_min"]) == (3, 23.0, 21.0)
         assert all(row[f"{m}_{stat}"] is None for m in ("humidity", "pressure", "battery")
                    for stat in ("mean", "min", "max", "last", "stddev", "p95"))
-        point = aggregate_line(row)
+        point = aggregate_line(Contract(), row)
         assert "temperature_p95=23.0" in point and "humidity" not in point and "battery" not in point
 
 
 @pytest.mark.parametrize("values", [[5.0], [-0.0, 0.0], [1.7e308, -1.7e308], [5e-324, 5e-324], [1e-300, 1e300]],
                          ids=["single", "signed-zeros", "opposite-extremes", "subnormal", "wide-range"])
 def test_every_statistic_takes_the_edges_of_valid_input(spark, values):
-    from streamdash.sinks.points import aggregate_line
-
     rows = [("a", "s", i / 10, i, value) for i, value in enumerate(values)]
     row = windowed_aggregates(events(spark, rows), ["10 seconds"]).where("level = 'device'").collect()[0].asDict()
     assert row["count"] == len(values) and row["temperature_min"] == min(values)
     assert row["temperature_max"] == max(values) and row["temperature_p95"] in values
-    assert aggregate_line(row).startswith("telemetry_device,")
+    assert aggregate_line(Contract(), row).startswith("telemetry_device,")
 
 
 def test_a_device_that_restarts_its_sequence_is_not_its_own_duplicate_and_true_duplicates_are_counted(spark,
                                                                                                       tmp_path):
     """A reboot: the same seqs again, at later times, while the first ones are still in the deduplication's state
     (the watermark has not passed them). They count; exact re-deliveries count once and are reported dropped."""
-    source = tmp_path / "in"
-    source.mkdir()
-    stream = deduplicate(spark.readStream.schema(events(spark, []).schema).json(str(source)), "10 seconds")
-    query = (windowed_aggregates(stream, ["10 seconds"]).where("level = 'device'").writeStream
-             .outputMode("update").format("memory").queryName(f"reboot_{int(time.time() * 1000)}")
-             .option("checkpointLocation", str(tmp_path / "cp")).start())
-
-    def send(name, rows):
-        events(spark, rows).write.mode("overwrite").json(str(tmp_path / "staging" / name))
-        for part in (tmp_path / "staging" / name).glob("part-*.json"):
-            part.rename(source / f"{name}-{part.name}")
-        query.processAllAvailable()
-
+    windows = DeviceWindows(spark, tmp_path, "reboot")
     try:
-        send("b1", [("a", "s", 0, 1, 1.0), ("a", "s", 1, 2, 2.0)])  # watermark becomes 1 - 10 = -9 s
-        send("b2", [("a", "s", 5, 1, 3.0), ("a", "s", 6, 2, 4.0),  # rebooted: seq 1 and 2 again, later
-                    ("a", "s", 1, 2, 2.0), ("a", "s", 6, 2, 4.0)])  # two re-deliveries
-        final = spark.sql(f"SELECT `count` AS n, temperature_mean AS mean FROM {query.name}").collect()
+        windows.send("b1", [("a", "s", 0, 1, 1.0), ("a", "s", 1, 2, 2.0)])  # watermark becomes 1 - 10 = -9 s
+        windows.send("b2", [("a", "s", 5, 1, 3.0), ("a", "s", 6, 2, 4.0),  # rebooted: seq 1 and 2 again, later
+                            ("a", "s", 1, 2, 2.0), ("a", "s", 6, 2, 4.0)])  # two re-deliveries
+        final = spark.sql(f"SELECT `count` AS n, temperature_mean AS mean FROM {windows.query.name}").collect()
         assert max((r.n, r.mean) for r in final) == (4, 2.5)
         dropped = sum(int(op["customMetrics"].get("numDroppedDuplicateRows", 0))
-                      for progress in query.recentProgress for op in progress["stateOperators"])
+                      for progress in windows.query.recentProgress for op in progress["stateOperators"])
         assert dropped == 2  # (the last progress may be a batch without data, which evicts expired state)
     finally:
-        query.stop()
+        windows.query.stop()
+
+
+FLAT = Contract.model_validate({
+    "device_id": "$.id", "site": "$.loc", "device_type": None, "default_device_type": "meter", "event_time": "$.ts",
+    "event_time_formats": ["epoch_s", "iso8601"], "sequence": None, "schema_version": None,
+    "measurements": {"co2": {"path": "$.co2"}, "rpm": {"path": "$.rpm", "range": [0, 10000]},
+                     "vibration_x": {"path": "$.vib.x"}, "door_open": {"path": "$['door state'].open"}},
+    "tags": {"firmware": "$.fw"}, "statistics": ["mean", "max", "p95"]})
+T0_S = int(T0.replace(tzinfo=dt.UTC).timestamp())
+
+
+def flat(**fields) -> str:
+    event = {"id": "m-1", "loc": "plant-1", "ts": T0_S, "co2": 400, "rpm": 1200.5, "vib": {"x": 0.25},
+             "door state": {"open": 0}, "fw": "2.1"}
+    for key, value in fields.items():
+        if value is ...:
+            del event[key]
+        else:
+            event[key] = value
+    return json.dumps(event)
+
+
+def test_a_flat_payload_with_its_own_field_names_parses_as_its_contract_says(spark):
+    payloads = [flat(), flat(ts=T0_S + 1.5, fw=7, co2=None), flat(ts="2026-11-28T12:00:02Z", id="m-2", fw=...)]
+    rows = valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)).orderBy("event_time").collect()
+    assert [(r.device_id, r.site, r.device_type, r.seq) for r in rows] == [
+        ("m-1", "plant-1", "meter", None), ("m-1", "plant-1", "meter", None), ("m-2", "plant-1", "meter", None)]
+    assert [r.event_time for r in rows] == [T0, T0 + dt.timedelta(seconds=1.5), T0 + dt.timedelta(seconds=2)]
+    assert [(r.co2, r.rpm, r.vibration_x, r.door_open) for r in rows] == [
+        (400.0, 1200.5, 0.25, 0.0), (None, 1200.5, 0.25, 0.0), (400.0, 1200.5, 0.25, 0.0)]
+    assert [r.tags.firmware for r in rows] == ["2.1", "7", None]
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (flat(id=...), Reason.MISSING_FIELD),
+    (flat(loc=None), Reason.MISSING_FIELD),
+    (flat(co2=None, rpm=..., vib={}, **{"door state": {}}), Reason.MISSING_FIELD),
+    (flat(ts=1795867200123), Reason.EVENT_TIME_OUT_OF_RANGE),  # milliseconds read as seconds: year 58,878
+    (flat(ts="2026-11-28T12:00:00"), Reason.BAD_EVENT_TIME),
+    (flat(ts=True), Reason.WRONG_TYPE),
+    (flat(vib=3), Reason.WRONG_TYPE),
+    (flat(vib={"x": "high"}), Reason.WRONG_TYPE),
+    (flat(fw={"v": 1}), Reason.WRONG_TYPE),
+    (flat(fw="a\nb"), Reason.INVALID_IDENTIFIER),
+    (flat(rpm=10001), Reason.VALUE_OUT_OF_RANGE),
+    (flat(schemaVersion="anything", seq="anything"), None),  # not in this contract: ignored
+])
+def test_each_field_of_another_contract_is_checked_as_it_says(spark, payload, reason):
+    parsed = parse_events(raw(spark, payload), Validation(), FLAT).collect()
+    assert parsed[0].error == reason
+
+
+def test_without_a_sequence_duplicates_are_the_same_device_and_event_time_and_statistics_follow_the_contract(spark):
+    payloads = [flat(), flat(), flat(ts=T0_S + 1, co2=600), flat(id="m-2", co2=800)]
+    events = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)), "30 seconds")
+    rows = windowed_aggregates(events, ["10 seconds"], contract=FLAT)
+    assert rows.columns == ["level", "window", "window_start_ns", "site", "device_type", "device_id", "tags", "count",
+                            *FLAT.stat_columns()]
+    by_key = {(r.level, r.device_id): r.asDict(recursive=True) for r in rows.collect()}
+    assert (by_key[("device", "m-1")]["count"], by_key[("device", "m-1")]["co2_mean"]) == (2, 500.0)
+    assert by_key[("device", "m-1")]["tags"] == {"firmware": "2.1"} and by_key[("site", None)]["tags"] is None
+    assert (by_key[("site", None)]["count"], by_key[("site", None)]["co2_max"]) == (3, 800.0)
+    point = aggregate_line(FLAT, by_key[("device", "m-1")])
+    assert ",firmware=2.1," in point and "co2_p95=600.0" in point and "co2_min" not in point
+    kept = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)), "30 seconds", False)
+    assert kept.count() == 4

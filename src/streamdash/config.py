@@ -26,7 +26,6 @@ from pydantic import (
 )
 
 from streamdash.errors import ConfigError
-from streamdash.events import MEASUREMENTS
 
 # KLL sketch size behind the p95: normalized rank error about 1.65% (DataSketches' bound, 99% confidence).
 DEFAULT_QUANTILE_SKETCH_K = 200
@@ -53,12 +52,36 @@ def window_label(size: str) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
+def _duration_at_most(longest: str) -> AfterValidator:
+    limit_s = duration_seconds(longest)
+
+    def check(text: str) -> str:
+        if len(text) > 40 or duration_seconds(text) > limit_s:
+            raise ValueError(f"must be at most {longest}")
+        return text
+
+    return AfterValidator(check)
+
+
+def Duration(longest: str) -> Any:  # noqa: N802 - reads as a type in the models
+    """A duration like '500 ms' or '2 hours', at most `longest` (what its consumer can take)."""
+    return Annotated[str, AfterValidator(_check_duration), _duration_at_most(longest)]
+
+
 def _check_duration(text: str) -> str:
     duration_seconds(text)
     return text
 
 
-Duration = Annotated[str, AfterValidator(_check_duration)]
+# A finite number of seconds, at most an hour: timeouts and retry delays.
+Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+# Kafka topic and Event Hubs names: letters, digits, '.', '_', '-'.
+_TOPIC = r"^[A-Za-z0-9._-]{1,256}$"
+
+
+def redacted(url: str) -> str:
+    """`url` without a user:password part, for messages and logs."""
+    return re.sub(r"(?<=://)[^/@]*@", "***@", url)
 
 
 class _Section(BaseModel):
@@ -69,14 +92,14 @@ class KafkaSource(_Section):
     """Apache Kafka, or Azure Event Hubs through its Kafka endpoint (`security = "eventhubs"`)."""
 
     kind: Literal["kafka"] = "kafka"
-    bootstrap_servers: str = Field(min_length=1)
-    topic: str = Field(min_length=1)
+    bootstrap_servers: str = Field(pattern=r"^\S+$", max_length=4096)
+    topic: str = Field(pattern=_TOPIC)
     security: Literal["plaintext", "eventhubs"] = "plaintext"
     connection_string: SecretStr | None = None
     ca_file: str | None = None
     consumer_group: str | None = None
     starting_offsets: str = "latest"
-    max_offsets_per_trigger: int | None = Field(default=None, gt=0)
+    max_offsets_per_trigger: int | None = Field(default=None, gt=0, le=1_000_000_000)
     fail_on_data_loss: bool = True
 
     @model_validator(mode="after")
@@ -95,12 +118,12 @@ class EventHubsNativeSource(_Section):
     connection_string: SecretStr
     consumer_group: str = "$Default"
     starting_position: Literal["earliest", "latest"] = "latest"
-    max_events_per_trigger: int | None = Field(default=None, gt=0)
+    max_events_per_trigger: int | None = Field(default=None, gt=0, le=1_000_000_000)
 
 
 class Aggregation(_Section):
-    window_sizes: list[str] = Field(default=["10 seconds", "1 minute"], min_length=1)
-    watermark: Duration = "30 seconds"
+    window_sizes: list[str] = Field(default=["10 seconds", "1 minute"], min_length=1, max_length=10)
+    watermark: Duration("1 day") = "30 seconds"
     quantile_sketch_k: int = Field(default=DEFAULT_QUANTILE_SKETCH_K, ge=8, le=65535)
 
     @field_validator("window_sizes")
@@ -117,57 +140,152 @@ class Aggregation(_Section):
         return sizes
 
 
-class Validation(_Section):
-    """What makes a record a valid event beyond its JSON types (the contract is in `streamdash.events`)."""
+_JSON_PATH = re.compile(r"^\$(?:\.[A-Za-z0-9_@-]+|\['[^'\\\x00-\x1f]+'\])+$")
+_JSON_PATH_SEGMENT = re.compile(r"\.([A-Za-z0-9_@-]+)|\['([^']+)'\]")
+MAX_PATH_DEPTH = 8
 
-    max_event_bytes: int = Field(default=65536, gt=0)
-    max_identifier_length: int = Field(default=128, gt=0)
+
+def json_path_segments(path: str) -> list[str]:
+    """'$.measurements.temperature' or "$['a b'].c" -> the keys from the root: ['measurements', 'temperature']."""
+    return [name or quoted for name, quoted in _JSON_PATH_SEGMENT.findall(path)]
+
+
+def _check_json_path(path: str) -> str:
+    if len(path) > 256 or not _JSON_PATH.match(path):
+        raise ValueError("not a JSON path of object keys like '$.deviceId', '$.measurements.temperature' or "
+                         "\"$['key with spaces']\"")
+    if len(json_path_segments(path)) > MAX_PATH_DEPTH:
+        raise ValueError(f"a JSON path may go at most {MAX_PATH_DEPTH} keys deep")
+    return path
+
+
+JsonPath = Annotated[str, AfterValidator(_check_json_path)]
+# A measurement's or a tag's name: an InfluxDB field or tag key, and a column of the job's DataFrames.
+Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+STATISTIC_NAMES = ("mean", "min", "max", "last", "stddev", "p95")  # `transforms.aggregate.STATISTICS`, in order
+# Columns and InfluxDB keys the job uses itself: no measurement or tag may take these names.
+RESERVED_NAMES = frozenset({
+    "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type", "payload", "error",
+    "device_id", "site", "device_type", "event_time", "seq", "tags", "event_time_adjusted", "dead_letter", "parsed",
+    "level", "window", "window_start_ns", "count", "stats_overflowed", "device", "time"})
+
+
+class Measurement(_Section):
+    path: JsonPath
+    # Plausible values, e.g. [-80, 150]: a value outside is a dead letter (`value_out_of_range`). Unset: any finite.
+    range: tuple[float, float] | None = None
+
+    @field_validator("range")
+    @classmethod
+    def _finite_and_ordered(cls, bounds: tuple[float, float] | None) -> tuple[float, float] | None:
+        if bounds is not None and not (math.isfinite(bounds[0]) and math.isfinite(bounds[1])
+                                       and bounds[0] <= bounds[1]):
+            raise ValueError("a range must be two finite numbers, low <= high")
+        return bounds
+
+
+class SchemaVersion(_Section):
+    path: JsonPath = "$.schemaVersion"
+    accepted: list[int] = Field(default=[1], min_length=1, max_length=100)
+
+
+def _simulator_measurements() -> dict[str, Measurement]:
+    return {name: Measurement(path=f"$.measurements.{name}") for name in ("temperature", "humidity", "pressure",
+                                                                         "battery")}
+
+
+class Contract(_Section):
+    """The telemetry contract: where each field of an event is in its JSON payload, which measurements it carries
+    and what the job computes of them. The default is the simulator's nested payload (`streamdash.events`)."""
+
+    device_id: JsonPath = "$.deviceId"
+    # The group every device belongs to: InfluxDB's `site` tag and the site-level windows.
+    site: JsonPath = "$.site"
+    device_type: JsonPath | None = "$.deviceType"  # unset, absent or null: `default_device_type`
+    default_device_type: str = Field(default="unknown", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\\]+$")
+    event_time: JsonPath = "$.eventTime"
+    # iso8601: a string with a date, a time and an offset (Z or +hh:mm); epoch_ms: an integer; epoch_s: a number.
+    event_time_formats: list[Literal["iso8601", "epoch_ms", "epoch_s"]] = Field(default=["iso8601", "epoch_ms"],
+                                                                                 min_length=1)
+    # A per-device counter, part of the deduplication key when set (then required in every event).
+    sequence: JsonPath | None = "$.seq"
+    # Drop re-deliveries: the same (device, sequence, event time) within the watermark counts once.
+    deduplicate: bool = True
+    schema_version: SchemaVersion | None = SchemaVersion()  # unset: not checked
+    measurements: dict[Name, Measurement] = Field(default_factory=_simulator_measurements, min_length=1,
+                                                  max_length=100)
+    # Extra low-cardinality tags carried onto device points, e.g. {firmware = "$.fw.channel"}: strings, integers
+    # or booleans; absent or null leaves the tag out.
+    tags: dict[Name, JsonPath] = Field(default={}, max_length=10)
+    statistics: list[Literal[STATISTIC_NAMES]] = Field(default=list(STATISTIC_NAMES), min_length=1)
+
+    @field_validator("device_type", "sequence", "schema_version", mode="before")
+    @classmethod
+    def _none_when_empty(cls, value: Any) -> Any:
+        """TOML has no null: `sequence = ""` or `schema_version = false` says the payload has no such field."""
+        return None if value in ("", False) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Contract:
+        if len(set(self.event_time_formats)) != len(self.event_time_formats):
+            raise ValueError("event_time_formats repeat")
+        if {"epoch_ms", "epoch_s"} <= set(self.event_time_formats):
+            raise ValueError("event_time_formats can have one epoch unit only (a number cannot say which it is)")
+        if len(set(self.statistics)) != len(self.statistics):
+            raise ValueError("statistics repeat")
+        clash = sorted((set(self.measurements) | set(self.tags)) & RESERVED_NAMES)
+        if clash:
+            raise ValueError(f"{', '.join(clash)}: reserved for the job's own columns and InfluxDB keys")
+        fields = {f"{m}_{s}" for m in self.measurements for s in STATISTIC_NAMES}
+        shared = sorted((set(self.measurements) & set(self.tags)) | (set(self.tags) & fields))
+        if shared:
+            raise ValueError(f"{', '.join(shared)}: a tag and a measurement or a field cannot share a name")
+        return self
+
+    def stat_columns(self) -> tuple[str, ...]:
+        """The fields of a point besides `count`: <measurement>_<statistic>, in order."""
+        return tuple(f"{m}_{s}" for m in self.measurements for s in STATISTIC_NAMES if s in self.statistics)
+
+
+class Validation(_Section):
+    """What makes a record a valid event beyond the contract's fields and their JSON types."""
+
+    max_event_bytes: int = Field(default=65536, gt=0, le=100 * 1024 * 1024)
+    max_identifier_length: int = Field(default=128, gt=0, le=4096)
     # eventTime against a clock no device controls (see `transforms.parse`): the broker's append time where it
     # stamps one, else the micro-batch's time. Ahead must stay below `aggregation.watermark`, so that a fast clock
     # can never move the watermark past an on-time event of another device.
-    max_event_time_ahead: Duration = "5 seconds"
-    max_event_time_behind: Duration = "7 days"
+    max_event_time_ahead: Duration("1 day") = "5 seconds"
+    max_event_time_behind: Duration("3650 days") = "7 days"
     # An event further ahead: a dead letter (`event_time_out_of_range`), or counted and taken at the reference time.
     early_events: Literal["dead_letter", "adjust"] = "dead_letter"
-    # Optional plausible range per measurement, e.g. {temperature = [-80, 150]}: values outside are dead letters.
-    ranges: dict[str, tuple[float, float]] = {}
-
-    @field_validator("ranges")
-    @classmethod
-    def _known_measurements(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for name, (low, high) in ranges.items():
-            if name not in MEASUREMENTS:
-                raise ValueError(f"unknown measurement {name!r} (known: {', '.join(MEASUREMENTS)})")
-            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
-                raise ValueError(f"the range of {name} must be two finite numbers, low <= high")
-        return ranges
 
 
 class InfluxDBSink(_Section):
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://\S+$", max_length=4096)
     org: str = "streamdash"
-    bucket: str = Field(min_length=1)
+    bucket: str = Field(pattern=r"^\S.*$", max_length=512)
     token: SecretStr
     batch_size: int = Field(default=5000, gt=0, le=100000)
     # How long writes keep retrying an unavailable InfluxDB before the job fails (and Databricks retries it).
-    max_outage: Duration = "15 minutes"
-    retry_initial_delay_s: float = Field(default=0.5, gt=0)
-    retry_max_delay_s: float = Field(default=30.0, gt=0)
-    timeout_s: float = Field(default=30.0, gt=0)
+    max_outage: Duration("7 days") = "15 minutes"
+    retry_initial_delay_s: Seconds = 0.5
+    retry_max_delay_s: Seconds = 30.0
+    timeout_s: Seconds = 30.0
 
 
 class GrafanaLiveSink(_Section):
     """Optional: push each micro-batch's windows to Grafana Live (`sinks.grafana_live`)."""
 
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(pattern=r"^https?://\S+$", max_length=4096)
     token: SecretStr  # a service account token with the Admin role (what Live pushes need)
     stream_id: str = Field(default="streamdash", pattern=r"^[A-Za-z0-9_-]+$")
     measurements: list[str] = Field(default=["telemetry_site"], min_length=1)
-    max_lines_per_push: int = Field(default=1000, gt=0)
-    max_retries: int = Field(default=2, ge=0)
-    retry_initial_delay_s: float = Field(default=0.2, gt=0)
-    retry_max_delay_s: float = Field(default=2.0, gt=0)
-    timeout_s: float = Field(default=5.0, gt=0)
+    max_lines_per_push: int = Field(default=1000, gt=0, le=100_000)
+    max_retries: int = Field(default=2, ge=0, le=100)
+    retry_initial_delay_s: Seconds = 0.2
+    retry_max_delay_s: Seconds = 2.0
+    timeout_s: Seconds = 5.0
 
 
 class DeadLetterSink(_Section):
@@ -178,14 +296,15 @@ class DeadLetterSink(_Section):
 class Job(_Section):
     name: str = "streamdash"
     checkpoint_location: str = Field(min_length=1)
-    trigger_interval: Duration = "500 milliseconds"
+    trigger_interval: Duration("1 hour") = "500 milliseconds"
     # Partitions of the aggregation's state; unset: the cores Spark has. Frozen into the checkpoint at its first run.
-    shuffle_partitions: int | None = Field(default=None, gt=0)
+    shuffle_partitions: int | None = Field(default=None, gt=0, le=10_000)
     self_metrics: bool = True
 
 
 class Settings(_Section):
     source: Annotated[KafkaSource | EventHubsNativeSource, Field(discriminator="kind")]
+    contract: Contract = Contract()
     aggregation: Aggregation = Aggregation()
     validation: Validation = Validation()
     influxdb: InfluxDBSink
@@ -230,7 +349,8 @@ def settings_from_dict(raw: dict[str, Any], source: str = "configuration",
         for error in err.errors(include_input=False, include_url=False):
             # A discriminated union adds the variant's tag (`source.kafka.topic`); `--set` names `source.topic`.
             key = ".".join(str(p) for p in error["loc"] if p not in ("kafka", "eventhubs_native"))
-            origin = f"--set {key}" if key in overridden else source
+            set_here = any(name == key or name.startswith(f"{key}.") for name in overridden)
+            origin = f"--set {key}" if set_here else source
             problems.append(f"{'.'.join(str(p) for p in error['loc'])} ({origin}): {error['msg']}")
         raise ConfigError(f"invalid configuration: {'; '.join(problems)}") from None
 

@@ -1,28 +1,29 @@
-"""The telemetry event contract (schemaVersion 1) and the reasons an event is dead-lettered.
+"""What makes a record an event, and the reasons an event is dead-lettered.
+
+Where each field is in a payload is configuration: the `[contract]` section (`config.Contract`), whose default is
+the simulator's nested payload (schemaVersion 1):
 
     {"schemaVersion": 1, "deviceId": "dev-0001", "site": "site-01", "deviceType": "thermostat",
      "eventTime": "2026-11-28T12:00:00.123+00:00",   # or epoch milliseconds: 1795867200123
      "seq": 42,                                       # per-device sequence number
      "measurements": {"temperature": 21.5, "humidity": 40.1, "pressure": 1013.2, "battery": 0.93}}
 
-Required: schemaVersion, deviceId, site, eventTime, seq, and at least one measurement. deviceType defaults
-to "unknown"; a measurement may be null or absent (sensor missing). Extra fields anywhere are ignored.
+Required: the device id, the site, the event time, the sequence and the schema version when the contract names
+them, and at least one measurement. The device type defaults to `contract.default_device_type`; a measurement may
+be null or absent (sensor missing). Extra fields anywhere are ignored.
 
-eventTime must lie within `validation.max_event_time_ahead` after and `validation.max_event_time_behind`
+The event time must lie within `validation.max_event_time_ahead` after and `validation.max_event_time_behind`
 before a clock no device controls (`transforms.parse.reference_time`), and between 1678-01-01 and 2262-01-01
 (what InfluxDB can store).
 
-Identifiers (deviceId, site, deviceType) must be 1 to `validation.max_identifier_length` characters, not
-only whitespace, without control characters, and without a backslash at the end or before `,` `=` or space
-(line protocol could not tell such a backslash from an escape).
+Identifiers (device id, site, device type, tag values) must be 1 to `validation.max_identifier_length`
+characters, not only whitespace, without control characters, and without a backslash at the end or before `,`
+`=` or space (line protocol could not tell such a backslash from an escape).
 """
 
-SCHEMA_VERSION = 1
 # Two records are the same event (a re-delivery) when these are equal. The event time is part of it: a device that
 # restarts its sequence (a reboot) sends the same seq again at another time, and is never its own duplicate.
 DEDUPLICATION_KEY = ("device_id", "seq", "event_time")
-MEASUREMENTS = ("temperature", "humidity", "pressure", "battery")
-UNKNOWN_DEVICE_TYPE = "unknown"
 
 # Java- and Python-compatible: used by Spark's rlike in the parser and by the line-protocol writer.
 UNREPRESENTABLE_IDENTIFIER = r"[\x00-\x1f\x7f]|\\$|\\[,= ]"
@@ -47,7 +48,7 @@ class Reason:
     EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
     INVALID_IDENTIFIER = "invalid_identifier"
     NON_FINITE_VALUE = "non_finite_value"
-    VALUE_OUT_OF_RANGE = "value_out_of_range"  # only with `validation.ranges` set
+    VALUE_OUT_OF_RANGE = "value_out_of_range"  # only for a measurement with a `range` in the contract
     SINK_REJECTED = "sink_rejected"  # a point InfluxDB refused (field-type conflict, retention, size)
 
     # What the parser checks with any configuration (the simulator's malformed records cover these).

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from streamdash.config import redacted
 from streamdash.errors import StreamdashError
 
 
@@ -33,7 +34,7 @@ def query(url: str, statement: str, token: str | None, database: str | None = No
     except urllib.error.HTTPError as err:
         answer = json.loads(err.read() or b"{}") or {"error": f"HTTP {err.code}"}
     except (urllib.error.URLError, OSError) as err:
-        raise InfluxQLError(f"InfluxDB at {url} is unreachable: {err}") from None
+        raise InfluxQLError(f"InfluxDB at {redacted(url)} is unreachable: {err}") from None
     errors = [answer.get("error")] + [result.get("error") for result in answer.get("results", [])]
     errors = [error for error in errors if error]
     if errors and check:

@@ -99,22 +99,25 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     window size and level from one stateful aggregation, followed by the records that failed validation.
     """
     checkpoint = settings.job.checkpoint_location.rstrip("/")
-    check_checkpoint(spark, checkpoint, state_layout())
+    contract = settings.contract
+    check_checkpoint(spark, checkpoint, state_layout(contract))
     writer = InfluxWriter.from_config(settings.influxdb)
     views = [GrafanaLivePusher.from_config(settings.grafana_live)] if settings.grafana_live else []
-    parsed = parse_events(read_source(spark, settings), settings.validation)
+    parsed = parse_events(read_source(spark, settings), settings.validation, contract)
     if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
         parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
     events, letters = split_once(parsed)
-    aggregates = windowed_aggregates(deduplicate(events, settings.aggregation.watermark),
-                                     settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k)
+    aggregates = windowed_aggregates(deduplicate(events, settings.aggregation.watermark, contract.deduplicate),
+                                     settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
+                                     contract)
     output = aggregates.unionByName(letters.observe("dead_letters", F.count(F.lit(1)).alias("dead_letters")),
                                     allowMissingColumns=True)
     name = f"{settings.job.name}_aggregates"
     return {name: partial(
         output.writeStream.outputMode("update").queryName(name).option("checkpointLocation", f"{checkpoint}/aggregates")
         .trigger(processingTime=settings.job.trigger_interval)
-        .foreachBatch(write_batch(writer, views, settings.dead_letter, name, f"{settings.job.name}_dead_letters"))
+        .foreachBatch(write_batch(writer, views, settings.dead_letter, name, f"{settings.job.name}_dead_letters",
+                                  partial(aggregate_line, contract)))
         .start)}
 
 
@@ -163,7 +166,7 @@ def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None
 
 
 def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink, stream: str,
-                invalid_stream: str) -> Callable[[DataFrame, int], None]:
+                invalid_stream: str, to_line: Callable[[dict], str | None]) -> Callable[[DataFrame, int], None]:
     """The query's handler: windows to InfluxDB (the record), then to `views` (Grafana Live); then the points
     InfluxDB refused (as `stream`, the query's name) and the records that failed validation (as `invalid_stream`)
     to the dead letters. The batch is kept in memory while it is written, so its source is read and its state
@@ -173,7 +176,7 @@ def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadL
         batch.persist()
         try:
             windows = batch.where(F.col(DEAD_LETTER).isNull())
-            report, *_ = write_rows(windows, aggregate_line, [writer, *views])
+            report, *_ = write_rows(windows, to_line, [writer, *views])
             windows_written_ns = time.time_ns()
             blocked_s = report.blocked_s
             if report.rejected:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from streamdash.config import GrafanaLiveSink
+from streamdash.config import GrafanaLiveSink, redacted
 from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
 
@@ -50,7 +50,7 @@ class GrafanaLivePusher:
                    timeout_s=sink.timeout_s)
 
     def __repr__(self) -> str:  # never show the token
-        return f"GrafanaLivePusher(url={self.url!r}, stream_id={self.stream_id!r})"
+        return f"GrafanaLivePusher(url={redacted(self.url)!r}, stream_id={self.stream_id!r})"
 
     def channels(self) -> list[str]:
         return [live_channel(self.stream_id, measurement) for measurement in self.measurements]
@@ -87,5 +87,5 @@ class GrafanaLivePusher:
             if attempt < self.retry.max_retries:
                 time.sleep(delay)
         log.warning("Grafana Live at %s did not take %d lines (%s); they stay in InfluxDB only",
-                    self.url, body.count("\n") + 1, problem)
+                    redacted(self.url), body.count("\n") + 1, problem)
         return False

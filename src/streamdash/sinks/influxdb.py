@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streamdash.config import InfluxDBSink, duration_seconds
+from streamdash.config import InfluxDBSink, duration_seconds, redacted
 from streamdash.errors import StreamdashError
 from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
@@ -53,8 +53,13 @@ class InfluxWriter:
                    retry=RetryPolicy(sink.retry_initial_delay_s, sink.retry_max_delay_s, max_retries=None,
                                      max_outage_s=duration_seconds(sink.max_outage)))
 
+    @property
+    def where(self) -> str:
+        """The URL for messages: without a user:password part."""
+        return redacted(self.url)
+
     def __repr__(self) -> str:  # never show the token
-        return f"InfluxWriter(url={self.url!r}, bucket={self.bucket!r})"
+        return f"InfluxWriter(url={self.where!r}, bucket={self.bucket!r})"
 
     def write_lines(self, lines: Iterable[str | None]) -> WriteReport:
         """Write every non-None line, `batch_size` at a time. Refused lines are in the report, not raised."""
@@ -101,7 +106,7 @@ class InfluxWriter:
                     if status in REFUSED_STATUSES:
                         return problem
                     if not is_transient(status):
-                        raise InfluxWriteError(f"InfluxDB at {self.url} refused the write ({problem}); check "
+                        raise InfluxWriteError(f"InfluxDB at {self.where} refused the write ({problem}); check "
                                                "influxdb.url, influxdb.bucket and influxdb.token") from None
                     if status in RETRY_AFTER_STATUSES:
                         retry_after = retry_after_s(err.headers)
@@ -111,11 +116,11 @@ class InfluxWriter:
                 failing_since = now if failing_since is None else failing_since
                 if self.retry.gives_up(retries, now - failing_since):
                     raise InfluxWriteError(
-                        f"InfluxDB at {self.url} was unavailable for {now - failing_since:.0f} s, longer than "
+                        f"InfluxDB at {self.where} was unavailable for {now - failing_since:.0f} s, longer than "
                         f"influxdb.max_outage allows; last error: {problem}") from None
                 if now - last_logged >= self.outage_log_every_s:
                     last_logged = now
-                    log.warning("InfluxDB at %s unavailable for %.0f s (%s); retrying for up to %.0f s", self.url,
+                    log.warning("InfluxDB at %s unavailable for %.0f s (%s); retrying for up to %.0f s", self.where,
                                 now - failing_since, problem, self.retry.max_outage_s or 0)
                 time.sleep(self.retry.delay(retries, retry_after))
                 retries += 1

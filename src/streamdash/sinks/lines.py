@@ -26,7 +26,7 @@ class LineSink(Protocol):
 def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineSink],
                     rows: Iterable[Any]) -> Iterator[list[WriteReport]]:
     """`mapPartitions` body: rows -> lines -> each sink in order; yields one report per sink for the driver."""
-    lines = [to_line(row.asDict()) for row in rows]
+    lines = [to_line(row.asDict(recursive=True)) for row in rows]
     yield [sink.write_lines(lines) for sink in sinks]
 
 

@@ -3,13 +3,14 @@
 | measurement         | tags                              | fields                                  | time         |
 |---------------------|-----------------------------------|-----------------------------------------|--------------|
 | telemetry_device    | site, device, device_type, window | count (int), <m>_{mean,min,max,last,    | window start |
-|                     |                                   | stddev,p95} for each measurement <m>    |              |
+|                     | and the contract's tags           | stddev,p95} for each measurement <m>    |              |
+|                     |                                   | (the contract's statistics)             |              |
 | telemetry_site      | site, window                      | as telemetry_device                     | window start |
 | pipeline_deadletter | stream (the query name), reason   | count (int)                             | see below    |
 | pipeline_progress   | stream (the query name)           | see `streamdash.metrics`                | batch time   |
 
 A statistic that overflows a double (a sum or a variance of values near 1e308) cannot be written: it is left out
-of its point, and the point's `stats_overflowed` field counts how many were (see `validation.ranges`).
+of its point, and the point's `stats_overflowed` field counts how many were (see a measurement's `range`).
 
 Tags are low-cardinality dimensions; the window size is a tag so one series never mixes window sizes.
 Timestamps are nanoseconds. A point's identity is a pure function of the data, so a replayed micro-batch
@@ -20,8 +21,8 @@ from __future__ import annotations
 
 import math
 
+from streamdash.config import Contract
 from streamdash.sinks.line_protocol import line
-from streamdash.transforms.aggregate import STAT_COLUMNS
 
 DEVICE_MEASUREMENT = "telemetry_device"
 SITE_MEASUREMENT = "telemetry_site"
@@ -29,15 +30,16 @@ DEAD_LETTER_MEASUREMENT = "pipeline_deadletter"
 PROGRESS_MEASUREMENT = "pipeline_progress"
 
 
-def aggregate_line(row: dict) -> str | None:
-    """A row of `transforms.aggregate.windowed_aggregates` -> one point."""
+def aggregate_line(contract: Contract, row: dict) -> str | None:
+    """A row of `transforms.aggregate.windowed_aggregates` under `contract` -> one point."""
     tags = {"site": row["site"], "window": row["window"]}
     if row["level"] == "device":
         measurement = DEVICE_MEASUREMENT
-        tags |= {"device": row["device_id"], "device_type": row["device_type"]}
+        tags |= {"device": row["device_id"], "device_type": row["device_type"],
+                 **{name: value for name, value in (row.get("tags") or {}).items() if value is not None}}
     else:
         measurement = SITE_MEASUREMENT
-    stats = {name: row[name] for name in STAT_COLUMNS}
+    stats = {name: row[name] for name in contract.stat_columns()}
     overflowed = sum(1 for value in stats.values() if isinstance(value, float) and not math.isfinite(value))
     fields = {"count": int(row["count"]), **stats, **({"stats_overflowed": overflowed} if overflowed else {})}
     return line(measurement, tags, fields, row["window_start_ns"])

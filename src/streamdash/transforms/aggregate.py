@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from streamdash.config import DEFAULT_QUANTILE_SKETCH_K, duration_seconds, window_label
-from streamdash.events import DEDUPLICATION_KEY, MEASUREMENTS
+from streamdash.config import DEFAULT_QUANTILE_SKETCH_K, Contract, duration_seconds, window_label
+from streamdash.events import DEDUPLICATION_KEY
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class Statistic:
     final: Callable[[Column], Column] = lambda state: state
 
 
-# The statistics written for every measurement, in field order. Adding one here adds it to every point.
+# The statistics the contract can ask for (`config.STATISTIC_NAMES`, which validates its `statistics`), in field
+# order. Adding one means adding it here and to `STATISTIC_NAMES`.
 STATISTICS = (
     Statistic("mean", lambda value, latest, k: F.avg(value)),
     Statistic("min", lambda value, latest, k: F.min(value)),
@@ -45,57 +46,69 @@ STATISTICS = (
               lambda sketch: F.when(F.kll_sketch_get_n_double(sketch) > 0,
                                     F.kll_sketch_get_quantile_double(sketch, F.lit(0.95)))),
 )
-STAT_COLUMNS = tuple(f"{m}_{statistic.name}" for m in MEASUREMENTS for statistic in STATISTICS)
 
 
-def deduplicate(events: DataFrame, watermark: str) -> DataFrame:
-    """Drop exact re-deliveries: the same `DEDUPLICATION_KEY` seen again within the watermark delay. A batch (a
-    notebook's read of the topic) has no watermark to bound its state, so there every repeat is dropped."""
+def deduplicate(events: DataFrame, watermark: str, enabled: bool = True) -> DataFrame:
+    """Drop exact re-deliveries: the same `DEDUPLICATION_KEY` seen again within the watermark delay (a null seq,
+    without a sequence field, is one value: then the key is the device and the event time). A batch (a notebook's
+    read of the topic) has no watermark to bound its state, so there every repeat is dropped. With `enabled` false
+    (`contract.deduplicate`), events only get the watermark."""
+    if not enabled:
+        return events.withWatermark("event_time", watermark) if events.isStreaming else events
     if not events.isStreaming:
         return events.dropDuplicates(list(DEDUPLICATION_KEY))
     return events.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(list(DEDUPLICATION_KEY))
 
 
-def state_layout() -> dict:
+def state_layout(contract: Contract) -> dict:
     """What the aggregation's state in a checkpoint depends on beyond Spark's own checks: a checkpoint written
     under another layout cannot be continued (`job.check_checkpoint`)."""
-    return {"deduplication_key": list(DEDUPLICATION_KEY)}
+    return {"deduplication_key": list(DEDUPLICATION_KEY) if contract.deduplicate else None,
+            "measurements": list(contract.measurements), "statistics": list(contract.statistics),
+            "tags": list(contract.tags)}
 
 
-def _groupings(window_sizes: list[str]) -> Column:
-    """One struct per (size, level): the window label, the bucket start in microseconds and the level's keys."""
+def _groupings(window_sizes: list[str], device_keys: dict[str, str]) -> Column:
+    """One struct per (size, level): the window label, the bucket start in microseconds and the level's keys:
+    `device_keys` (column: SQL type) on device rows, nulls of the same types on site rows."""
     event_us = F.unix_micros("event_time")
     rows = []
     for size in window_sizes:
         size_us = int(duration_seconds(size)) * 1_000_000
         start_us = event_us - F.pmod(event_us, F.lit(size_us))
-        for level, device_id, device_type in (("device", F.col("device_id"), F.col("device_type")),
-                                              ("site", F.lit(None).cast("string"), F.lit(None).cast("string"))):
+        for level in ("device", "site"):
+            keys = [(F.col(key) if level == "device" else F.lit(None).cast(sql_type)).alias(f"key_{key}")
+                    for key, sql_type in device_keys.items()]
             rows.append(F.struct(F.lit(level).alias("level"), F.lit(window_label(size)).alias("window"),
-                                 start_us.alias("start_us"), device_id.alias("key_device_id"),
-                                 device_type.alias("key_device_type")))
+                                 start_us.alias("start_us"), *keys))
     return F.array(*rows)
 
 
-def windowed_aggregates(events: DataFrame, window_sizes: list[str],
-                        sketch_k: int = DEFAULT_QUANTILE_SKETCH_K) -> DataFrame:
+def windowed_aggregates(events: DataFrame, window_sizes: list[str], sketch_k: int = DEFAULT_QUANTILE_SKETCH_K,
+                        contract: Contract | None = None) -> DataFrame:
     """Deduplicated, watermarked events -> one row per (window size, window, site, device) and per
     (window size, window, site).
 
     Columns: level ('device' or 'site'), window (label such as '10s'), window_start_ns, site, device_type,
-    device_id (both null on site rows), count, and <measurement>_<stat> for each measurement and statistic.
+    device_id (both null on site rows), `tags` (the device's, when `contract` has any; null on site rows), count,
+    and `contract.stat_columns()`: <measurement>_<statistic> for each measurement and statistic.
     """
+    contract = contract or Contract()
     largest = max(window_sizes, key=duration_seconds)
-    rows = events.select("*", F.inline(_groupings(window_sizes)))
+    device_keys = {"device_id": "string", "device_type": "string",
+                   **({"tags": events.schema["tags"].dataType.simpleString()} if contract.tags else {})}
+    rows = events.select("*", F.inline(_groupings(window_sizes, device_keys)))
     latest = F.struct("event_time", "device_id", "seq")
+    statistics = [statistic for statistic in STATISTICS if statistic.name in contract.statistics]
     states = [statistic.aggregate(F.col(m), F.when(F.col(m).isNotNull(), latest), sketch_k)
-              .alias(f"{m}_{statistic.name}") for m in MEASUREMENTS for statistic in STATISTICS]
+              .alias(f"{m}_{statistic.name}") for m in contract.measurements for statistic in statistics]
     grouped = rows.groupBy(F.window("event_time", largest).alias("largest_window"), "level", "window", "start_us",
-                           "site", "key_device_id", "key_device_type")
+                           "site", *[f"key_{key}" for key in device_keys])
     finals = {f"{m}_{statistic.name}": statistic.final(F.col(f"{m}_{statistic.name}"))
-              for m in MEASUREMENTS for statistic in STATISTICS}
+              for m in contract.measurements for statistic in statistics}
     return grouped.agg(F.count(F.lit(1)).alias("count"), *states).select(
         "level", "window", (F.col("start_us") * 1000).alias("window_start_ns"), "site",
-        F.col("key_device_type").alias("device_type"), F.col("key_device_id").alias("device_id"), "count",
+        F.col("key_device_type").alias("device_type"), F.col("key_device_id").alias("device_id"),
+        *([F.col("key_tags").alias("tags")] if contract.tags else []), "count",
         *[column.alias(name) for name, column in finals.items()],
     )

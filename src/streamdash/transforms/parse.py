@@ -1,8 +1,9 @@
-"""Parse raw records into typed events and decide, per record, whether it is valid or why not.
+"""Parse raw records into typed events as the telemetry contract (`config.Contract`) describes them, and decide, per
+record, whether it is valid or why not.
 
-One `from_json` per record reads the top-level fields as VARIANT values, so every field's JSON type is
-checked exactly (a number where a string belongs is `wrong_type`, not silently coerced) at close to the
-cost of a plain typed `from_json`. Integers are accepted where floats are expected.
+One `from_json` per record reads the payload's top-level keys that the contract's paths start from as VARIANT
+values, so every field's JSON type is checked exactly (a number where a string belongs is `wrong_type`, not
+silently coerced) at close to the cost of a plain typed `from_json`. Integers are accepted where floats are expected.
 """
 
 from __future__ import annotations
@@ -12,30 +13,26 @@ from functools import reduce
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from streamdash.config import Validation, duration_seconds
+from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
 from streamdash.events import (
     BLANK_IDENTIFIER,
     DEDUPLICATION_KEY,
     MAX_EVENT_TIME_US,
-    MEASUREMENTS,
     MIN_EVENT_TIME_US,
-    SCHEMA_VERSION,
-    UNKNOWN_DEVICE_TYPE,
     UNREPRESENTABLE_IDENTIFIER,
     Reason,
 )
-from streamdash.sources.kafka import LOG_APPEND_TIME
+from streamdash.sources.kafka import LOG_APPEND_TIME, RAW_COLUMNS
 
-# ISO-8601 with a date, a time and an explicit offset (Z or +hh:mm); epoch milliseconds are integers.
+# ISO-8601 with a date, a time and an explicit offset (Z or +hh:mm).
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
-_FIELDS = ("schemaVersion", "deviceId", "site", "deviceType", "eventTime", "seq", "measurements")
-_REQUIRED = ("schemaVersion", "deviceId", "site", "eventTime", "seq", "measurements")
 _CORRUPT = "_corrupt_record"
-_JSON_SCHEMA = ", ".join([*(f"{name} variant" for name in _FIELDS), f"{_CORRUPT} string"])
 # Strict JSON: no single quotes, no bare NaN/Infinity. A record that is not a JSON object fills _corrupt_record.
 _JSON_OPTIONS = {"columnNameOfCorruptRecord": _CORRUPT, "allowSingleQuotes": "false",
                  "allowNonNumericNumbers": "false"}
 _BAD_IDENTIFIER = f"{BLANK_IDENTIFIER}|{UNREPRESENTABLE_IDENTIFIER}"
+# The JSON types (`schema_of_variant`) each event-time format accepts.
+_EVENT_TIME_TYPES = {"iso8601": ("STRING",), "epoch_ms": ("BIGINT",), "epoch_s": ("BIGINT", "DOUBLE", "DECIMAL")}
 
 
 def _is_number(json_type: Column) -> Column:
@@ -47,7 +44,7 @@ def _is_absent(json_type: Column) -> Column:
 
 
 def _any(conditions: list[Column]) -> Column:
-    return reduce(lambda a, b: a | b, conditions)
+    return reduce(lambda a, b: a | b, conditions, F.lit(False))
 
 
 def _evaluated_once(column: Column) -> Column:
@@ -70,56 +67,92 @@ def reference_time() -> Column:
     return F.least(F.current_timestamp(), append_time)  # least() skips the null of a CreateTime record
 
 
-def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
+def parse_events(raw: DataFrame, validation: Validation, contract: Contract | None = None) -> DataFrame:
     """Raw records (see `sources.kafka.RAW_COLUMNS`) -> the same columns plus `payload`, the typed event
-    columns (`EVENT_COLUMNS`), `error` (null for a valid event, otherwise one of `events.Reason`) and
-    `EVENT_TIME_ADJUSTED`.
+    columns (`event_columns`) of `contract` (default: `Contract()`), `error` (null for a valid event, otherwise one
+    of `events.Reason`) and `EVENT_TIME_ADJUSTED`.
 
     An event time more than `validation.max_event_time_ahead` after `reference_time()` is a dead letter, or with
     `early_events = "adjust"` is taken as the reference time (and flagged); so no device's clock can move the
     watermark further than that ahead of real time."""
+    c = contract or Contract()
+    paths = {"device_id": c.device_id, "site": c.site, "event_time": c.event_time,
+             **({"device_type": c.device_type} if c.device_type else {}),
+             **({"seq": c.sequence} if c.sequence else {}),
+             **({"schema_version": c.schema_version.path} if c.schema_version else {}),
+             **{f"m:{name}": m.path for name, m in c.measurements.items()},
+             **{f"tag:{name}": path for name, path in c.tags.items()}}
+    keys = {role: json_path_segments(path) for role, path in paths.items()}
+    # Every object a path goes through (`measurements` in `$.measurements.temperature`) must be one where present.
+    containers = sorted({tuple(k[:depth]) for k in keys.values() for depth in range(1, len(k))})
     json = F.col("_json")
-    measurements = json["measurements"]
-    field_types = {name: F.schema_of_variant(json[name]) for name in _FIELDS}
-    measurement_types = {m: F.schema_of_variant(F.try_variant_get(measurements, f"$.{m}", "variant"))
-                         for m in MEASUREMENTS}
-    event_time_text = F.try_variant_get(json["eventTime"], "$", "string")
-    # Microseconds since 1970, null when eventTime is not a time at all. try_* never overflow, whatever the input.
-    event_time_us = (
-        F.when(field_types["eventTime"] == "BIGINT",
-               F.try_multiply(F.try_variant_get(json["eventTime"], "$", "long"), F.lit(1000)))
-        .when(event_time_text.rlike(_ISO_WITH_OFFSET), F.unix_micros(event_time_text.try_cast("timestamp")))
-    )
+    top_level = sorted({k[0] for k in keys.values()})
+    schema = ", ".join([*(f"`{key.replace('`', '``')}` variant" for key in top_level), f"{_CORRUPT} string"])
+
+    def at(segments: list[str] | tuple[str, ...]) -> Column:
+        first, *rest = segments
+        if not rest:
+            return json[first]
+        return F.try_variant_get(json[first], "$" + "".join(f"['{key}']" for key in rest), "variant")
+
+    def value(role: str, sql_type: str) -> Column:
+        return F.try_variant_get(at(keys[role]), "$", sql_type)
+
+    types = {role: F.schema_of_variant(at(k)) for role, k in keys.items()}
+    types |= {f"object:{i}": F.schema_of_variant(at(k)) for i, k in enumerate(containers)}
+    event_time_type = types["event_time"]
+    # Microseconds since 1970, null when the event time is not a time at all. try_* never overflow, whatever the input.
+    event_time_us = F.lit(None).cast("long")
+    for name in reversed(c.event_time_formats):  # the first listed is tried first
+        if name == "iso8601":
+            text = value("event_time", "string")
+            event_time_us = F.when(text.rlike(_ISO_WITH_OFFSET), F.unix_micros(text.try_cast("timestamp"))
+                                   ).otherwise(event_time_us)
+        elif name == "epoch_ms":
+            event_time_us = F.when(event_time_type == "BIGINT",
+                                   F.try_multiply(value("event_time", "long"), F.lit(1000))).otherwise(event_time_us)
+        else:
+            seconds = F.try_multiply(value("event_time", "decimal(38,6)"), F.lit(1_000_000))
+            event_time_us = F.when(_is_number(event_time_type), seconds.try_cast("long")).otherwise(event_time_us)
+    device_type = (F.coalesce(value("device_type", "string"), F.lit(c.default_device_type)) if c.device_type
+                   else F.lit(c.default_device_type))
+    tags = [F.struct(*[value(f"tag:{name}", "string").alias(name) for name in c.tags]).alias("tags")] if c.tags else []
     parsed = (
         raw.withColumn("payload", F.col("value").cast("string"))
-        .withColumn("_json", F.from_json("payload", _JSON_SCHEMA, _JSON_OPTIONS))
+        .withColumn("_json", F.from_json("payload", schema, _JSON_OPTIONS))
         .select(
             *raw.columns, "payload",
             (json.isNull() | json[_CORRUPT].isNotNull()).alias("_malformed"),
-            F.try_variant_get(json["schemaVersion"], "$", "long").alias("schema_version"),
-            F.try_variant_get(json["deviceId"], "$", "string").alias("device_id"),
-            F.try_variant_get(json["site"], "$", "string").alias("site"),
-            F.coalesce(F.try_variant_get(json["deviceType"], "$", "string"), F.lit(UNKNOWN_DEVICE_TYPE))
-            .alias("device_type"),
+            value("device_id", "string").alias("device_id"),
+            value("site", "string").alias("site"),
+            device_type.alias("device_type"),
             event_time_us.alias("_event_time_us"),
-            F.try_variant_get(json["seq"], "$", "long").alias("seq"),
-            *[F.try_variant_get(measurements, f"$.{m}", "double").alias(m) for m in MEASUREMENTS],
-            *[t.alias(f"_type_{name}") for name, t in {**field_types, **measurement_types}.items()],
+            (value("seq", "long") if c.sequence else F.lit(None).cast("long")).alias("seq"),
+            *[value(f"m:{name}", "double").alias(name) for name in c.measurements],
+            *tags,
+            *([value("schema_version", "long").alias("_schema_version")] if c.schema_version else []),
+            *[column.alias(f"_type_{role}") for role, column in types.items()],
         )
     )
-    t = {name: F.col(f"_type_{name}") for name in [*field_types, *measurement_types]}
-    missing_field = (_any([_is_absent(t[name]) for name in _REQUIRED])
-                     | reduce(lambda a, b: a & b, [_is_absent(t[m]) for m in MEASUREMENTS]))
-    wrong_type = (
-        (t["schemaVersion"] != "BIGINT") | (t["deviceId"] != "STRING") | (t["site"] != "STRING")
-        | (~_is_absent(t["deviceType"]) & (t["deviceType"] != "STRING"))
-        | ((t["eventTime"] != "STRING") & (t["eventTime"] != "BIGINT")) | (t["seq"] != "BIGINT")
-        | ~t["measurements"].startswith("OBJECT")
-        | _any([~_is_absent(t[m]) & ~_is_number(t[m]) for m in MEASUREMENTS])
-    )
+    t = {role: F.col(f"_type_{role}") for role in types}
+    required = ["device_id", "site", "event_time", *(["seq"] if c.sequence else []),
+                *(["schema_version"] if c.schema_version else [])]
+    missing_field = (_any([_is_absent(t[role]) for role in required])
+                     | reduce(lambda a, b: a & b, [_is_absent(t[f"m:{name}"]) for name in c.measurements]))
+    event_time_types = {json_type for name in c.event_time_formats for json_type in _EVENT_TIME_TYPES[name]}
+    present = {role: ~_is_absent(t[role]) for role in t}
+    wrong_type = _any([
+        t["device_id"] != "STRING", t["site"] != "STRING",
+        ~_any([t["event_time"].startswith(json_type) for json_type in event_time_types]),
+        *([present["device_type"] & (t["device_type"] != "STRING")] if c.device_type else []),
+        *([t["seq"] != "BIGINT"] if c.sequence else []),
+        *([t["schema_version"] != "BIGINT"] if c.schema_version else []),
+        *[present[f"m:{name}"] & ~_is_number(t[f"m:{name}"]) for name in c.measurements],
+        *[present[f"tag:{name}"] & ~t[f"tag:{name}"].isin("STRING", "BIGINT", "BOOLEAN") for name in c.tags],
+        *[present[f"object:{i}"] & ~t[f"object:{i}"].startswith("OBJECT") for i in range(len(containers))],
+    ])
 
-    def bad_identifier(column: str) -> Column:
-        value = F.col(column)
+    def bad_identifier(value: Column) -> Column:
         return (F.length(value) > validation.max_identifier_length) | value.rlike(_BAD_IDENTIFIER)
 
     event_us = F.col("_event_time_us")
@@ -131,17 +164,21 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
     storable = event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)
     event_time_in_range = storable & offset_us.between(-behind_us, ahead_us)
     adjusted = (storable & (offset_us > ahead_us)) if validation.early_events == "adjust" else F.lit(False)
-    out_of_range = [(F.col(m) < low) | (F.col(m) > high) for m, (low, high) in validation.ranges.items()]
-    non_finite = _any([F.col(m).isin(float("inf"), float("-inf")) | F.isnan(F.col(m)) for m in MEASUREMENTS])
+    out_of_range = [(F.col(name) < m.range[0]) | (F.col(name) > m.range[1])
+                    for name, m in c.measurements.items() if m.range]
+    non_finite = _any([F.col(name).isin(float("inf"), float("-inf")) | F.isnan(F.col(name)) for name in c.measurements])
+    identifiers = [F.col("device_id"), F.col("site"), F.col("device_type"),
+                   *[F.col("tags")[name] for name in c.tags]]
     checks = [
         (F.octet_length("value") > validation.max_event_bytes, Reason.OVERSIZE),
         (F.col("_malformed"), Reason.MALFORMED_JSON),
         (missing_field, Reason.MISSING_FIELD),
         (wrong_type, Reason.WRONG_TYPE),
-        (F.col("schema_version") != SCHEMA_VERSION, Reason.UNSUPPORTED_SCHEMA_VERSION),
-        (event_us.isNull() & (t["eventTime"] != "BIGINT"), Reason.BAD_EVENT_TIME),
+        *([(~F.col("_schema_version").isin(*c.schema_version.accepted), Reason.UNSUPPORTED_SCHEMA_VERSION)]
+          if c.schema_version else []),
+        (event_us.isNull() & (t["event_time"] == "STRING"), Reason.BAD_EVENT_TIME),
         (~F.coalesce(event_time_in_range | adjusted, F.lit(False)), Reason.EVENT_TIME_OUT_OF_RANGE),
-        (bad_identifier("device_id") | bad_identifier("site") | bad_identifier("device_type"),
+        (_any([F.coalesce(bad_identifier(identifier), F.lit(False)) for identifier in identifiers]),
          Reason.INVALID_IDENTIFIER),
         (non_finite, Reason.NON_FINITE_VALUE),
     ]
@@ -152,14 +189,17 @@ def parse_events(raw: DataFrame, validation: Validation) -> DataFrame:
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
-            .drop("_malformed", "_event_time_us", *[f"_type_{name}" for name in [*field_types, *measurement_types]]))
+            .drop("_malformed", "_event_time_us", "_schema_version", *[f"_type_{role}" for role in types]))
 
 
-EVENT_COLUMNS = ("device_id", "site", "device_type", "event_time", "seq", *MEASUREMENTS)
+def event_columns(parsed: DataFrame) -> list[str]:
+    """The typed columns of `parse_events`' events: device_id, site, device_type, event_time, seq (null without a
+    sequence field), one column per measurement, and `tags` (a struct of the contract's tags) when it has any."""
+    return [name for name in parsed.columns if name not in (*RAW_COLUMNS, "payload", "error", EVENT_TIME_ADJUSTED)]
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:
-    return parsed.where(F.col("error").isNull()).select(*EVENT_COLUMNS)
+    return parsed.where(F.col("error").isNull()).select(*event_columns(parsed))
 
 
 DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason")
@@ -182,13 +222,14 @@ def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
     Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
     that the two must ask the same of it: each filter stays above it (`_evaluated_once`), and each branch keeps
     every column it carries, or Spark would prune them below it differently and read and parse the topic twice.
-    So the dead letters have two columns: `DEAD_LETTER` (`DEAD_LETTER_COLUMNS`) and `parsed` (`EVENT_COLUMNS`,
+    So the dead letters have two columns: `DEAD_LETTER` (`DEAD_LETTER_COLUMNS`) and `parsed` (`event_columns`,
     whatever the parse made of the record). (Spark then shuffles the valid events once more, by the same key, for
     the deduplication: the watermark between them does not pass its input's partitioning on.)
     """
+    columns = event_columns(parsed)
     letter = F.when(F.col("error").isNotNull(), F.struct(*_dead_letter_columns()))
-    shuffled = parsed.select(*EVENT_COLUMNS, letter.alias(DEAD_LETTER)).repartition(*DEDUPLICATION_KEY)
+    shuffled = parsed.select(*columns, letter.alias(DEAD_LETTER)).repartition(*DEDUPLICATION_KEY)
     is_letter = F.col(DEAD_LETTER).isNotNull()
-    events = shuffled.where(_evaluated_once(~is_letter)).select(*EVENT_COLUMNS)
-    letters = shuffled.where(_evaluated_once(is_letter)).select(DEAD_LETTER, F.struct(*EVENT_COLUMNS).alias("parsed"))
+    events = shuffled.where(_evaluated_once(~is_letter)).select(*columns)
+    letters = shuffled.where(_evaluated_once(is_letter)).select(DEAD_LETTER, F.struct(*columns).alias("parsed"))
     return events, letters

@@ -7,7 +7,9 @@ import os
 import shlex
 import signal
 import sys
+from pathlib import Path
 
+from streamdash.config import Contract
 from streamdash.errors import StreamdashError
 from streamdash.events import Reason
 
@@ -76,9 +78,27 @@ def cmd_stack_jars(args: argparse.Namespace) -> None:
     print(",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr)))
 
 
+def fleet_contract(path: Path) -> tuple[Contract, float | None]:
+    """The `[contract]` of a job configuration file, and its `validation.max_event_time_ahead` in seconds if set:
+    the simulator sends what a job with that file reads."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    from streamdash.config import Validation, duration_seconds
+
+    try:
+        raw = tomllib.loads(path.read_text())
+        contract = Contract.model_validate(raw.get("contract", {}))
+        validation = Validation.model_validate(raw.get("validation", {}))
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as err:
+        raise StreamdashError(f"simulate: {path}: {str(err).splitlines()[0]}") from None
+    ahead = raw.get("validation", {}).get("max_event_time_ahead")
+    return contract, duration_seconds(validation.max_event_time_ahead) if ahead else None
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     import json
-    from pathlib import Path
 
     from streamdash_toolbox.kafka_client import client_config
     from streamdash_toolbox.simulator import SimulatorSettings, send
@@ -90,7 +110,12 @@ def cmd_simulate(args: argparse.Namespace) -> None:
             raise StreamdashError("--eventhubs needs the namespace's connection string in EVENTHUBS_CONNECTION_STRING")
     bootstrap = args.bootstrap or os.environ.get(
         "STREAMDASH_EVENTHUBS_BOOTSTRAP" if args.eventhubs else "STREAMDASH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    contract, ahead_s = Contract(), None
+    if args.conf:
+        contract, ahead_s = fleet_contract(Path(args.conf))
     settings = SimulatorSettings(
+        contract=contract, mixed_fleet=args.mixed_fleet,
+        **({"ahead_tolerance_s": ahead_s} if ahead_s is not None else {}),
         devices=args.devices, sites=args.sites, rate=args.rate, duration_s=args.duration, seed=args.seed,
         start_time_ms=args.start_time_ms, realtime=not args.fast, late_within_rate=args.late_within_rate,
         late_beyond_rate=args.late_beyond_rate, out_of_order_rate=args.out_of_order_rate,
@@ -117,8 +142,6 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_notebook(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from streamdash_toolbox import notebook_runtime
 
     widgets = {}
@@ -131,8 +154,6 @@ def cmd_notebook(args: argparse.Namespace) -> None:
 
 
 def cmd_dashboards_check(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from streamdash.config import GrafanaLiveSink
     from streamdash.sinks.grafana_live import live_channel
     from streamdash_toolbox import dashboards
@@ -231,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--start-time-ms", type=int, help="event time of the first event (default: now; the job "
                        "dead-letters events more than validation.max_event_time_behind older than their send time)")
     fleet.add_argument("--first-seq", type=int, default=0, help="continue each device's sequence after this number")
+    fleet.add_argument("--conf", help="a job configuration file (conf/<env>.toml): payloads follow its [contract] "
+                       "(default: the simulator's payload)")
+    fleet.add_argument("--mixed-fleet", action="store_true",
+                       help="device types with different sensors, sensors null for a spell, devices that go silent, "
+                       "and clocks skewed from a second behind to an hour either way (the manifest says which "
+                       "events the job must count)")
     fleet.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     faults = simulate.add_argument_group("injected faults (shares of all records)")
     for name, default in (("late-within-rate", 0.01), ("late-beyond-rate", 0.005), ("out-of-order-rate", 0.01),

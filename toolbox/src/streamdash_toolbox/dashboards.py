@@ -1,11 +1,11 @@
-"""Check the dashboards in `dashboards/` against a real InfluxDB: every InfluxQL panel query, with Grafana's
-(or Chronograf's) macros and template variables expanded the way they expand them, must return data.
-
-Grafana: `$timeFilter` -> `time >= <from>ms and time <= <to>ms`, `$__interval` / `$interval` -> the group-by
-interval, `$var` / `${var}` / `[[var]]` -> the variable's value; inside a regex (`/^$site$/`) a multi-value
-variable becomes `(a|b)` with each value regex-escaped. Template variables are resolved by running their own
-queries, so those are checked too. Expression targets (`__expr__`) must refer to query targets of the same
-panel; Grafana Live targets must name a channel the job pushes to.
+"""Check the dashboards in `dashboards/` against a real InfluxDB: every InfluxQL panel query, with Grafana's (or
+Chronograf's) macros and template variables expanded the way they expand them, must return data. Grafana:
+`$timeFilter` -> `time >= <from>ms and time <= <to>ms`, `$__interval` / `$interval` -> the group-by interval, `$var`
+/ `${var}` / `[[var]]` -> the variable's value; inside a regex (`/^$site$/`) a multi-value variable becomes `(a|b)`
+with each value regex-escaped. Template variables are resolved by running their own queries (and applying their
+`regex`, as Grafana does: how the dashboards list the contract's measurements from `SHOW FIELD KEYS`), so those are
+checked too. A repeated panel is checked for the variable's first value. Expression targets (`__expr__`) must refer
+to query targets of the same panel; Grafana Live targets must name a channel the job pushes to.
 Chronograf: `:dashboardTime:` -> `now() - <range>`, `:upperDashboardTime:` -> `now()`, `:interval:`, and
 template variables `:name:` -> their values, single-quoted.
 
@@ -113,6 +113,22 @@ def _interval_ms(interval: str) -> int:
     return number * {"s": 1000, "m": 60_000, "h": 3_600_000}[unit]
 
 
+def apply_variable_regex(values: list[str], regex: str) -> list[str]:
+    """A query variable's `regex` as Grafana applies it: values that do not match are dropped; a capture group
+    (the named group `value`, else the first) replaces the value; repeats are kept once, in order."""
+    pattern = re.compile(regex[1:regex.rindex("/")] if regex.startswith("/") else regex)
+    kept: list[str] = []
+    for value in values:
+        match = pattern.search(value)
+        if not match:
+            continue
+        groups = match.groupdict()
+        text = groups.get("value") or (match.group(1) if match.groups() else value)
+        if text not in kept:
+            kept.append(text)
+    return kept
+
+
 def resolve_grafana_variables(dashboard: dict, query: Any, window: Window) -> dict[str, list[str]]:
     """Each query variable's values from its own query (in order, so later ones may use earlier ones);
     multi-value and include-all variables take every value, others the first."""
@@ -122,7 +138,10 @@ def resolve_grafana_variables(dashboard: dict, query: Any, window: Window) -> di
             variables[variable["name"]] = [v.strip() for v in variable["query"].split(",") if v.strip()]
             continue
         statement = expand_grafana(variable["query"], variables, window)
-        values = [row["value"] for row in query(statement)]
+        # SHOW TAG VALUES answers `value`, SHOW FIELD KEYS `fieldKey`.
+        values = [row["value"] if "value" in row else row["fieldKey"] for row in query(statement)]
+        if variable.get("regex"):
+            values = apply_variable_regex(values, variable["regex"])
         if not values:
             raise ValueError(f"variable {variable['name']!r}: {statement!r} returned no values")
         variables[variable["name"]] = values if variable.get("multi") or variable.get("includeAll") else values[:1]

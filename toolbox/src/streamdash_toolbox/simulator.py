@@ -20,10 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from streamdash.config import Contract, json_path_segments
 from streamdash.errors import StreamdashError
-from streamdash.events import SCHEMA_VERSION, Reason
+from streamdash.events import Reason
 
 DEVICE_TYPES = ("thermostat", "weather-station", "cold-store")
+SCHEMA_VERSION = 1  # the simulator's payload is the default contract's (`config.Contract`)
 
 
 class Category:
@@ -55,9 +57,16 @@ class SimulatorSettings:
     max_window_s: float = 60.0
     max_event_bytes: int = 65536
     late_beyond_after_s: float | None = None  # no late_beyond before this much event time; None = watermark+15s
-    epoch_millis_share: float = 0.5  # share of events whose eventTime is epoch ms rather than ISO-8601
+    epoch_millis_share: float = 0.5  # share of events whose time is an epoch number rather than ISO-8601
     malformed_reasons: tuple[str, ...] = Reason.ALWAYS_CHECKED  # what the malformed records get wrong
     first_seq: int = 0  # each device's first event gets first_seq + 1 (a later run continues a fleet's sequence)
+    # Where each field goes in a payload, and which measurements there are: the job's `[contract]`.
+    contract: Contract = field(default_factory=Contract)
+    # A real fleet instead of a uniform one: device types with different sensors (one lacks the contract's second
+    # measurement, one sends a sensor the contract does not name), sensors that report null for a spell, devices
+    # that go silent and come back, and per-device clock skew (`ahead_tolerance_s`, `Category`).
+    mixed_fleet: bool = False
+    ahead_tolerance_s: float = 5.0  # the job's validation.max_event_time_ahead
 
     def validate(self) -> None:
         rates = (self.late_within_rate, self.late_beyond_rate, self.out_of_order_rate, self.duplicate_rate,
@@ -71,6 +80,15 @@ class SimulatorSettings:
         unknown = set(self.malformed_reasons) - set(Reason.ALWAYS_CHECKED)
         if not self.malformed_reasons or unknown:
             raise ValueError(f"malformed reasons must be some of {', '.join(Reason.ALWAYS_CHECKED)}")
+        if not set(self.malformed_reasons) & set(possible_reasons(self.contract)):
+            raise ValueError(f"this contract can break none of {', '.join(self.malformed_reasons)}")
+
+
+def possible_reasons(contract: Contract) -> tuple[str, ...]:
+    """The dead-letter reasons a record can have under `contract` (no schema version, no such reason)."""
+    return tuple(reason for reason in Reason.ALWAYS_CHECKED
+                 if not (reason == Reason.UNSUPPORTED_SCHEMA_VERSION and not contract.schema_version)
+                 and not (reason == Reason.BAD_EVENT_TIME and "iso8601" not in contract.event_time_formats))
 
 
 @dataclass
@@ -82,6 +100,13 @@ class Device:
     drift_per_hour: float
     battery: float = 1.0
     seq: int = 0
+    sensors: tuple[str, ...] = ()  # the contract's measurements this device has
+    extra_sensor: bool = False  # sends a sensor the contract does not name (ignored by the job)
+    clock_skew_ms: int = 0  # its clock minus real time
+    levels: dict[str, float] = field(default_factory=dict)  # random walks of measurements without a known signal
+    null_until_ms: dict[str, int] = field(default_factory=dict)  # a sensor reporting null until then
+    silent_until_ms: int = 0
+    used_times: set[int] = field(default_factory=set)  # without a sequence: one event per device and millisecond
 
 
 @dataclass
@@ -95,25 +120,50 @@ class Record:
     event: dict[str, Any] | None = field(default=None)  # the event as sent (a duplicate: the original's)
 
 
+def place(document: dict, path: str, value: Any) -> None:
+    """Set `value` at a contract JSON path, creating the objects on the way."""
+    *parents, last = json_path_segments(path)
+    for key in parents:
+        document = document.setdefault(key, {})
+    document[last] = value
+
+
 class TelemetryGenerator:
     """Deterministic stream of records for a seed and a start time."""
 
     def __init__(self, settings: SimulatorSettings):
         settings.validate()
         self.s = settings
+        self.contract = settings.contract
         self.rng = random.Random(settings.seed)
         self.start_ms = settings.start_time_ms if settings.start_time_ms is not None else int(time.time() * 1000)
         sites = [f"site-{i:02d}" for i in range(settings.sites)]
-        self.devices = [
-            Device(device_id=f"dev-{i:04d}", site=sites[i % settings.sites],
-                   device_type=DEVICE_TYPES[i % len(DEVICE_TYPES)],
-                   base_temperature=self.rng.uniform(15.0, 25.0), drift_per_hour=self.rng.uniform(-0.5, 0.5),
-                   seq=settings.first_seq)
-            for i in range(settings.devices)
-        ]
+        self.devices = [self._device(i, sites[i % settings.sites]) for i in range(settings.devices)]
         self.sent_events: list[tuple[bytes, dict]] = []  # payload and truth of each valid event
         late_after = settings.late_beyond_after_s
         self.late_beyond_after_ms = int(1000 * (late_after if late_after is not None else settings.watermark_s + 15))
+        self.reasons = tuple(r for r in settings.malformed_reasons if r in possible_reasons(self.contract))
+
+    def _device(self, i: int, site: str) -> Device:
+        names = tuple(self.contract.measurements)
+        device = Device(device_id=f"dev-{i:04d}", site=site, device_type=DEVICE_TYPES[i % len(DEVICE_TYPES)],
+                        base_temperature=self.rng.uniform(15.0, 25.0), drift_per_hour=self.rng.uniform(-0.5, 0.5),
+                        seq=self.s.first_seq, sensors=names)
+        if not self.s.mixed_fleet:
+            return device
+        if device.device_type == DEVICE_TYPES[1] and len(names) > 1:
+            device.sensors = tuple(name for name in names if name != names[1])
+        device.extra_sensor = device.device_type == DEVICE_TYPES[2]
+        skew = self.rng.random()
+        tolerance_ms = int(self.s.ahead_tolerance_s * 1000)
+        if skew < 0.05 and i:  # an hour or minutes fast: its events are dead letters
+            device.clock_skew_ms = self.rng.randint(tolerance_ms + 10_000, 3_600_000)
+        elif skew < 0.10 and i:  # an hour or minutes slow: late for the watermark, once the watermark is set
+            late_ms = int((self.s.watermark_s + self.s.max_window_s + 120) * 1000)
+            device.clock_skew_ms = -self.rng.randint(late_ms, max(late_ms, 3_600_000))
+        elif skew < 0.50:  # off by a little: within the tolerance ahead, a second behind
+            device.clock_skew_ms = self.rng.randint(-1000, max(0, tolerance_ms - 1000))
+        return device
 
     @property
     def total(self) -> int:
@@ -140,21 +190,31 @@ class TelemetryGenerator:
                 step += 1
 
     # ---- one kind of record each ---------------------------------------------------------------------
+    def _sender(self, now_ms: int) -> Device:
+        """A device that is not silent now (a mixed fleet's devices fall silent and come back)."""
+        awake = [d for d in self.devices if d.silent_until_ms <= now_ms
+                 and not (d.clock_skew_ms < -self.s.ahead_tolerance_s * 1000
+                          and now_ms - self.start_ms < self.late_beyond_after_ms)] or self.devices
+        device = self.rng.choice(awake)
+        if self.s.mixed_fleet and self.rng.random() < 0.002:
+            device.silent_until_ms = now_ms + self.rng.randint(5_000, 60_000)
+        return device
+
     def _on_time(self, now_ms: int) -> list[Record]:
-        return [self._event(self.rng.choice(self.devices), now_ms, Category.ON_TIME)]
+        return [self._event(self._sender(now_ms), now_ms, Category.ON_TIME)]
 
     def _late_within(self, now_ms: int) -> list[Record]:
         lateness_ms = int(self.s.watermark_s * 1000 / 3)
-        return [self._event(self.rng.choice(self.devices), now_ms - lateness_ms, Category.LATE_WITHIN)]
+        return [self._event(self._sender(now_ms), now_ms - lateness_ms, Category.LATE_WITHIN)]
 
     def _late_beyond(self, now_ms: int) -> list[Record]:
         if now_ms - self.start_ms < self.late_beyond_after_ms:
             return self._on_time(now_ms)
         lateness_ms = int((self.s.watermark_s + self.s.max_window_s + 120) * 1000)
-        return [self._event(self.rng.choice(self.devices), now_ms - lateness_ms, Category.LATE_BEYOND)]
+        return [self._event(self._sender(now_ms), now_ms - lateness_ms, Category.LATE_BEYOND)]
 
     def _out_of_order(self, now_ms: int) -> list[Record]:
-        device = self.rng.choice(self.devices)
+        device = self._sender(now_ms)
         earlier = self._event(device, now_ms - 500, Category.OUT_OF_ORDER)
         later = self._event(device, now_ms, Category.ON_TIME)
         return [later, earlier]
@@ -165,55 +225,96 @@ class TelemetryGenerator:
         payload, truth = self.rng.choice(self.sent_events[-50:])
         return [Record(key=truth["device_id"], payload=payload, category=Category.DUPLICATE, event=truth)]
 
-    def _event(self, device: Device, event_ms: int, category: str) -> Record:
+    def _event(self, device: Device, true_ms: int, category: str) -> Record:
+        """An event measured at `true_ms`, stamped by the device's own clock."""
+        event_ms = true_ms + device.clock_skew_ms
+        if self.contract.sequence is None:  # the device and the time are the event's identity
+            while event_ms in device.used_times:
+                event_ms += 1
+            device.used_times.add(event_ms)
+        if device.clock_skew_ms > self.s.ahead_tolerance_s * 1000:
+            category, reason = Category.MALFORMED, Reason.EVENT_TIME_OUT_OF_RANGE
+        elif device.clock_skew_ms < -self.s.ahead_tolerance_s * 1000:
+            category, reason = Category.LATE_BEYOND, None
+        else:
+            reason = None
         device.seq += 1
-        event = {
-            "schemaVersion": SCHEMA_VERSION,
-            "deviceId": device.device_id,
-            "site": device.site,
-            "deviceType": device.device_type,
-            "eventTime": self._format_time(event_ms),
-            "seq": device.seq,
-            "measurements": self._measurements(device, event_ms),
-        }
-        if self.rng.random() < 0.05:
-            event["firmware"] = {"version": "1.4.2", "channel": "stable"}  # unknown fields are tolerated
-        payload = json.dumps(event, separators=(",", ":")).encode()
+        values = self._measurements(device, true_ms)
+        payload = json.dumps(self._document(device, event_ms, values), separators=(",", ":")).encode()
         truth = {"device_id": device.device_id, "site": device.site, "device_type": device.device_type,
-                 "event_time_ms": event_ms, "seq": device.seq, **event["measurements"]}
-        self.sent_events.append((payload, truth))
-        return Record(key=device.device_id, payload=payload, category=category, event=truth)
+                 "event_time_ms": event_ms, "seq": device.seq if self.contract.sequence else None, **values}
+        if reason is None:
+            self.sent_events.append((payload, truth))
+        return Record(key=device.device_id, payload=payload, category=category, reason=reason,
+                      event=None if reason else truth)
 
-    def _format_time(self, event_ms: int) -> str | int:
-        if self.rng.random() < self.s.epoch_millis_share:
-            return event_ms
+    def _document(self, device: Device, event_ms: int, values: dict[str, float | None]) -> dict:
+        c = self.contract
+        document: dict = {}
+        if c.schema_version:
+            place(document, c.schema_version.path, c.schema_version.accepted[0])
+        place(document, c.device_id, device.device_id)
+        place(document, c.site, device.site)
+        if c.device_type:
+            place(document, c.device_type, device.device_type)
+        place(document, c.event_time, self._format_time(event_ms))
+        if c.sequence:
+            place(document, c.sequence, device.seq)
+        for name, value in values.items():
+            place(document, c.measurements[name].path, value)
+        if device.extra_sensor:
+            document["uptime_s"] = (event_ms - self.start_ms) // 1000  # a sensor the contract does not name
+        if self.rng.random() < 0.05:
+            document["firmware"] = {"version": "1.4.2", "channel": "stable"}  # unknown fields are tolerated
+        return document
+
+    def _format_time(self, event_ms: int) -> str | int | float:
+        formats = self.contract.event_time_formats
+        if "iso8601" not in formats or (len(formats) > 1 and self.rng.random() < self.s.epoch_millis_share):
+            return event_ms / 1000 if "epoch_s" in formats else event_ms
         offset_h = self.rng.choice((0, 1, 2, -5, 9))
         seconds, millis = divmod(event_ms, 1000)
         local = time.gmtime(seconds + offset_h * 3600)
         sign = "+" if offset_h >= 0 else "-"
         return f"{time.strftime('%Y-%m-%dT%H:%M:%S', local)}.{millis:03d}{sign}{abs(offset_h):02d}:00"
 
-    def _measurements(self, device: Device, event_ms: int) -> dict[str, float]:
+    def _measurements(self, device: Device, event_ms: int) -> dict[str, float | None]:
+        """The device's sensors' values; a mixed fleet's sensors go null for a spell (never all at once)."""
+        values = {name: self._signal(device, name, event_ms) for name in device.sensors}
+        if self.s.mixed_fleet:
+            if self.rng.random() < 0.01:
+                device.null_until_ms[self.rng.choice(device.sensors)] = event_ms + self.rng.randint(10_000, 120_000)
+            nulls = [name for name in device.sensors if device.null_until_ms.get(name, 0) > event_ms]
+            values |= {name: None for name in nulls[: len(device.sensors) - 1]}
+        return values
+
+    def _signal(self, device: Device, name: str, event_ms: int) -> float:
         rng = self.rng
         hours = (event_ms - self.start_ms) / 3_600_000
         day_phase = 2 * math.pi * ((event_ms / 3_600_000) % 24) / 24
-        temperature = device.base_temperature + 4 * math.sin(day_phase) + device.drift_per_hour * hours
-        temperature += rng.gauss(0, 0.3) + (rng.choice((-8.0, 8.0)) if rng.random() < 0.002 else 0.0)
-        device.battery = max(0.0, device.battery - rng.uniform(0, 0.0005))
-        return {
-            "temperature": round(temperature, 3),
-            "humidity": round(min(100.0, max(0.0, 55 - 10 * math.sin(day_phase) + rng.gauss(0, 1.5))), 2),
-            "pressure": round(1013.25 + rng.gauss(0, 0.8), 2),
-            "battery": round(device.battery, 4),
-        }
+        if name == "temperature":
+            temperature = device.base_temperature + 4 * math.sin(day_phase) + device.drift_per_hour * hours
+            temperature += rng.gauss(0, 0.3) + (rng.choice((-8.0, 8.0)) if rng.random() < 0.002 else 0.0)
+            return round(temperature, 3)
+        if name == "humidity":
+            return round(min(100.0, max(0.0, 55 - 10 * math.sin(day_phase) + rng.gauss(0, 1.5))), 2)
+        if name == "pressure":
+            return round(1013.25 + rng.gauss(0, 0.8), 2)
+        if name == "battery":
+            device.battery = max(0.0, device.battery - rng.uniform(0, 0.0005))
+            return round(device.battery, 4)
+        level = device.levels.get(name, rng.uniform(0, 100)) + rng.gauss(0, 1)
+        device.levels[name] = level
+        return round(level, 3)
 
     def _malformed(self, now_ms: int) -> list[Record]:
+        c = self.contract
         device = self.rng.choice(self.devices)
-        good = {"schemaVersion": SCHEMA_VERSION, "deviceId": device.device_id, "site": device.site,
-                "deviceType": device.device_type, "eventTime": now_ms, "seq": 0,
-                "measurements": self._measurements(device, now_ms)}
-        reason = self.rng.choice(self.s.malformed_reasons)
-        bad: Any = dict(good)
+        values = {name: self._signal(device, name, now_ms) for name in c.measurements}
+        good = self._document(device, now_ms, values)
+        first = next(iter(c.measurements.values())).path
+        reason = self.rng.choice(self.reasons)
+        bad: Any = json.loads(json.dumps(good))
         if reason == Reason.OVERSIZE:
             bad["padding"] = "x" * (self.s.max_event_bytes + 1)
         elif reason == Reason.MALFORMED_JSON:
@@ -221,20 +322,26 @@ class TelemetryGenerator:
             return [Record(key=device.device_id, payload=text[: len(text) // 2].encode(),
                            category=Category.MALFORMED, reason=reason)]
         elif reason == Reason.UNSUPPORTED_SCHEMA_VERSION:
-            bad["schemaVersion"] = 2
+            place(bad, c.schema_version.path, max(c.schema_version.accepted) + 1)
         elif reason == Reason.MISSING_FIELD:
-            del bad[self.rng.choice(("deviceId", "site", "eventTime", "seq"))]
+            *parents, last = json_path_segments(self.rng.choice([p for p in (c.device_id, c.site, c.event_time,
+                                                                             c.sequence) if p]))
+            parent = bad
+            for key in parents:
+                parent = parent[key]
+            del parent[last]
         elif reason == Reason.WRONG_TYPE:
-            bad["measurements"] = {**good["measurements"], "temperature": "hot"}
+            place(bad, first, "hot")
         elif reason == Reason.BAD_EVENT_TIME:
-            bad["eventTime"] = self.rng.choice(("yesterday", "2026-11-28T12:00:00", "2026-13-45T99:00:00Z"))
+            place(bad, c.event_time, self.rng.choice(("yesterday", "2026-11-28T12:00:00", "2026-13-45T99:00:00Z")))
         elif reason == Reason.EVENT_TIME_OUT_OF_RANGE:
-            bad["eventTime"] = self.rng.choice(("9999-12-31T23:59:59Z", "2200-01-01T00:00:00Z", 253402300800000, 0, -1,
-                                                now_ms + 86_400_000, now_ms - 30 * 86_400_000))
+            far_ms = self.rng.choice((253402300800000, 0, -1, now_ms + 86_400_000, now_ms - 30 * 86_400_000))
+            place(bad, c.event_time, far_ms / 1000 if "epoch_s" in c.event_time_formats else far_ms)
         elif reason == Reason.INVALID_IDENTIFIER:
-            bad["deviceId"] = self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300))
+            place(bad, c.device_id, self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300)))
         elif reason == Reason.NON_FINITE_VALUE:
-            text = json.dumps(good).replace(json.dumps(good["measurements"]["pressure"]), "1e999", 1)
+            place(bad, first, 1.5e300)
+            text = json.dumps(bad).replace("1.5e+300", "1e999", 1)
             return [Record(key=device.device_id, payload=text.encode(), category=Category.MALFORMED, reason=reason)]
         return [Record(key=device.device_id, payload=json.dumps(bad).encode(), category=Category.MALFORMED,
                        reason=reason)]

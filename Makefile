@@ -12,7 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: install run test lint stack-down clean
+.PHONY: install run test test-fast lint stack-down clean
 
 $(BIN)/streamdash: pyproject.toml toolbox/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -38,10 +38,16 @@ run: install
 	wait $$job
 
 ## The whole test suite against real Kafka, InfluxDB and Spark (started and stopped by the tests).
-test: install
-	$(BIN)/ruff check src toolbox tests jobs notebooks benchmarks
+test: lint
 	$(BIN)/streamdash stack install --telegraf
 	$(BIN)/pytest
+
+## What needs no server: configuration, contract, transforms on literal DataFrames, line protocol, packaging, bundle.
+test-fast: lint
+	$(BIN)/pytest -m "not stack"
+
+lint: install
+	$(BIN)/ruff check src toolbox tests jobs notebooks benchmarks
 
 stack-down:
 	$(BIN)/streamdash stack down

@@ -25,6 +25,18 @@ REPO = Path(__file__).resolve().parent.parent
 FREE_PORTS = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
 
 
+SERVER_FIXTURES = {"stack", "spark_cluster"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the servers `stack`, and run the others first: `make test-fast` is
+    `-m "not stack"`, and the whole suite says something within a minute instead of after the stack's start."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+    items.sort(key=lambda item: item.get_closest_marker("stack") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     stack = Stack(tmp_path_factory.mktemp("stack"), ports=FREE_PORTS, die_with_parent=True)

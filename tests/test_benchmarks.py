@@ -10,9 +10,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import REPO
 
 
+@pytest.mark.stack  # starts a stack of its own
 def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     argv = [sys.executable, str(REPO / "benchmarks" / "side_by_side.py"), "--events", "3000", "--rates", "500",
             "--live-s", "10", "--warmup-s", "30", "--soak-s", "30", "--soak-rate", "300", "--points", "5000",

@@ -130,6 +130,7 @@ def test_up_twice_is_harmless(stack):
     assert {name: process.read_pid(stack.dir / "run" / f"{name}.pid") for name in pids} == pids
 
 
+@pytest.mark.stack  # starts a stack of its own
 def test_down_leaves_no_process(tmp_path):
     own = Stack(tmp_path / "own", ports=FREE_PORTS, die_with_parent=True, progress=lambda _: None)
     own.up()

@@ -335,8 +335,12 @@ class TelemetryGenerator:
         elif reason == Reason.BAD_EVENT_TIME:
             place(bad, c.event_time, self.rng.choice(("yesterday", "2026-11-28T12:00:00", "2026-13-45T99:00:00Z")))
         elif reason == Reason.EVENT_TIME_OUT_OF_RANGE:
-            far_ms = self.rng.choice((253402300800000, 0, -1, now_ms + 86_400_000, now_ms - 30 * 86_400_000))
-            place(bad, c.event_time, far_ms / 1000 if "epoch_s" in c.event_time_formats else far_ms)
+            epoch_s = "epoch_s" in c.event_time_formats
+            far: list[Any] = [ms / 1000 if epoch_s else ms for ms in (253402300800000, 0, -1, now_ms + 86_400_000,
+                                                                      now_ms - 30 * 86_400_000)]
+            if "iso8601" in c.event_time_formats:
+                far += ["9999-12-31T23:59:59Z", "2200-01-01T00:00:00Z"]
+            place(bad, c.event_time, self.rng.choice(far))
         elif reason == Reason.INVALID_IDENTIFIER:
             place(bad, c.device_id, self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300)))
         elif reason == Reason.NON_FINITE_VALUE:

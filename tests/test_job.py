@@ -136,7 +136,7 @@ def test_a_checkpoint_whose_duplicates_were_keyed_without_the_event_time_is_refu
 
 def test_a_new_checkpoint_records_its_state_layout_and_another_layout_is_refused(spark, tmp_path):
     check_checkpoint(spark, str(tmp_path / "new"), LAYOUT)
-    assert (tmp_path / "new" / STATE_LAYOUT_FILE).exists()
+    assert json.loads((tmp_path / "new" / STATE_LAYOUT_FILE).read_text()) == LAYOUT
     (tmp_path / "new" / "aggregates" / "offsets").mkdir(parents=True)
     check_checkpoint(spark, str(tmp_path / "new"), LAYOUT)  # the same layout continues
     other = Contract(measurements={"co2": {"path": "$.co2"}}, sequence=None)

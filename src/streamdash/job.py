@@ -37,7 +37,7 @@ from streamdash.sinks.lines import LineSink, write_rows
 from streamdash.sinks.points import aggregate_line
 from streamdash.sinks.report import BatchWrites, record_batch
 from streamdash.sources import eventhubs_native, kafka
-from streamdash.storage import file_system, hadoop_path
+from streamdash.storage import file_system, hadoop_path, read_text, write_text
 from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
 from streamdash.transforms.parse import DEAD_LETTER, EVENT_TIME_ADJUSTED, parse_events, split_once
 
@@ -142,13 +142,10 @@ def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None
         raise StreamdashError(
             f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
             f"version reads, aggregates and dead-letters in one query and cannot continue from them. {start_over}")
-    marker = hadoop_path(spark, f"{checkpoint}/{STATE_LAYOUT_FILE}")
-    if fs.exists(marker):
-        stream = fs.open(marker)
-        try:
-            recorded = json.loads(stream.readUTF())
-        finally:
-            stream.close()
+    marker = f"{checkpoint}/{STATE_LAYOUT_FILE}"
+    recorded_text = read_text(spark, marker)
+    if recorded_text is not None:
+        recorded = json.loads(recorded_text)
         changed = sorted(key for key in {*recorded, *layout} if recorded.get(key) != layout.get(key))
         if changed:
             raise StreamdashError(f"{checkpoint} holds aggregation state of another layout (it differs in "
@@ -158,11 +155,7 @@ def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None
             f"{checkpoint} holds the state of streamdash 0.3 or earlier, whose deduplication was keyed by "
             f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
     else:
-        stream = fs.create(marker, False)
-        try:
-            stream.writeUTF(json.dumps(layout, sort_keys=True))
-        finally:
-            stream.close()
+        write_text(spark, marker, json.dumps(layout, sort_keys=True))
 
 
 def write_batch(writer: InfluxWriter, views: list[LineSink], dead_letters: DeadLetterSink, stream: str,

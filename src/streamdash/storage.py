@@ -28,3 +28,24 @@ def replace_folder_with_file(spark: SparkSession, folder: str, name: str, data: 
         out.close()
     if not fs.rename(staged, final):
         raise OSError(f"could not rename {staged} to {final}")
+
+
+def read_text(spark: SparkSession, path: str) -> str | None:
+    """A small file's text, or None when there is no such file."""
+    fs, file = file_system(spark, path), hadoop_path(spark, path)
+    if not fs.exists(file):
+        return None
+    stream = fs.open(file)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
+def write_text(spark: SparkSession, path: str, text: str) -> None:
+    """A new small file holding `text` (refused if the file exists)."""
+    stream = file_system(spark, path).create(hadoop_path(spark, path), False)
+    try:
+        stream.write(bytearray(text.encode()))
+    finally:
+        stream.close()

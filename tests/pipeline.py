@@ -175,6 +175,14 @@ def wait_for(predicate, timeout_s: float, every_s: float = 2.0) -> bool:
     return False
 
 
+def wait_until_read(influx, database: str, records: int, timeout_s: float = 120) -> None:
+    """Wait until the job's progress says it has read `records` records: a record that changes no point (a
+    duplicate, a late event) is read after the points match, and the counters that count it come with its batch."""
+    query = "SELECT sum(input_rows) FROM pipeline_progress"
+    assert wait_for(lambda: [row["sum"] for row in influx.query(query, database)] == [records], timeout_s), (
+        influx.query(query, database), records)
+
+
 def dead_letter_counts(influx, database: str) -> dict[str, int]:
     rows = influx.query('SELECT sum("count") FROM pipeline_deadletter GROUP BY reason', database)
     return {row["reason"]: row["sum"] for row in rows}

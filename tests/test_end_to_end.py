@@ -18,6 +18,7 @@ from .pipeline import (
     job_args,
     processes,
     send_with_late_data,
+    wait_until_read,
 )
 
 
@@ -94,6 +95,7 @@ def run_and_check(job: Job, target: list[str], name: str, stack_env: dict[str, s
         job.wait_started()
         manifest = send_with_late_data(target, topic, work, stack_env, influx, database)
         entries = assert_matches_ground_truth(influx, database, manifest, work)
+        wait_until_read(influx, database, len(entries))
         seen = processes()
         assert any(e["category"] == "late_beyond" for e in entries), "the run must exercise late data"
         assert any(e["category"] == "duplicate" for e in entries)

@@ -19,7 +19,7 @@ from streamdash_toolbox.kafka_client import client_config
 from streamdash_toolbox.simulator import SCHEMA_VERSION
 
 from .conftest import REPO
-from .pipeline import GroundTruth, Job, job_args, wait_for
+from .pipeline import GroundTruth, Job, job_args, wait_for, wait_until_read
 from .test_end_to_end import java_trust_store
 
 ON_TIME = "on_time"
@@ -73,6 +73,7 @@ def matches_then_stops(job: Job, truth: GroundTruth, influx, database: str, work
     """Wait until InfluxDB and the dead letters match the ground truth, stop the job with SIGTERM, and check what
     every run must show: a clean stop and exactly the manifest's records read. Returns pipeline_progress."""
     truth.assert_matches(influx, database, work)
+    wait_until_read(influx, database, len(truth.entries))
     assert job.terminate() == 0
     assert "Traceback" not in job.output()
     progress = influx.query("SELECT * FROM pipeline_progress", database)

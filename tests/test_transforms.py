@@ -399,3 +399,10 @@ def test_without_a_sequence_duplicates_are_the_same_device_and_event_time_and_st
     assert ",firmware=2.1," in point and "co2_p95=600.0" in point and "co2_min" not in point
     kept = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)), "30 seconds", False)
     assert kept.count() == 4
+
+
+def test_the_contract_offers_exactly_the_statistics_the_aggregation_computes():
+    from streamdash.config import STATISTIC_NAMES
+    from streamdash.transforms.aggregate import STATISTICS
+
+    assert tuple(statistic.name for statistic in STATISTICS) == STATISTIC_NAMES

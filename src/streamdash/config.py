@@ -52,25 +52,16 @@ def window_label(size: str) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
-def _duration_at_most(longest: str) -> AfterValidator:
+def Duration(longest: str) -> Any:  # noqa: N802 - reads as a type in the models
+    """A duration like '500 ms' or '2 hours', at most `longest` (what its consumer can take)."""
     limit_s = duration_seconds(longest)
 
     def check(text: str) -> str:
-        if len(text) > 40 or duration_seconds(text) > limit_s:
+        if duration_seconds(text) > limit_s:
             raise ValueError(f"must be at most {longest}")
         return text
 
-    return AfterValidator(check)
-
-
-def Duration(longest: str) -> Any:  # noqa: N802 - reads as a type in the models
-    """A duration like '500 ms' or '2 hours', at most `longest` (what its consumer can take)."""
-    return Annotated[str, AfterValidator(_check_duration), _duration_at_most(longest)]
-
-
-def _check_duration(text: str) -> str:
-    duration_seconds(text)
-    return text
+    return Annotated[str, AfterValidator(check)]
 
 
 # A finite number of seconds, at most an hour: timeouts and retry delays.

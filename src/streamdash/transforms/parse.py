@@ -89,14 +89,16 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     top_level = sorted({k[0] for k in keys.values()})
     schema = ", ".join([*(f"`{key.replace('`', '``')}` variant" for key in top_level), f"{_CORRUPT} string"])
 
-    def at(segments: list[str] | tuple[str, ...]) -> Column:
+    def get(segments: list[str] | tuple[str, ...], sql_type: str) -> Column:
+        """The value at `segments`, from its top-level VARIANT in one step; null where the path does not lead."""
         first, *rest = segments
-        if not rest:
-            return json[first]
-        return F.try_variant_get(json[first], "$" + "".join(f"['{key}']" for key in rest), "variant")
+        return F.try_variant_get(json[first], "$" + "".join(f"['{key}']" for key in rest), sql_type)
+
+    def at(segments: list[str] | tuple[str, ...]) -> Column:
+        return json[segments[0]] if len(segments) == 1 else get(segments, "variant")
 
     def value(role: str, sql_type: str) -> Column:
-        return F.try_variant_get(at(keys[role]), "$", sql_type)
+        return get(keys[role], sql_type)
 
     types = {role: F.schema_of_variant(at(k)) for role, k in keys.items()}
     types |= {f"object:{i}": F.schema_of_variant(at(k)) for i, k in enumerate(containers)}

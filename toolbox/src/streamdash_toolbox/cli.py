@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from streamdash.config import Contract
+from streamdash.config import Contract, Validation, duration_seconds
 from streamdash.errors import StreamdashError
 from streamdash.events import Reason
 
@@ -78,23 +78,21 @@ def cmd_stack_jars(args: argparse.Namespace) -> None:
     print(",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr)))
 
 
-def fleet_contract(path: Path) -> tuple[Contract, float | None]:
-    """The `[contract]` of a job configuration file, and its `validation.max_event_time_ahead` in seconds if set:
-    the simulator sends what a job with that file reads."""
+def fleet_contract(path: Path | None) -> tuple[Contract, Validation]:
+    """The `[contract]` and `[validation]` of a job configuration file (defaults without one): the simulator sends
+    what a job with that file reads."""
     import tomllib
 
     from pydantic import ValidationError
 
-    from streamdash.config import Validation, duration_seconds
-
+    if path is None:
+        return Contract(), Validation()
     try:
         raw = tomllib.loads(path.read_text())
-        contract = Contract.model_validate(raw.get("contract", {}))
-        validation = Validation.model_validate(raw.get("validation", {}))
+        return (Contract.model_validate(raw.get("contract", {})),
+                Validation.model_validate(raw.get("validation", {})))
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as err:
         raise StreamdashError(f"simulate: {path}: {str(err).splitlines()[0]}") from None
-    ahead = raw.get("validation", {}).get("max_event_time_ahead")
-    return contract, duration_seconds(validation.max_event_time_ahead) if ahead else None
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -110,12 +108,10 @@ def cmd_simulate(args: argparse.Namespace) -> None:
             raise StreamdashError("--eventhubs needs the namespace's connection string in EVENTHUBS_CONNECTION_STRING")
     bootstrap = args.bootstrap or os.environ.get(
         "STREAMDASH_EVENTHUBS_BOOTSTRAP" if args.eventhubs else "STREAMDASH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    contract, ahead_s = Contract(), None
-    if args.conf:
-        contract, ahead_s = fleet_contract(Path(args.conf))
+    contract, validation = fleet_contract(Path(args.conf) if args.conf else None)
     settings = SimulatorSettings(
         contract=contract, mixed_fleet=args.mixed_fleet,
-        **({"ahead_tolerance_s": ahead_s} if ahead_s is not None else {}),
+        ahead_tolerance_s=duration_seconds(validation.max_event_time_ahead),
         devices=args.devices, sites=args.sites, rate=args.rate, duration_s=args.duration, seed=args.seed,
         start_time_ms=args.start_time_ms, realtime=not args.fast, late_within_rate=args.late_within_rate,
         late_beyond_rate=args.late_beyond_rate, out_of_order_rate=args.out_of_order_rate,

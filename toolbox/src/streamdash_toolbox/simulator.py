@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamdash.config import Contract, json_path_segments
+from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
 from streamdash.errors import StreamdashError
 from streamdash.events import Reason
 
@@ -66,7 +66,8 @@ class SimulatorSettings:
     # measurement, one sends a sensor the contract does not name), sensors that report null for a spell, devices
     # that go silent and come back, and per-device clock skew (`ahead_tolerance_s`, `Category`).
     mixed_fleet: bool = False
-    ahead_tolerance_s: float = 5.0  # the job's validation.max_event_time_ahead
+    # The job's validation.max_event_time_ahead, in seconds.
+    ahead_tolerance_s: float = field(default_factory=lambda: duration_seconds(Validation().max_event_time_ahead))
 
     def validate(self) -> None:
         rates = (self.late_within_rate, self.late_beyond_rate, self.out_of_order_rate, self.duplicate_rate,

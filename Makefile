@@ -12,7 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: install run test test-fast lint stack-down clean
+.PHONY: install run test test-fast lint docs stack-down clean
 
 $(BIN)/streamdash: pyproject.toml toolbox/pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -22,32 +22,33 @@ $(BIN)/streamdash: pyproject.toml toolbox/pyproject.toml requirements.lock
 
 install: $(BIN)/streamdash
 
-## The pipeline, locally: stack up, the job under spark-submit, the simulator feeding it. Ctrl-C stops.
-## The job runs in its own session (setsid): Ctrl-C reaches only this recipe, whose trap asks the job's Python
-## driver, found by its process group, to finish its batch and stop.
+## The pipeline, locally: stack up, the job (`streamdash job`: spark-submit in a session of its own), the simulator
+## feeding it. Ctrl-C stops the simulator, and the job after its batch in flight. A new checkpoint reads the topic
+## from its start (conf/local.toml), so what the simulator sends while Spark starts is read too.
 run: install
 	$(BIN)/streamdash stack install
 	$(BIN)/streamdash stack up
-	eval "$$($(BIN)/streamdash stack env)" && \
-	PYSPARK_PYTHON=$(abspath $(BIN)/python) setsid $(BIN)/spark-submit --master 'local[2]' --driver-memory 2g \
-	  --conf spark.ui.enabled=false --driver-java-options '-Dlog4j2.configurationFile=conf/log4j2.properties' \
-	  --jars "$$($(BIN)/streamdash stack jars)" \
-	  jobs/stream_to_influx.py --env local & job=$$!; \
-	trap "pkill -TERM -g $$job -f '^[^ ]*python[^ ]* [^ ]*jobs/stream_to_influx.py'; wait $$job" EXIT INT TERM; \
-	eval "$$($(BIN)/streamdash stack env)" && $(BIN)/streamdash simulate --rate 200 --duration 3600; \
-	wait $$job
+	eval "$$($(BIN)/streamdash stack env)" && { \
+	  $(BIN)/streamdash job -- --env local & job=$$!; \
+	  trap 'kill -INT $$job 2>/dev/null; wait $$job' EXIT INT TERM; \
+	  $(BIN)/streamdash simulate --rate 200 --duration 3600; \
+	  wait $$job; }
 
 ## The whole test suite against real Kafka, InfluxDB and Spark (started and stopped by the tests).
 test: lint
 	$(BIN)/streamdash stack install --telegraf
-	$(BIN)/pytest
+	$(BIN)/pytest -v  # -v: each test is named as it starts
 
 ## What needs no server: configuration, contract, transforms on literal DataFrames, line protocol, packaging, bundle.
 test-fast: lint
-	$(BIN)/pytest -m "not stack"
+	$(BIN)/pytest -v -m "not stack"
 
 lint: install
 	$(BIN)/ruff check src toolbox tests jobs notebooks benchmarks
+
+## docs/configuration.md's table of every setting, from the configuration models.
+docs: install
+	$(BIN)/python -m streamdash_toolbox.reference docs/configuration.md
 
 stack-down:
 	$(BIN)/streamdash stack down

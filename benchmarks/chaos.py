@@ -1,7 +1,7 @@
 """Chaos run: the real job under repeated SIGKILLs, an InfluxDB outage and a broker restart, then an exact
 comparison of InfluxDB and the dead letters with ground truth computed from what the simulator sent.
 
-    python benchmarks/chaos.py [--minutes 10] [--rate 1000] [--kills 20] [--outage-s 60] [--seed N]
+    python -m benchmarks.chaos [--minutes 10] [--rate 1000] [--kills 20] [--outage-s 60] [--seed N]
 
 While the simulator sends for `--minutes` at `--rate` events/s, the job (spark-submit, local[2], windows 5 s
 and 20 s) is SIGKILLed `--kills` times at random moments and started again from its checkpoint, InfluxDB is
@@ -21,13 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import FREE_PORTS, Influx  # noqa: E402
-from tests.pipeline import GroundTruth, Job, job_args, simulate  # noqa: E402
-
-from streamdash_toolbox.stack import Stack, create_topic  # noqa: E402
+from streamdash_toolbox.stack import Stack, create_topic
+from streamdash_toolbox.testing import FREE_PORTS, Influx
+from streamdash_toolbox.testing.pipeline import GroundTruth, Job, job_args, simulate
 
 
 def timeline(rng: random.Random, send_s: float, kills: int, outage_s: float) -> list[tuple[float, str]]:

@@ -1,8 +1,9 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # Pipeline health
-# MAGIC The job's self-metrics in InfluxDB (`pipeline_progress`, `pipeline_deadletter`): per query, the input
-# MAGIC and processed rates, batch duration, offsets behind latest and freshness, and dead letters by reason;
+# MAGIC The job's self-metrics in InfluxDB (`pipeline_progress`, `pipeline_writes`, `pipeline_deadletter`): per
+# MAGIC query, the input and processed rates, batch duration, offsets behind latest, freshness, refused points and
+# MAGIC time blocked on InfluxDB, and dead letters by reason;
 # MAGIC then the streaming queries running on this cluster, if any.
 # MAGIC
 # MAGIC Widgets: as in 01, plus `since` (an InfluxQL duration such as 1h).
@@ -34,10 +35,16 @@ def influx(statement):
 progress = influx(
     "SELECT last(input_rows_per_s) AS input_rows_per_s, last(processed_rows_per_s) AS processed_rows_per_s, "
     "mean(batch_duration_ms) AS mean_batch_ms, max(batch_duration_ms) AS max_batch_ms, "
-    "last(offsets_behind_latest) AS offsets_behind, last(freshness_ms) AS freshness_ms, "
-    "sum(rows_dropped_by_watermark) AS dropped_late "
+    "last(offsets_behind_latest) AS offsets_behind, sum(rows_dropped_by_watermark) AS dropped_late "
     f"FROM pipeline_progress WHERE time > now() - {since} GROUP BY stream")
 display(influx_frame(spark, progress) if progress else "no pipeline_progress points in that range")
+
+# COMMAND ----------
+
+writes = influx("SELECT last(freshness_ms) AS freshness_ms, max(freshness_ms) AS max_freshness_ms, "
+                "sum(points_refused) AS points_refused, max(sink_blocked_ms) AS sink_blocked_ms "
+                f"FROM pipeline_writes WHERE time > now() - {since} GROUP BY stream")
+display(influx_frame(spark, writes) if writes else "no pipeline_writes points in that range")
 
 # COMMAND ----------
 

@@ -10,19 +10,15 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-from streamdash import influxql
 from streamdash_toolbox.stack import Stack, create_topic
-
-from .http_servers import FaultServer
+from streamdash_toolbox.testing import FREE_PORTS, Influx
+from streamdash_toolbox.testing.http_servers import FaultServer
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-REPO = Path(__file__).resolve().parent.parent
-FREE_PORTS = {"kafka": 0, "kafka_sasl": 0, "kafka_controller": 0, "influxdb": 0, "influxdb_rpc": 0}
 
 
 SERVER_FIXTURES = {"stack", "spark_cluster"}
@@ -72,26 +68,6 @@ def eventhub(stack) -> str:
     name = f"eh-{uuid.uuid4().hex[:10]}"
     create_topic(stack.info["kafka"]["bootstrap_servers"], name, partitions=3, append_time=True)
     return name
-
-
-class Influx:
-    """InfluxQL against the stack's InfluxDB."""
-
-    def __init__(self, stack: Stack):
-        self.url = stack.info["influxdb"]["url"]
-        self.database = stack.info["influxdb"]["database"]
-        self.bucket = stack.info["influxdb"]["bucket"]
-        self.token = stack.secrets["influxdb_token"]
-
-    def query(self, statement: str, database: str | None = None) -> list[dict]:
-        """Rows as dicts (time in ns, tags included) across every series of the first result."""
-        return influxql.rows(influxql.query(self.url, statement, self.token, database or self.database))
-
-    def create_database(self, prefix: str) -> str:
-        """A new database of its own, so a test sees only the points it wrote."""
-        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        influxql.query(self.url, f'CREATE DATABASE "{name}"', self.token)
-        return name
 
 
 @pytest.fixture(scope="session")

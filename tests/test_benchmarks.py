@@ -1,7 +1,7 @@
 """The side-by-side benchmark keeps working: a small run of every phase, checked for complete, sane results.
 
-Its numbers are not judged here (tests check behaviour, never wall time); `benchmarks/side_by_side.py` with its
-defaults is the measurement.
+Its numbers are not judged here (tests check behaviour, never wall time); `python -m benchmarks.side_by_side` with
+its defaults is the measurement.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import sys
 
 import pytest
 
-from .conftest import REPO
+from streamdash_toolbox.testing import REPO
 
 
 @pytest.mark.stack  # starts a stack of its own
 def test_a_small_side_by_side_run_measures_every_side(tmp_path):
-    argv = [sys.executable, str(REPO / "benchmarks" / "side_by_side.py"), "--events", "3000", "--rates", "500",
+    argv = [sys.executable, "-m", "benchmarks.side_by_side", "--events", "3000", "--rates", "500",
             "--live-s", "10", "--warmup-s", "30", "--soak-s", "30", "--soak-rate", "300", "--points", "5000",
             "--out", str(tmp_path)]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     rows = json.loads((tmp_path / "results.json").read_text())
     drains = [row for row in rows if row["side"].startswith("(b)")]

@@ -16,14 +16,10 @@ from databricks.bundles.jobs import Job
 
 from streamdash.config import load_settings
 from streamdash.job import parse_args
+from streamdash_toolbox.testing import REPO, bundle
 
-from . import bundle
-from .conftest import REPO
-
-REQUIRED = {"eventhubs_namespace": "contoso-iot", "influxdb_url": "https://influx.example.com:8086",
-            "notification_email": "oncall@example.com"}
-PROD = {**REQUIRED, "service_principal": "9f0c2a57-1c1e-4a4e-9d52-1a2b3c4d5e6f"}
-TARGETS = {"dev": REQUIRED, "prod": PROD}
+PROD = {**bundle.REQUIRED, "service_principal": "9f0c2a57-1c1e-4a4e-9d52-1a2b3c4d5e6f"}
+TARGETS = {"dev": bundle.REQUIRED, "prod": PROD}
 VARIANTS = ("resources/variants/*.yml",)
 SECRETS = {"EVENTHUBS_CONNECTION_STRING": "Endpoint=sb://contoso-iot.servicebus.windows.net/;"
            "SharedAccessKeyName=listen;SharedAccessKey=TOPSECRET;EntityPath=telemetry",
@@ -42,7 +38,7 @@ def test_every_job_validates_against_databricks_job_models(target):
 
 def test_job_models_do_refuse_bad_jobs():
     """The validator above can fail: a typo and a wrong enum are refused."""
-    job = bundle.resolve("dev", REQUIRED).job("streamdash_stream")
+    job = bundle.resolve("dev", bundle.REQUIRED).job("streamdash_stream")
     with pytest.raises(ValueError, match="Unexpected field"):
         Job.from_dict({**job, "continous": job["continuous"]})
     with pytest.raises(ValueError, match="PauseStatus"):
@@ -50,7 +46,7 @@ def test_job_models_do_refuse_bad_jobs():
 
 
 def test_dev_runs_continuously_and_prod_runs_as_a_service_principal():
-    dev = bundle.resolve("dev", REQUIRED).config
+    dev = bundle.resolve("dev", bundle.REQUIRED).config
     assert dev["mode"] == "development" and dev["presets"]["trigger_pause_status"] == "UNPAUSED"
     stream = dev["resources"]["jobs"]["streamdash_stream"]
     assert stream["continuous"] == {"pause_status": "UNPAUSED", "task_retry_mode": "ON_FAILURE"}
@@ -72,7 +68,7 @@ def test_dev_runs_continuously_and_prod_runs_as_a_service_principal():
 
 def test_a_required_variable_without_a_value_is_named():
     with pytest.raises(bundle.BundleError, match='required variable "eventhubs_namespace"'):
-        bundle.resolve("dev", {k: v for k, v in REQUIRED.items() if k != "eventhubs_namespace"})
+        bundle.resolve("dev", {k: v for k, v in bundle.REQUIRED.items() if k != "eventhubs_namespace"})
 
 
 def test_every_variable_is_used_and_every_reference_declared():
@@ -109,7 +105,7 @@ def test_job_parameters_load_into_a_valid_configuration(monkeypatch, target, job
     resolved = bundle.resolve(target, TARGETS[target], extra_includes=VARIANTS)
     args = parse_args(resolved.task(job_key, "stream_to_influx")["spark_python_task"]["parameters"], REPO / "conf")
     settings = load_settings(args.env, args.conf_dir, args.overrides)
-    assert settings.influxdb.url == REQUIRED["influxdb_url"]
+    assert settings.influxdb.url == bundle.REQUIRED["influxdb_url"]
     assert settings.dead_letter.format == "delta"
     assert settings.job.checkpoint_location.startswith(f"/Volumes/main/streamdash_{target}/")
     if settings.source.kind == "kafka":
@@ -119,7 +115,7 @@ def test_job_parameters_load_into_a_valid_configuration(monkeypatch, target, job
 
 
 def test_load_test_job_runs_the_simulator_entry_point():
-    resolved = bundle.resolve("dev", REQUIRED)
+    resolved = bundle.resolve("dev", bundle.REQUIRED)
     task = resolved.task("streamdash_load_test", "simulate")["python_wheel_task"]
     assert task["package_name"] == "streamdash_toolbox" and task["entry_point"] == "streamdash"
     libraries = [library["whl"] for library in resolved.task("streamdash_load_test", "simulate")["libraries"]]
@@ -131,7 +127,7 @@ def test_load_test_job_runs_the_simulator_entry_point():
 
 
 def test_variant_targets_a_scala_212_runtime_with_the_native_connector():
-    job = bundle.resolve("dev", REQUIRED, extra_includes=VARIANTS).job("streamdash_stream_scala212")
+    job = bundle.resolve("dev", bundle.REQUIRED, extra_includes=VARIANTS).job("streamdash_stream_scala212")
     assert job["job_clusters"][0]["new_cluster"]["spark_version"].endswith("-scala2.12")
     maven = [lib["maven"]["coordinates"] for lib in job["tasks"][0]["libraries"] if "maven" in lib]
     assert maven == ["com.microsoft.azure:azure-eventhubs-spark_2.12:2.3.22"]

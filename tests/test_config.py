@@ -9,8 +9,7 @@ import pytest
 from streamdash.config import load_settings, window_label
 from streamdash.errors import ConfigError
 from streamdash.secrets import secret_env_name
-
-from .conftest import REPO
+from streamdash_toolbox.testing import REPO
 
 CONF = REPO / "conf"
 SECRET = "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=k;SharedAccessKey=TOPSECRET"
@@ -68,7 +67,7 @@ def test_a_bad_value_is_never_echoed_and_its_origin_is_named(monkeypatch, tmp_pa
     assert "aggregation.watermark (--set aggregation.watermark)" in str(error.value)
     assert value not in str(error.value) and "local.toml" not in str(error.value)
     conf = tmp_path / "staging.toml"
-    conf.write_text((CONF / "local.toml").read_text().replace('watermark = "30 seconds"', f'watermark = "{value}"'))
+    conf.write_text((CONF / "local.toml").read_text() + f'\n[aggregation]\nwatermark = "{value}"\n')
     with pytest.raises(ConfigError) as error:
         load_settings("staging", tmp_path)
     assert f"aggregation.watermark ({conf})" in str(error.value) and value not in str(error.value)

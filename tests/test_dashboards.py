@@ -21,11 +21,9 @@ from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.retry import RetryPolicy
 from streamdash_toolbox import dashboards
-
-from . import ground_truth
-from .conftest import REPO
-from .http_servers import FaultServer
-from .pipeline import Job, job_args, send_with_late_data, wait_for
+from streamdash_toolbox.testing import REPO, ground_truth
+from streamdash_toolbox.testing.http_servers import FaultServer
+from streamdash_toolbox.testing.pipeline import Job, job_args, send_with_late_data, wait_for
 
 GRAFANA = REPO / "dashboards" / "grafana"
 ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "streamdash.yml"
@@ -312,3 +310,19 @@ def test_dashboards_check_command_reports_each_panel(influx, dashboard_run):
     assert "panel queries returned data" in good.stdout and influx.token not in good.stdout + good.stderr
     empty = check(influx.create_database("empty"))
     assert empty.returncode == 2 and "returned no data or failed" in empty.stderr
+
+
+def test_the_query_command_prints_what_landed(influx, dashboard_run):
+    """The README's way to look at what landed: `streamdash query "<InfluxQL>"`."""
+    import subprocess
+    import sys
+
+    statement = 'SELECT "count", temperature_mean FROM telemetry_site WHERE "window" = \'10s\' GROUP BY site'
+    run = subprocess.run([sys.executable, "-m", "streamdash_toolbox.cli", "query", statement, "--influxdb-url",
+                          influx.url, "--database", dashboard_run["database"]], capture_output=True, text=True,
+                         env={"INFLUXDB_TOKEN": influx.token, "PATH": ""})
+    assert run.returncode == 0, run.stderr
+    header, *rows = run.stdout.splitlines()
+    assert header.split() == ["time", "site", "count", "temperature_mean"]
+    expected = influx.query(statement, dashboard_run["database"])
+    assert len(rows) == len(expected) > 0 and rows[0].split()[2] == str(expected[0]["count"])

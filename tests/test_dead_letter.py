@@ -8,10 +8,10 @@ from pathlib import Path
 from streamdash.config import DeadLetterSink, Validation
 from streamdash.events import Reason
 from streamdash.sinks import dead_letter
+from streamdash.sinks.dead_letter import DeadLetters
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.transforms.parse import dead_letters, parse_events
-
-from .test_transforms import raw, with_
+from streamdash_toolbox.testing.records import raw, with_
 
 
 def records(folder: Path) -> list[dict]:
@@ -24,15 +24,15 @@ def records(folder: Path) -> list[dict]:
 
 def test_the_driver_and_spark_write_the_same_dead_letters_and_counts(spark, influx, database, tmp_path,
                                                                      monkeypatch):
-    letters = dead_letters(parse_events(raw(spark, b"{oops", with_(seq="x"), with_(site=""), with_()),
-                                        Validation())).persist()
+    letters = dead_letter.invalid_records(dead_letters(parse_events(
+        raw(spark, b"{oops", with_(seq="x"), with_(site=""), with_()), Validation()))).persist()
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
     driver, executors = DeadLetterSink(path=str(tmp_path / "driver")), DeadLetterSink(path=str(tmp_path / "spark"))
 
-    dead_letter.write_invalid(letters, driver, writer, "driver", 7)
-    dead_letter.write_invalid(letters, driver, writer, "driver", 7)  # a replay replaces the batch's file
+    assert DeadLetters(driver, writer, "driver").write(letters, 7).written == 3
+    DeadLetters(driver, writer, "driver").write(letters, 7)  # a replay replaces the batch's file
     monkeypatch.setattr(dead_letter, "MAX_JSON_BYTES_FROM_DRIVER", 0)
-    dead_letter.write_invalid(letters, executors, writer, "spark", 7)
+    DeadLetters(executors, writer, "spark").write(letters, 7)
 
     assert [p.name for p in (tmp_path / "driver").glob("stream=driver/batch_id=7/[!._]*")] == ["part-00000.json"]
     assert records(tmp_path / "driver") == records(tmp_path / "spark")
@@ -48,6 +48,6 @@ def test_the_driver_and_spark_write_the_same_dead_letters_and_counts(spark, infl
 
 def test_a_batch_without_dead_letters_writes_nothing(spark, influx, database, tmp_path):
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
-    none = dead_letters(parse_events(raw(spark, with_()), Validation()))
-    report = dead_letter.write_invalid(none, DeadLetterSink(path=str(tmp_path)), writer, "s", 1)
+    none = dead_letter.invalid_records(dead_letters(parse_events(raw(spark, with_()), Validation())))
+    report = DeadLetters(DeadLetterSink(path=str(tmp_path)), writer, "s").write(none, 1)
     assert report.written == 0 and not list(tmp_path.iterdir())

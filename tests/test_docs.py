@@ -9,9 +9,8 @@ import pytest
 
 from streamdash.config import Contract, Validation
 from streamdash.transforms.parse import parse_events, valid_events
-
-from .conftest import REPO
-from .test_transforms import raw
+from streamdash_toolbox.testing import REPO
+from streamdash_toolbox.testing.records import raw
 
 CONTRACT_DOC = REPO / "docs" / "contract.md"
 
@@ -36,3 +35,51 @@ def test_each_example_contract_parses_its_payload(spark, index):
                                         contract)).collect()
     assert event.device_id in ("dev-0001", "ahu-7") and event.event_time is not None
     assert all(event[name] is not None for name in contract.measurements)
+
+
+def test_the_configuration_reference_is_generated_from_the_models():
+    """docs/configuration.md's table states every setting and default as the models do (`make docs` rewrites it)."""
+    from streamdash_toolbox.reference import BEGIN, END, configuration_table
+
+    page = (REPO / "docs" / "configuration.md").read_text()
+    assert page[page.index(BEGIN):page.index(END) + len(END)] == configuration_table(), "stale: run `make docs`"
+    assert "`aggregation.watermark` | duration, at most 1 day | `\"30 seconds\"`" in page
+
+
+def fields_of(annotation) -> set[str]:
+    """The field names of a section's model, or of every model it may be (the source's kinds)."""
+    import typing
+
+    if hasattr(annotation, "model_fields"):
+        return set(annotation.model_fields)
+    return {name for arg in typing.get_args(annotation) for name in fields_of(arg)}
+
+
+def test_every_command_in_the_readme_and_docs_names_what_exists():
+    """Each shell line in the README's and docs' code blocks that runs `make`, `streamdash` or `python -m` names
+    a Makefile target, a `streamdash` subcommand or a module that exists, and each `--set` key is a setting."""
+    import importlib.util
+
+    from streamdash.config import Settings
+    from streamdash_toolbox.cli import build_parser
+
+    blocks = [block for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+              for block in re.findall(r"```(?:bash|sh)\n(.*?)```", page.read_text(), re.S)]
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    targets = set(re.findall(r"(?m)^([a-z-]+):", (REPO / "Makefile").read_text()))
+    subcommands = set(build_parser()._subparsers._group_actions[0].choices)
+    checked = 0
+    for line in lines:
+        for target in re.findall(r"(?:^|&& )make ([a-z-]+)", line):
+            assert target in targets, line
+            checked += 1
+        for command in re.findall(r"(?:^|&& |\$\(|/)streamdash ([a-z]+)", line):
+            assert command in subcommands, line
+            checked += 1
+        for module in re.findall(r"python -m ([\w.]+)", line):
+            assert importlib.util.find_spec(module) is not None, line
+            checked += 1
+        for section, field in re.findall(r"--set '?([a-z_]+)\.([a-z_]+)", line):
+            assert field in fields_of(Settings.model_fields[section].annotation), line
+            checked += 1
+    assert checked >= 10, checked

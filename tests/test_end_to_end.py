@@ -4,19 +4,19 @@ checked against ground truth computed from the simulator's manifest (restarts an
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from . import bundle
-from .pipeline import (
+from streamdash_toolbox.stack.process import processes
+from streamdash_toolbox.testing import bundle
+from streamdash_toolbox.testing.pipeline import (
     WATERMARK_S,
     WINDOWS,
     Job,
     assert_matches_ground_truth,
+    java_trust_store,
     job_args,
-    processes,
     send_with_late_data,
     wait_until_read,
 )
@@ -29,15 +29,18 @@ def bundle_job_args(stack, topic: str, database: str, work: Path) -> tuple[list[
     swapped for the stack's Event Hubs-style SASL_SSL listener."""
     variables = {"eventhubs_namespace": "streamdash-local", "eventhub_name": topic, "starting_offsets": "earliest",
                  "influxdb_url": stack.info["influxdb"]["url"], "influxdb_bucket": f"{database}/autogen",
-                 "window_sizes": json.dumps([f"{s} seconds" for s in WINDOWS.values()]),
-                 "watermark": f"{WATERMARK_S} seconds", "trigger_interval": "1 second",
                  "checkpoint_location": str(work / "checkpoints"), "dead_letter_location": str(work / "dead_letters"),
-                 "dead_letter_format": "json", "notification_email": "oncall@example.com"}
+                 "notification_email": "oncall@example.com"}
     resolved = bundle.resolve("dev", variables)
     task = resolved.task("streamdash_stream", "stream_to_influx")
     endpoint = "streamdash-local.servicebus.windows.net:9093"
     args = [arg.replace(endpoint, stack.info["kafka"]["eventhubs_bootstrap_servers"])
             for arg in task["spark_python_task"]["parameters"]]
+    # What conf/dev.toml would say for this test's ground truth (windows, watermark), and no Delta jars locally.
+    for override in (f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
+                     f"aggregation.watermark={WATERMARK_S} seconds", "job.trigger_interval=1 second",
+                     "dead_letter.format=json"):
+        args += ["--set", override]
     cluster = next(c["new_cluster"] for c in resolved.job("streamdash_stream")["job_clusters"]
                    if c["job_cluster_key"] == task["job_cluster_key"])
     local_secrets = {"eventhubs-connection-string": stack.secrets["eventhubs_connection_string"],
@@ -45,15 +48,6 @@ def bundle_job_args(stack, topic: str, database: str, work: Path) -> tuple[list[
     env = {name: local_secrets[value.removesuffix("}}").rsplit("/", 1)[1]]
            for name, value in cluster["spark_env_vars"].items()}
     return args, env
-
-
-def java_trust_store(ca_file: str, work: Path) -> str:
-    """The JVM trusts the stack's CA as Databricks trusts Azure's: through the default trust store."""
-    store = work / "truststore.p12"
-    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "streamdash-ca", "-file", ca_file,
-                    "-keystore", str(store), "-storetype", "PKCS12", "-storepass", "changeit"],
-                   check=True, capture_output=True)
-    return f"-Djavax.net.ssl.trustStore={store} -Djavax.net.ssl.trustStorePassword=changeit"
 
 
 @pytest.mark.parametrize("eventhubs", [False, True], ids=["kafka-plaintext", "eventhubs-sasl-ssl-bundle-parity"])

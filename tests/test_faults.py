@@ -8,14 +8,24 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from streamdash.events import Reason
 from streamdash.sinks.influxdb import InfluxWriter
-
-from .pipeline import GroundTruth, Job, dead_letter_records, job_args, processes, simulate, wait_for
+from streamdash_toolbox.stack.process import processes
+from streamdash_toolbox.testing import REPO
+from streamdash_toolbox.testing.pipeline import (
+    GroundTruth,
+    Job,
+    dead_letter_records,
+    job_args,
+    simulate,
+    wait_for,
+)
 
 
 def plaintext(stack) -> list[str]:
@@ -53,8 +63,8 @@ def test_an_outage_mid_stream_is_ridden_out(stack, stack_env, influx, topic, dat
         assert job.proc.poll() is None
         if service == "influxdb":
             assert "unavailable for" in job.output()
-            blocked = influx.query("SELECT max(sink_blocked_ms) FROM pipeline_progress", database)
-            assert blocked and blocked[0]["max"] >= 60_000, "pipeline_progress says how long writes were blocked"
+            blocked = influx.query("SELECT max(sink_blocked_ms) FROM pipeline_writes", database)
+            assert blocked and blocked[0]["max"] >= 60_000, "pipeline_writes says how long writes were blocked"
         assert job.terminate() == 0
     finally:
         job.cleanup()
@@ -166,6 +176,26 @@ def test_no_process_of_the_job_outlives_the_others(stack, stack_env, topic, data
         assert wait_for(lambda: job_processes() == [], 30), "the JVM was left behind"
     finally:
         job.cleanup()
+
+
+def test_ctrl_c_on_streamdash_job_finishes_the_batch_and_stops_cleanly(stack, stack_env, topic, database, tmp_path):
+    """A hand-run job (`streamdash job`, as the README shows it) stops as `make run` does: Ctrl-C reaches only the
+    command, which asks the driver to finish its batch; spark-submit's JVM does not die under it."""
+    log = tmp_path / "job.log"
+    with log.open("wb") as out:
+        command = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "job", "--",
+                                    *job_args(stack, topic, database, tmp_path)], stdout=out, stderr=subprocess.STDOUT,
+                                   cwd=REPO, env={**os.environ, **stack_env})
+    try:
+        assert wait_for(lambda: "streamdash.job: started" in log.read_text(errors="replace"), 180), log.read_text()
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=120) == 0, log.read_text()[-3000:]
+        assert "stopped cleanly" in log.read_text() and "Traceback" not in log.read_text()
+    finally:
+        for pid, ppid, _ in processes():
+            if ppid == command.pid:  # spark-submit, in a session of its own
+                os.killpg(pid, signal.SIGKILL)
+        command.kill()
 
 
 def test_past_max_outage_the_job_fails_with_one_clear_line(stack, stack_env, topic, database, tmp_path):

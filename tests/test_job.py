@@ -10,27 +10,25 @@ from confluent_kafka import Producer
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import functions as F
 
+from streamdash.checkpoint import STATE_LAYOUT_FILE, check_checkpoint
 from streamdash.config import Contract, Validation, load_settings
 from streamdash.errors import StreamdashError
-from streamdash.job import (
+from streamdash.metrics import InfluxProgressListener, epoch_ns, writes_line
+from streamdash.pipeline import query_starters
+from streamdash.session import (
     HOTSPOT_HUGE_METHOD_BYTES,
-    STATE_LAYOUT_FILE,
-    check_checkpoint,
     failure_summary,
     finish_state_store_maintenance,
-    query_starters,
     session_settings,
 )
-from streamdash.metrics import InfluxProgressListener, epoch_ns, progress_line
 from streamdash.sinks.influxdb import InfluxWriter
-from streamdash.sinks.report import BatchWrites, pop_batch
+from streamdash.sinks.report import WriteReport
 from streamdash.storage import file_system
 from streamdash.transforms.aggregate import state_layout
 from streamdash.transforms.parse import parse_events
-
-from .conftest import REPO
-from .pipeline import dead_letter_records, wait_for
-from .test_transforms import GOOD, raw, with_
+from streamdash_toolbox.testing import REPO
+from streamdash_toolbox.testing.pipeline import dead_letter_records, wait_for
+from streamdash_toolbox.testing.records import GOOD, raw, with_
 
 NO_DATA_BATCHES = "spark.sql.streaming.noDataMicroBatches.enabled"
 FILE_SYSTEM_MANAGER = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
@@ -96,13 +94,17 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     assert progress["observedMetrics"]["dead_letters"]["dead_letters"] == 1
     [site] = influx.query("SELECT * FROM telemetry_site WHERE \"window\" = '10s'", database)
     assert site["count"] == 9
-    # The handler notes when the windows were written, within the batch and before its dead letters.
-    writes = pop_batch("once_aggregates", progress["batchId"])
+    # The handler writes what it saw: when the windows were written (within the batch, before its dead letters),
+    # how fresh they were, and what it wrote.
+    [writes] = influx.query("SELECT * FROM pipeline_writes", database)
+    assert (writes["stream"], writes["batch_id"]) == ("once_aggregates", progress["batchId"])
+    assert (writes["points_written"], writes["points_refused"], writes["dead_letters_written"]) == (4, 0, 1)
     started_ns = epoch_ns(progress["timestamp"])
     letters_written_ns = max(path.stat().st_mtime_ns for path in (tmp_path / "dl").rglob("*.json"))
     coarse_clock_ns = 10_000_000  # a file's time is the kernel's coarse clock, up to a tick behind; a Spark job is not
-    assert started_ns < writes.windows_written_ns <= letters_written_ns + coarse_clock_ns
-    assert writes.windows_written_ns < started_ns + progress["batchDuration"] * 1_000_000
+    assert started_ns < writes["time"] <= letters_written_ns + coarse_clock_ns
+    assert writes["time"] < started_ns + progress["batchDuration"] * 1_000_000
+    assert writes["freshness_ms"] == (writes["time"] - now_ms * 1_000_000) // 1_000_000
 
 
 LAYOUT = state_layout(Contract())
@@ -145,27 +147,17 @@ def test_a_new_checkpoint_records_its_state_layout_and_another_layout_is_refused
     assert str(tmp_path / "new") in str(error.value)
 
 
-def _progress(event_time_max: str, duration_ms: int) -> dict:
-    return {"name": "q_aggregates", "batchId": 3, "timestamp": "2026-11-29T10:00:00.000Z", "batchDuration": duration_ms,
-            "numInputRows": 10, "eventTime": {"max": event_time_max}, "stateOperators": [], "sources": []}
-
-
-@pytest.mark.parametrize(("newest_event", "duration_ms", "freshness_ms"), [
-    ("2026-11-29T09:59:59.000Z", 400, 1400),  # written at batch start + duration; the event was 1 s older than that
-    ("2026-11-29T10:00:00.200Z", 100, 0),  # stamped ahead of the clock: never negative
+@pytest.mark.parametrize(("newest_event_ns", "freshness_ms"), [
+    (epoch_ns("2026-11-29T09:59:59.000Z"), 1300),  # the newest event was 1.3 s old when the windows were written
+    (epoch_ns("2026-11-29T10:00:00.500Z"), 0),  # stamped ahead of the clock: never negative
+    (None, None),  # no windows: no freshness
 ])
-def test_freshness_is_the_age_of_the_newest_event_when_its_windows_are_written(newest_event, duration_ms,
-                                                                               freshness_ms):
-    assert f"freshness_ms={freshness_ms}i" in progress_line(_progress(newest_event, duration_ms))
-
-
-def test_freshness_is_taken_when_the_windows_were_written_not_when_the_batch_ended():
-    """The handler writes a batch's windows, then its dead letters; Spark ends the batch after its commit."""
-    written = BatchWrites(windows_written_ns=epoch_ns("2026-11-29T10:00:00.300Z"), blocked_ms=0)
-    line = progress_line(_progress("2026-11-29T09:59:59.000Z", 900), written)
-    assert "freshness_ms=1300i" in line and "sink_blocked_ms" not in line
-    assert "sink_blocked_ms=2500i" in progress_line(_progress("2026-11-29T09:59:59.000Z", 900),
-                                                    BatchWrites(written.windows_written_ns, blocked_ms=2500))
+def test_freshness_is_the_age_of_the_newest_event_when_its_windows_were_written(newest_event_ns, freshness_ms):
+    written_ns = epoch_ns("2026-11-29T10:00:00.300Z")
+    point = writes_line("q_aggregates", 3, written_ns, WriteReport(written=4, newest_event_ns=newest_event_ns), 0, 0, 0)
+    assert point.endswith(f" {written_ns}") and "sink_blocked_ms" not in point
+    assert (f"freshness_ms={freshness_ms}i" in point) if freshness_ms is not None else "freshness_ms" not in point
+    assert "sink_blocked_ms=2500i" in writes_line("q", 3, written_ns, WriteReport(), 0, 0, 2500)
 
 
 def test_the_progress_listener_writes_each_batch_as_spark_reported_it(spark, influx, tmp_path):

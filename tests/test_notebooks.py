@@ -10,10 +10,15 @@ import pytest
 
 from streamdash.errors import StreamdashError
 from streamdash_toolbox import notebook_runtime
-
-from . import ground_truth
-from .conftest import REPO
-from .pipeline import WATERMARK_S, WINDOWS, Job, assert_matches_ground_truth, job_args, simulate
+from streamdash_toolbox.testing import REPO, ground_truth
+from streamdash_toolbox.testing.pipeline import (
+    WATERMARK_S,
+    WINDOWS,
+    Job,
+    assert_matches_ground_truth,
+    job_args,
+    simulate,
+)
 
 NOTEBOOKS = REPO / "notebooks"
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from . import bundle
-from .conftest import REPO
-from .test_bundle import REQUIRED
+from streamdash_toolbox.testing import REPO, bundle
 
 JOB_REQUIREMENTS = {"influxdb-client", "databricks-sdk", "pydantic"}
 TOOLBOX_ONLY = {"pyspark", "confluent-kafka", "cryptography"}
@@ -37,7 +35,7 @@ def wheels(tmp_path_factory) -> dict[str, zipfile.ZipFile]:
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             (copy / name).write_bytes((REPO / name).read_bytes())
     built = {}
-    for key, artifact in bundle.resolve("dev", REQUIRED).config["artifacts"].items():
+    for key, artifact in bundle.resolve("dev", bundle.REQUIRED).config["artifacts"].items():
         command = [sys.executable if word == "python3" else word for word in shlex.split(artifact["build"])]
         subprocess.run(command, cwd=copy / artifact["path"], check=True, capture_output=True)
         build_dir = copy / artifact["path"] / command[command.index("--wheel-dir") + 1]

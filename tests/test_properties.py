@@ -27,10 +27,9 @@ from streamdash.config import Contract, Validation
 from streamdash.events import Reason
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
-
-from .conftest import REPO
-from .ground_truth import Quantile
-from .test_transforms import T0, raw
+from streamdash_toolbox.testing import REPO
+from streamdash_toolbox.testing.ground_truth import Quantile
+from streamdash_toolbox.testing.records import T0, raw
 
 REFERENCE_MS = int(T0.replace(tzinfo=dt.UTC).timestamp() * 1000)  # the records' append time
 WINDOWS_S = (10, 60)

@@ -15,8 +15,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from streamdash_toolbox.kafka_client import client_config
 from streamdash_toolbox.stack import Stack, process
-
-from .conftest import FREE_PORTS
+from streamdash_toolbox.testing import FREE_PORTS
 
 CLI = [sys.executable, "-m", "streamdash_toolbox.cli"]
 ALL_FREE = {"STREAMDASH_STACK_PORTS": ",".join(f"{name}=0" for name in FREE_PORTS)}

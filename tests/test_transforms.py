@@ -13,33 +13,10 @@ from chispa import assert_df_equality
 from streamdash.config import Contract, Measurement, Validation
 from streamdash.events import Reason
 from streamdash.sinks.points import aggregate_line
-from streamdash.sources.kafka import CREATE_TIME, LOG_APPEND_TIME
+from streamdash.sources.kafka import CREATE_TIME
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
-
-RAW_SCHEMA = ("value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
-              "kafka_timestamp_type int")
-T0 = dt.datetime(2026, 11, 28, 12, 0, 0)
-GOOD = {"schemaVersion": 1, "deviceId": "dev-1", "site": "s1", "deviceType": "thermostat",
-        "eventTime": "2026-11-28T13:00:00.250+01:00", "seq": 1,
-        "measurements": {"temperature": 21.5, "humidity": 40, "pressure": 1013.25, "battery": 0.9}}
-
-
-def raw(spark, *payloads: str | bytes, timestamp: dt.datetime = T0, timestamp_type: int = LOG_APPEND_TIME):
-    """Records as the Kafka source reads them; by default appended by the broker at T0 (as Event Hubs stamps them)."""
-    rows = [(p if isinstance(p, bytes) else p.encode(), "telemetry", 0, offset, timestamp, timestamp_type)
-            for offset, p in enumerate(payloads)]
-    return spark.createDataFrame(rows, RAW_SCHEMA)
-
-
-def with_(**changes) -> str:
-    event = json.loads(json.dumps(GOOD))
-    for key, value in changes.items():
-        if value is ...:
-            del event[key]
-        else:
-            event[key] = value
-    return json.dumps(event)
+from streamdash_toolbox.testing.records import GOOD, T0, raw, with_
 
 
 def test_a_valid_event_parses_with_offset_time_and_integer_coercion(spark):
@@ -390,8 +367,10 @@ def test_without_a_sequence_duplicates_are_the_same_device_and_event_time_and_st
     events = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)), "30 seconds")
     rows = windowed_aggregates(events, ["10 seconds"], contract=FLAT)
     assert rows.columns == ["level", "window", "window_start_ns", "site", "device_type", "device_id", "tags", "count",
-                            *FLAT.stat_columns()]
+                            "newest_event_ns", *FLAT.stat_columns()]
     by_key = {(r.level, r.device_id): r.asDict(recursive=True) for r in rows.collect()}
+    assert by_key[("device", "m-1")]["newest_event_ns"] == (T0_S + 1) * 1_000_000_000  # the freshness metric's input
+    assert "newest_event" not in aggregate_line(FLAT, by_key[("device", "m-1")])
     assert (by_key[("device", "m-1")]["count"], by_key[("device", "m-1")]["co2_mean"]) == (2, 500.0)
     assert by_key[("device", "m-1")]["tags"] == {"firmware": "2.1"} and by_key[("site", None)]["tags"] is None
     assert (by_key[("site", None)]["count"], by_key[("site", None)]["co2_max"]) == (3, 800.0)

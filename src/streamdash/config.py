@@ -18,8 +18,10 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -56,12 +58,13 @@ def Duration(longest: str) -> Any:  # noqa: N802 - reads as a type in the models
     """A duration like '500 ms' or '2 hours', at most `longest` (what its consumer can take)."""
     limit_s = duration_seconds(longest)
 
-    def check(text: str) -> str:
+    def check_duration(text: str) -> str:
         if duration_seconds(text) > limit_s:
             raise ValueError(f"must be at most {longest}")
         return text
 
-    return Annotated[str, AfterValidator(check)]
+    check_duration.longest = longest  # for the configuration reference
+    return Annotated[str, AfterValidator(check_duration)]
 
 
 # A finite number of seconds, at most an hour: timeouts and retry delays.
@@ -293,8 +296,14 @@ class Job(_Section):
     self_metrics: bool = True
 
 
+def _source_kind(source: Any) -> str:
+    """A source is Kafka (Event Hubs' Kafka endpoint included) unless its `kind` says otherwise."""
+    return (source.get("kind") if isinstance(source, dict) else getattr(source, "kind", None)) or "kafka"
+
+
 class Settings(_Section):
-    source: Annotated[KafkaSource | EventHubsNativeSource, Field(discriminator="kind")]
+    source: Annotated[Annotated[KafkaSource, Tag("kafka")] | Annotated[EventHubsNativeSource, Tag("eventhubs_native")],
+                      Discriminator(_source_kind)]
     contract: Contract = Contract()
     aggregation: Aggregation = Aggregation()
     validation: Validation = Validation()
@@ -314,6 +323,11 @@ class Settings(_Section):
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECRET_REF = re.compile(r"\{\{secrets/([^/{}]+)/([^/{}]+)\}\}")
+
+
+def default_of(model: type[BaseModel], field: str) -> Any:
+    """A field's default as its model states it, for code that must agree with it (the writers, the benchmark)."""
+    return model.model_fields[field].get_default(call_default_factory=True)
 
 
 def load_settings(env: str, conf_dir: str | Path = "conf", overrides: list[str] | None = None) -> Settings:

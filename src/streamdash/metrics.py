@@ -1,13 +1,19 @@
-"""Self-metrics: a StreamingQueryListener that writes each query's progress to InfluxDB (`pipeline_progress`).
+"""Self-metrics in InfluxDB: what Spark reports of each micro-batch (`pipeline_progress`, written by a
+StreamingQueryListener) and what the query's handler saw of its writes (`pipeline_writes`, written by the handler
+itself, wherever `foreachBatch` runs).
 
-Fields per micro-batch: batch_id, input_rows, input_rows_per_s, processed_rows_per_s, batch_duration_ms,
-rows_dropped_by_watermark, duplicates_dropped (re-deliveries counted once), state_rows, offsets_behind_latest (max
-over partitions, Kafka source), freshness_ms (how old the batch's newest event was when the batch's windows had been
-written, before its dead letters and its commit; never negative, so an event stamped ahead of the clock counts as
-0), sink_blocked_ms (how long the batch's writes waited for an unavailable InfluxDB; only when they did),
-dead_letters (records that failed validation) and, with `validation.early_events = "adjust"`, early_events_adjusted.
-Writing metrics never fails or holds up the stream: while InfluxDB is unavailable the points are kept (up to
-`MAX_PENDING`) and written with the next batch's.
+`pipeline_progress` (tag stream, time: the batch's start): batch_id, input_rows, input_rows_per_s,
+processed_rows_per_s, batch_duration_ms, rows_dropped_by_watermark, duplicates_dropped (re-deliveries counted once),
+state_rows, offsets_behind_latest (max over partitions, Kafka source), dead_letters (records that failed
+validation) and, with `validation.early_events = "adjust"`, early_events_adjusted.
+
+`pipeline_writes` (tag stream, time: when the batch's windows had been written, before its dead letters and its
+commit): batch_id, points_written, points_refused (dead-lettered as `sink_rejected`), dead_letters_written,
+freshness_ms (how old the newest event among the windows was then; never negative, so an event stamped ahead of the
+clock counts as 0) and sink_blocked_ms (how long the writes waited for an unavailable InfluxDB; only when they did).
+
+Writing metrics never fails or holds up the stream: the listener keeps its points while InfluxDB is unavailable (up
+to `MAX_PENDING`) and writes them with the next batch's; the handler's point is written once, with one quick retry.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ from pyspark.sql.streaming.listener import JStreamingQueryListener, QueryProgres
 
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.line_protocol import line
-from streamdash.sinks.points import PROGRESS_MEASUREMENT
-from streamdash.sinks.report import BatchWrites, pop_batch
+from streamdash.sinks.points import PROGRESS_MEASUREMENT, WRITES_MEASUREMENT
+from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,25 @@ def epoch_ns(iso: str) -> int:
     return int(parsed.timestamp()) * 1_000_000_000 + parsed.microsecond * 1000
 
 
-def progress_line(progress: dict, writes: BatchWrites | None = None) -> str | None:
-    """A StreamingQueryProgress (as its JSON dict) and what the job's handler saw of its writes -> one
-    `pipeline_progress` point. Without `writes` (another handler), the windows count as written at the batch's end."""
+def metrics_writer(writer: InfluxWriter) -> InfluxWriter:
+    """`writer` with one quick retry and a short timeout: metrics must never hold up the stream for long."""
+    return replace(writer, retry=RetryPolicy(0.2, 1.0, max_retries=1), timeout_s=min(writer.timeout_s, 5.0))
+
+
+def writes_line(stream: str, batch_id: int, windows_written_ns: int, windows: WriteReport, refused: int,
+                dead_letters: int, blocked_ms: int) -> str | None:
+    """What the handler saw of one micro-batch's writes -> one `pipeline_writes` point."""
+    fields: dict[str, object] = {"batch_id": batch_id, "points_written": windows.written, "points_refused": refused,
+                                 "dead_letters_written": dead_letters}
+    if windows.newest_event_ns is not None:
+        fields["freshness_ms"] = max(0, (windows_written_ns - windows.newest_event_ns) // 1_000_000)
+    if blocked_ms:
+        fields["sink_blocked_ms"] = blocked_ms
+    return line(WRITES_MEASUREMENT, {"stream": stream}, fields, windows_written_ns)
+
+
+def progress_line(progress: dict) -> str | None:
+    """A StreamingQueryProgress (as its JSON dict) -> one `pipeline_progress` point."""
     timestamp_ns = epoch_ns(progress["timestamp"])
     fields: dict[str, object] = {
         "batch_id": int(progress["batchId"]),
@@ -57,13 +79,6 @@ def progress_line(progress: dict, writes: BatchWrites | None = None) -> str | No
               if (source.get("metrics") or {}).get("maxOffsetsBehindLatest") is not None]
     if behind:
         fields["offsets_behind_latest"] = max(behind)
-    newest_event = (progress.get("eventTime") or {}).get("max")
-    if newest_event:  # when the batch's windows were written, how old its newest event was
-        written_ns = (writes.windows_written_ns if writes
-                      else timestamp_ns + int(progress.get("batchDuration", 0)) * 1_000_000)
-        fields["freshness_ms"] = max(0, (written_ns - epoch_ns(newest_event)) // 1_000_000)
-    if writes and writes.blocked_ms:
-        fields["sink_blocked_ms"] = writes.blocked_ms
     for name, metric_row in (progress.get("observedMetrics") or {}).items():
         for key, value in (metric_row or {}).items():
             if isinstance(value, int | float):
@@ -84,8 +99,7 @@ class _ProgressAsJson(JStreamingQueryListener):
 
 class InfluxProgressListener(StreamingQueryListener):
     def __init__(self, writer: InfluxWriter):
-        # One quick retry and a short timeout: the listener must never hold up the progress events for long.
-        self.writer = replace(writer, retry=RetryPolicy(0.2, 1.0, max_retries=1), timeout_s=min(writer.timeout_s, 5.0))
+        self.writer = metrics_writer(writer)  # the listener must never hold up the progress events for long
         self.pending: list[str] = []
         self.terminated: set[str] = set()  # ids of the queries whose end this listener has been told of
         self._changed = threading.Condition()
@@ -111,7 +125,7 @@ class InfluxProgressListener(StreamingQueryListener):
         # A rate Spark cannot compute (no processing time) is left out of the JSON: None here.
         log.info("%s batch %d: %d rows, %.0f rows/s, %d ms", progress.name, progress.batchId, progress.numInputRows,
                  progress.processedRowsPerSecond or 0.0, progress.batchDuration)
-        point = progress_line(json.loads(progress.json), pop_batch(progress.name, progress.batchId))
+        point = progress_line(json.loads(progress.json))
         self.pending = [*self.pending, point][-MAX_PENDING:]
         try:
             report = self.writer.write_lines(self.pending)

@@ -12,8 +12,9 @@ dead_lettered_at.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.config import DeadLetterSink
@@ -22,6 +23,7 @@ from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.points import dead_letter_count_line
 from streamdash.sinks.report import WriteReport
 from streamdash.storage import replace_folder_with_file
+from streamdash.transforms.parse import DEAD_LETTER_COLUMNS
 
 log = logging.getLogger(__name__)
 RECORD_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason", "detail")
@@ -33,52 +35,60 @@ REJECTED_SCHEMA = ("payload string, topic string, partition int, offset long, ka
 MAX_JSON_BYTES_FROM_DRIVER = 16 * 1024 * 1024
 
 
-def write(records: DataFrame, time_us: Column, sink: DeadLetterSink, writer: InfluxWriter, stream: str,
-          batch_id: int) -> WriteReport:
-    """Write one micro-batch's dead letters (`RECORD_COLUMNS`) and their count per reason.
-
-    `time_us` dates each record for the count points; a count point's identity (stream, reason, newest time,
-    batch id) is the same on a replay, so a replay overwrites it. `records` is read more than once: it must be
-    cheap to read again (a persisted batch, or rows from the driver).
-    """
-    stamped = records.select(*RECORD_COLUMNS, F.lit(batch_id).alias("batch_id"),
-                             F.current_timestamp().alias("dead_lettered_at"), time_us.alias("time_us"))
-    as_json = F.to_json(F.struct(*RECORD_COLUMNS, "dead_lettered_at"))  # what Spark's JSON writer writes
-    counts = stamped.groupBy("reason").agg(F.count(F.lit(1)).alias("count"), F.max("time_us").alias("max_time_us"),
-                                           F.sum(F.octet_length(as_json)).alias("json_bytes")).collect()
-    if not counts:
-        return WriteReport()
-    folder = f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}"
-    if sink.format == "delta":
-        (stamped.drop("time_us").write.format("delta").mode("append").option("txnAppId", stream)
-         .option("txnVersion", batch_id).option("mergeSchema", "true").save(sink.path))
-    elif sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
-        text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())
-        replace_folder_with_file(records.sparkSession, folder, "part-00000.json", text.encode())
-    else:
-        stamped.drop("batch_id", "time_us").write.mode("overwrite").json(folder)
-    report = writer.write_lines([dead_letter_count_line({**row.asDict(), "batch_id": batch_id}, stream)
-                                 for row in counts])
-    for line, why in report.rejected:
-        log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
-    return report
+def invalid_records(letters: DataFrame) -> DataFrame:
+    """Records that failed validation (`transforms.parse.DEAD_LETTER_COLUMNS`) as dead letters, dated by their
+    Kafka timestamp."""
+    return letters.select(*DEAD_LETTER_COLUMNS, F.lit(None).cast("string").alias("detail"),
+                          F.unix_micros("kafka_timestamp").alias("time_us"))
 
 
-def write_invalid(records: DataFrame, sink: DeadLetterSink, writer: InfluxWriter, stream: str,
-                  batch_id: int) -> WriteReport:
-    """Records that failed validation (`transforms.parse.DEAD_LETTER_COLUMNS`), dated by their Kafka timestamp."""
-    return write(records.withColumn("detail", F.lit(None).cast("string")), F.unix_micros("kafka_timestamp"),
-                 sink, writer, stream, batch_id)
-
-
-def write_rejected(spark: SparkSession, rejected: list[tuple[str, str]], sink: DeadLetterSink,
-                   writer: InfluxWriter, stream: str, batch_id: int) -> WriteReport:
-    """Points InfluxDB refused (field-type conflict, beyond retention, too large) as `sink_rejected`."""
+def refused_points(spark: SparkSession, rejected: list[tuple[str, str]]) -> DataFrame:
+    """Points InfluxDB refused (field-type conflict, beyond retention, too large) as dead letters (`sink_rejected`),
+    dated by their own time."""
     rows = [(line, None, None, None, None, Reason.SINK_REJECTED, why, _line_time_us(line)) for line, why in rejected]
-    log.warning("%s batch %d: InfluxDB refused %d points; they are dead letters (reason %s), e.g. %s", stream,
-                batch_id, len(rows), Reason.SINK_REJECTED, rejected[0][1])
-    records = spark.createDataFrame(rows, REJECTED_SCHEMA)
-    return write(records, F.col("time_us"), sink, writer, stream, batch_id)
+    return spark.createDataFrame(rows, REJECTED_SCHEMA)
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """A `BatchSink` for the dead letters of one stream: the records under `config.path`, their count per reason in
+    InfluxDB (through `counts`)."""
+
+    config: DeadLetterSink
+    counts: InfluxWriter
+    stream: str
+
+    def write(self, records: DataFrame, batch_id: int) -> WriteReport:
+        """Write one micro-batch's dead letters (`RECORD_COLUMNS` plus `time_us`, which dates them for the count
+        points) and their count per reason; reports how many records it wrote.
+
+        A count point's identity (stream, reason, newest time, batch id) is the same on a replay, so a replay
+        overwrites it. `records` is read more than once: it must be cheap to read again (a persisted batch, or rows
+        from the driver).
+        """
+        sink, stream = self.config, self.stream
+        stamped = records.select(*RECORD_COLUMNS, F.lit(batch_id).alias("batch_id"),
+                                 F.current_timestamp().alias("dead_lettered_at"), "time_us")
+        as_json = F.to_json(F.struct(*RECORD_COLUMNS, "dead_lettered_at"))  # what Spark's JSON writer writes
+        counts = stamped.groupBy("reason").agg(F.count(F.lit(1)).alias("count"),
+                                               F.max("time_us").alias("max_time_us"),
+                                               F.sum(F.octet_length(as_json)).alias("json_bytes")).collect()
+        if not counts:
+            return WriteReport()
+        folder = f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}"
+        if sink.format == "delta":
+            (stamped.drop("time_us").write.format("delta").mode("append").option("txnAppId", stream)
+             .option("txnVersion", batch_id).option("mergeSchema", "true").save(sink.path))
+        elif sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
+            text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())
+            replace_folder_with_file(records.sparkSession, folder, "part-00000.json", text.encode())
+        else:
+            stamped.drop("batch_id", "time_us").write.mode("overwrite").json(folder)
+        report = self.counts.write_lines([dead_letter_count_line({**row.asDict(), "batch_id": batch_id}, stream)
+                                          for row in counts])
+        for line, why in report.rejected:
+            log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
+        return WriteReport(written=sum(row["count"] for row in counts), blocked_s=report.blocked_s)
 
 
 def _line_time_us(line: str) -> int | None:

@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from streamdash.config import GrafanaLiveSink, redacted
+from streamdash.config import GrafanaLiveSink, default_of, redacted
 from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
 
@@ -32,15 +32,18 @@ def live_channel(stream_id: str, measurement: str) -> str:
 
 @dataclass(frozen=True)
 class GrafanaLivePusher:
-    """Plain values, so Spark can ship it to the executors with the InfluxDB writer."""
+    """Plain values, so Spark can ship it to the executors with the InfluxDB writer; its defaults are the
+    configuration's (`config.GrafanaLiveSink`)."""
 
     url: str
     token: str
     stream_id: str
     measurements: tuple[str, ...]
-    max_lines_per_push: int = 1000
-    retry: RetryPolicy = RetryPolicy(max_retries=2, initial_delay_s=0.2, max_delay_s=2.0)
-    timeout_s: float = 5.0
+    max_lines_per_push: int = default_of(GrafanaLiveSink, "max_lines_per_push")
+    retry: RetryPolicy = RetryPolicy(default_of(GrafanaLiveSink, "retry_initial_delay_s"),
+                                     default_of(GrafanaLiveSink, "retry_max_delay_s"),
+                                     max_retries=default_of(GrafanaLiveSink, "max_retries"))
+    timeout_s: float = default_of(GrafanaLiveSink, "timeout_s")
 
     @classmethod
     def from_config(cls, sink: GrafanaLiveSink) -> GrafanaLivePusher:

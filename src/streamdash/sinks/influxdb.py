@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from streamdash.config import InfluxDBSink, duration_seconds, redacted
+from streamdash.config import InfluxDBSink, default_of, duration_seconds, redacted
 from streamdash.errors import StreamdashError
 from streamdash.sinks.report import WriteReport
 from streamdash.sinks.retry import RETRY_AFTER_STATUSES, RetryPolicy, is_transient, retry_after_s
@@ -35,15 +35,18 @@ class InfluxWriteError(StreamdashError):
 
 @dataclass(frozen=True)
 class InfluxWriter:
-    """Everything an executor needs to write; plain values so Spark can ship it to the workers."""
+    """Everything an executor needs to write; plain values so Spark can ship it to the workers. Built from the
+    configuration (`from_config`); its defaults are the configuration's (`config.InfluxDBSink`)."""
 
     url: str
     org: str
     bucket: str
     token: str
-    batch_size: int = 5000
-    retry: RetryPolicy = RetryPolicy(0.5, 30.0, max_retries=None, max_outage_s=900.0)
-    timeout_s: float = 30.0
+    batch_size: int = default_of(InfluxDBSink, "batch_size")
+    retry: RetryPolicy = RetryPolicy(default_of(InfluxDBSink, "retry_initial_delay_s"),
+                                     default_of(InfluxDBSink, "retry_max_delay_s"), max_retries=None,
+                                     max_outage_s=duration_seconds(default_of(InfluxDBSink, "max_outage")))
+    timeout_s: float = default_of(InfluxDBSink, "timeout_s")
     outage_log_every_s: float = 30.0
 
     @classmethod

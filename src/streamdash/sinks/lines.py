@@ -1,16 +1,19 @@
 """The interface every line-protocol sink shares, and the executor-side loop that feeds a query's sinks.
 
-A query's handler turns each row of its micro-batch into one line of line protocol on the executor that holds
-the row, then hands the same lines to each of the query's sinks in order: InfluxDB first (the record), then
-Grafana Live (a view) when configured. Each sink reports what it wrote, what it refused and how long it was
-blocked (`WriteReport`); the job decides what a refusal means (InfluxDB's become dead letters).
+A batch's rows become one line of line protocol each on the executor that holds the row; the same lines go to
+each sink in order: InfluxDB first (the record), then Grafana Live (a view) when configured. Each sink reports
+what it wrote, what it refused and how long it was blocked (`WriteReport`); the handler decides what a refusal
+means (InfluxDB's become dead letters).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial, reduce
 from typing import Any, Protocol
+
+from pyspark.sql import DataFrame
 
 from streamdash.sinks.report import WriteReport
 
@@ -25,9 +28,15 @@ class LineSink(Protocol):
 
 def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineSink],
                     rows: Iterable[Any]) -> Iterator[list[WriteReport]]:
-    """`mapPartitions` body: rows -> lines -> each sink in order; yields one report per sink for the driver."""
-    lines = [to_line(row.asDict(recursive=True)) for row in rows]
-    yield [sink.write_lines(lines) for sink in sinks]
+    """`mapPartitions` body: rows -> lines -> each sink in order; yields one report per sink for the driver, each
+    with the newest `newest_event_ns` among the rows."""
+    dicts = [row.asDict(recursive=True) for row in rows]
+    lines = [to_line(row) for row in dicts]
+    newest = max((row["newest_event_ns"] for row in dicts if row.get("newest_event_ns") is not None), default=None)
+    reports = [sink.write_lines(lines) for sink in sinks]
+    for report in reports:
+        report.newest_event_ns = newest
+    yield reports
 
 
 def write_rows(batch: Any, to_line: Callable[[dict], str | None], sinks: Sequence[LineSink]) -> list[WriteReport]:
@@ -35,3 +44,15 @@ def write_rows(batch: Any, to_line: Callable[[dict], str | None], sinks: Sequenc
     per_partition = batch.rdd.mapPartitions(partial(write_partition, to_line, tuple(sinks))).collect()
     return [reduce(WriteReport.merge, (reports[i] for reports in per_partition), WriteReport())
             for i in range(len(sinks))]
+
+
+@dataclass(frozen=True)
+class LineSinks:
+    """A `BatchSink`: rows -> lines -> the record (the first sink), then its views. Reports the record's write."""
+
+    to_line: Callable[[dict], str | None]
+    record: LineSink
+    views: tuple[LineSink, ...] = ()
+
+    def write(self, rows: DataFrame, batch_id: int) -> WriteReport:
+        return write_rows(rows, self.to_line, [self.record, *self.views])[0]

@@ -7,7 +7,8 @@
 |                     |                                   | (the contract's statistics)             |              |
 | telemetry_site      | site, window                      | as telemetry_device                     | window start |
 | pipeline_deadletter | stream (the query name), reason   | count (int)                             | see below    |
-| pipeline_progress   | stream (the query name)           | see `streamdash.metrics`                | batch time   |
+| pipeline_progress   | stream (the query name)           | see `streamdash.metrics`                | batch start  |
+| pipeline_writes     | stream (the query name)           | see `streamdash.metrics`                | windows written |
 
 A statistic that overflows a double (a sum or a variance of values near 1e308) cannot be written: it is left out
 of its point, and the point's `stats_overflowed` field counts how many were (see a measurement's `range`).
@@ -28,6 +29,7 @@ DEVICE_MEASUREMENT = "telemetry_device"
 SITE_MEASUREMENT = "telemetry_site"
 DEAD_LETTER_MEASUREMENT = "pipeline_deadletter"
 PROGRESS_MEASUREMENT = "pipeline_progress"
+WRITES_MEASUREMENT = "pipeline_writes"
 
 
 def aggregate_line(contract: Contract, row: dict) -> str | None:

@@ -20,9 +20,9 @@ def is_transient(status: int) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    initial_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    max_retries: int | None = 5  # None: no limit on the count, only on `max_outage_s`
+    initial_delay_s: float
+    max_delay_s: float
+    max_retries: int | None  # None: no limit on the count, only on `max_outage_s`
     max_outage_s: float | None = None  # None: no limit on the time, only on `max_retries`
 
     def delay(self, attempt: int, retry_after_s: float | None = None) -> float:

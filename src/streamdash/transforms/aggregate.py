@@ -62,10 +62,16 @@ def deduplicate(events: DataFrame, watermark: str, enabled: bool = True) -> Data
 
 def state_layout(contract: Contract) -> dict:
     """What the aggregation's state in a checkpoint depends on beyond Spark's own checks: a checkpoint written
-    under another layout cannot be continued (`job.check_checkpoint`)."""
-    return {"deduplication_key": list(DEDUPLICATION_KEY) if contract.deduplicate else None,
+    under another layout cannot be continued (`checkpoint.check_checkpoint`). `columns` names what every group
+    holds besides the statistics: since 0.5 its newest event time too."""
+    return {"columns": list(GROUP_COLUMNS),
+            "deduplication_key": list(DEDUPLICATION_KEY) if contract.deduplicate else None,
             "measurements": list(contract.measurements), "statistics": list(contract.statistics),
             "tags": list(contract.tags)}
+
+
+# What every group holds besides the contract's statistics.
+GROUP_COLUMNS = ("count", "newest_event_ns")
 
 
 def _groupings(window_sizes: list[str], device_keys: dict[str, str]) -> Column:
@@ -91,7 +97,8 @@ def windowed_aggregates(events: DataFrame, window_sizes: list[str], sketch_k: in
 
     Columns: level ('device' or 'site'), window (label such as '10s'), window_start_ns, site, device_type,
     device_id (both null on site rows), `tags` (the device's, when `contract` has any; null on site rows), count,
-    and `contract.stat_columns()`: <measurement>_<statistic> for each measurement and statistic.
+    newest_event_ns (the newest event time in the window: how fresh it is), and `contract.stat_columns()`:
+    <measurement>_<statistic> for each measurement and statistic.
     """
     contract = contract or Contract()
     largest = max(window_sizes, key=duration_seconds)
@@ -106,9 +113,10 @@ def windowed_aggregates(events: DataFrame, window_sizes: list[str], sketch_k: in
                            "site", *[f"key_{key}" for key in device_keys])
     finals = {f"{m}_{statistic.name}": statistic.final(F.col(f"{m}_{statistic.name}"))
               for m in contract.measurements for statistic in statistics}
-    return grouped.agg(F.count(F.lit(1)).alias("count"), *states).select(
+    newest_ns = F.unix_micros(F.max("event_time")) * 1000
+    return grouped.agg(F.count(F.lit(1)).alias("count"), newest_ns.alias("newest_event_ns"), *states).select(
         "level", "window", (F.col("start_us") * 1000).alias("window_start_ns"), "site",
         F.col("key_device_type").alias("device_type"), F.col("key_device_id").alias("device_id"),
-        *([F.col("key_tags").alias("tags")] if contract.tags else []), "count",
+        *([F.col("key_tags").alias("tags")] if contract.tags else []), "count", "newest_event_ns",
         *[column.alias(name) for name, column in finals.items()],
     )

@@ -16,7 +16,6 @@ from pyspark.sql import functions as F
 from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
 from streamdash.events import (
     BLANK_IDENTIFIER,
-    DEDUPLICATION_KEY,
     MAX_EVENT_TIME_US,
     MIN_EVENT_TIME_US,
     UNREPRESENTABLE_IDENTIFIER,
@@ -47,7 +46,7 @@ def _any(conditions: list[Column]) -> Column:
     return reduce(lambda a, b: a | b, conditions, F.lit(False))
 
 
-def _evaluated_once(column: Column) -> Column:
+def evaluated_once(column: Column) -> Column:
     """`column`, kept from being copied into a later filter. Spark pushes a filter below the projection that
     computes its columns and inlines each reference there (the JSON parse would run dozens of times per record);
     a non-deterministic factor keeps the filter above the projection."""
@@ -187,7 +186,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     if out_of_range:  # no clause at all in the hot path unless ranges are configured
         checks.append((_any(out_of_range), Reason.VALUE_OUT_OF_RANGE))
     error = F.coalesce(*[F.when(failed, F.lit(reason)) for failed, reason in checks])
-    return (parsed.withColumn("error", _evaluated_once(error))
+    return (parsed.withColumn("error", evaluated_once(error))
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
@@ -205,33 +204,13 @@ def valid_events(parsed: DataFrame) -> DataFrame:
 
 
 DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason")
-DEAD_LETTER = "dead_letter"  # `split_once`'s struct of a dead letter's columns
 
 
-def _dead_letter_columns() -> list[Column]:
+def dead_letter_columns() -> list[Column]:
     """What is needed to find and replay an invalid record: raw payload, position, reason (`DEAD_LETTER_COLUMNS`)."""
     return [*map(F.col, DEAD_LETTER_COLUMNS[:-1]), F.col("error").alias("reason")]
 
 
 def dead_letters(parsed: DataFrame) -> DataFrame:
     """Invalid records, as `DEAD_LETTER_COLUMNS`."""
-    return parsed.where(F.col("error").isNotNull()).select(*_dead_letter_columns())
-
-
-def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """`valid_events` and the dead letters of a stream, from one read and one parse of each record.
-
-    Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
-    that the two must ask the same of it: each filter stays above it (`_evaluated_once`), and each branch keeps
-    every column it carries, or Spark would prune them below it differently and read and parse the topic twice.
-    So the dead letters have two columns: `DEAD_LETTER` (`DEAD_LETTER_COLUMNS`) and `parsed` (`event_columns`,
-    whatever the parse made of the record). (Spark then shuffles the valid events once more, by the same key, for
-    the deduplication: the watermark between them does not pass its input's partitioning on.)
-    """
-    columns = event_columns(parsed)
-    letter = F.when(F.col("error").isNotNull(), F.struct(*_dead_letter_columns()))
-    shuffled = parsed.select(*columns, letter.alias(DEAD_LETTER)).repartition(*DEDUPLICATION_KEY)
-    is_letter = F.col(DEAD_LETTER).isNotNull()
-    events = shuffled.where(_evaluated_once(~is_letter)).select(*columns)
-    letters = shuffled.where(_evaluated_once(is_letter)).select(DEAD_LETTER, F.struct(*columns).alias("parsed"))
-    return events, letters
+    return parsed.where(F.col("error").isNotNull()).select(*dead_letter_columns())

@@ -78,6 +78,41 @@ def cmd_stack_jars(args: argparse.Namespace) -> None:
     print(",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr)))
 
 
+JOB_SCRIPT = Path("jobs/stream_to_influx.py")
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    """spark-submit the job in a session of its own, so that Ctrl-C (SIGINT) or SIGTERM reaches only this command,
+    which asks the job's Python driver to finish its batch in flight and stop, and exits with the job's code."""
+    import subprocess
+
+    from streamdash_toolbox.stack import install
+    from streamdash_toolbox.stack.process import job_driver
+
+    if not JOB_SCRIPT.is_file():
+        raise StreamdashError(f"job: run it from the repository's top folder ({JOB_SCRIPT} not found here)")
+    jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr))
+    argv = [str(Path(sys.executable).parent / "spark-submit"), "--master", args.master,
+            "--driver-memory", args.driver_memory, "--conf", "spark.ui.enabled=false",
+            "--driver-java-options", "-Dlog4j2.configurationFile=conf/log4j2.properties",
+            "--jars", jars, str(JOB_SCRIPT), *(args.job_args[args.job_args[:1] == ["--"]:] or ["--env", "local"])]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP",
+                                                                                             "127.0.0.1")}
+    job = subprocess.Popen(argv, env=env, start_new_session=True)
+
+    def stop(signum, frame) -> None:
+        driver = job_driver(job.pid)
+        if driver is None:  # still starting: there is no batch to finish
+            os.killpg(job.pid, signal.SIGTERM)
+        else:
+            print("streamdash: stopping the job after its batch in flight", file=sys.stderr)
+            os.kill(driver, signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    sys.exit(job.wait())
+
+
 def fleet_contract(path: Path | None) -> tuple[Contract, Validation]:
     """The `[contract]` and `[validation]` of a job configuration file (defaults without one): the simulator sends
     what a job with that file reads."""
@@ -149,6 +184,26 @@ def cmd_notebook(args: argparse.Namespace) -> None:
     notebook_runtime.run(Path(args.path), widgets)
 
 
+def cmd_query(args: argparse.Namespace) -> None:
+    """One InfluxQL statement against InfluxDB; its rows as a table (time in UTC)."""
+    import datetime as dt
+
+    from streamdash import influxql
+
+    token = os.environ.get("INFLUXDB_TOKEN")
+    if not token:
+        raise StreamdashError("set INFLUXDB_TOKEN (1.8: user:password; 2.x: an API token) to query InfluxDB")
+    rows = influxql.rows(influxql.query(args.influxdb_url, args.statement, token, args.database))
+    columns = sorted(dict.fromkeys(key for row in rows for key in row), key=lambda column: column != "time")
+    print("  ".join(columns))
+    for row in rows:
+        values = [dt.datetime.fromtimestamp(row[c] / 1e9, dt.UTC).isoformat(timespec="milliseconds")
+                  if c == "time" and isinstance(row.get(c), int) else row.get(c) for c in columns]
+        print("  ".join("" if value is None else str(value) for value in values))
+    if not rows:
+        print("(no rows)", file=sys.stderr)
+
+
 def cmd_dashboards_check(args: argparse.Namespace) -> None:
     from streamdash.config import GrafanaLiveSink
     from streamdash.sinks.grafana_live import live_channel
@@ -211,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: $STREAMDASH_STACK_PORTS, else 9092/9093/9094 and 8086/8088)")
     actions = stack.add_subparsers(dest="action", required=True)
     install = actions.add_parser("install", help="install (once, cached) every server and jar the stack uses")
-    install.add_argument("--telegraf", action="store_true", help="also Telegraf, for benchmarks/side_by_side.py")
+    install.add_argument("--telegraf", action="store_true", help="also Telegraf, for python -m benchmarks.side_by_side")
     install.set_defaults(func=cmd_stack_install)
     up = actions.add_parser("up", help="install what is missing, start everything, wait until healthy")
     up.add_argument("--spark-workers", type=int, default=0, metavar="N",
@@ -269,12 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--manifest", help="write every delivered record, with partition and offset (JSON lines)")
     output.add_argument("--summary", help="write the summary as JSON")
     simulate.set_defaults(func=cmd_simulate)
+    job = commands.add_parser("job", help="run the streaming job under spark-submit (from the repository's top "
+                              "folder); Ctrl-C finishes its batch in flight and stops it")
+    job.add_argument("--master", default="local[2]", help="spark-submit --master (e.g. $STREAMDASH_SPARK_MASTER)")
+    job.add_argument("--driver-memory", default="2g")
+    job.add_argument("job_args", nargs=argparse.REMAINDER, metavar="-- JOB ARGS",
+                     help="the job's own arguments after -- (default: --env local), e.g. -- --env local "
+                     "--set source.topic=t")
+    job.set_defaults(func=cmd_job)
     run_notebook = commands.add_parser("notebook", help="run a notebook from notebooks/ locally, cell by cell "
                                        "(spark, dbutils.widgets/secrets and display provided)")
     run_notebook.add_argument("path")
     run_notebook.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE",
                               help="a widget value, e.g. env=local or overrides='source.topic=t;...' (repeatable)")
     run_notebook.set_defaults(func=cmd_notebook)
+    query = commands.add_parser("query", help="run one InfluxQL statement on InfluxDB and print its rows")
+    query.add_argument("statement", help='e.g. "SELECT * FROM telemetry_site WHERE time > now() - 5m"')
+    query.add_argument("--influxdb-url", default=os.environ.get("STREAMDASH_INFLUXDB_URL", "http://127.0.0.1:8086"))
+    query.add_argument("--database", default="streamdash", help="InfluxQL database (2.x: the DBRP database)")
+    query.set_defaults(func=cmd_query)
     check = commands.add_parser("dashboards", help="check every dashboard against Grafana's model, run every panel's "
                                 "InfluxQL (macros expanded) on InfluxDB, and evaluate the alert rules")
     check.add_argument("action", choices=["check"])

@@ -68,8 +68,12 @@ class Display:
 
 
 def local_spark():
-    """A local SparkSession like a notebook's: UTC, the Kafka connector on the classpath, no UI."""
+    """A local SparkSession like a notebook's: UTC, the Kafka connector on the classpath, no UI, bound to loopback
+    (where the stack runs; else Spark warns that the hostname resolves to loopback and picks another address)."""
     from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
     from streamdash_toolbox.stack import install
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -73,17 +74,24 @@ def spark_kafka_connector_jars(progress: Callable[[str], None] = print) -> list[
 def influxd_binary(progress: Callable[[str], None] = print) -> Path:
     """The `influxd` server binary, built with `go install` from the Go module proxy."""
     return _go_install(INFLUXDB_MODULE, INFLUXDB_VERSION, f"influxdb-{INFLUXDB_VERSION}", "influxd",
-                       f"InfluxDB {INFLUXDB_VERSION}", (), progress)
+                       f"InfluxDB {INFLUXDB_VERSION}", (), progress, expected=INFLUXDB_GO_LINES)
 
 
 def telegraf_binary(progress: Callable[[str], None] = print) -> Path:
     """Telegraf with only the plugins the side-by-side benchmark uses (a few minutes on the first run)."""
     return _go_install(TELEGRAF_MODULE, TELEGRAF_VERSION, f"telegraf-{TELEGRAF_VERSION}", "telegraf",
-                       f"Telegraf {TELEGRAF_VERSION}", ("custom", *TELEGRAF_PLUGINS), progress)
+                       f"Telegraf {TELEGRAF_VERSION}", ("custom", *TELEGRAF_PLUGINS), progress,
+                       expected=TELEGRAF_GO_LINES)
+
+
+# What `go install -v` printed for each on a machine with an empty Go module cache (fewer with a warm one): the
+# total its progress counts towards.
+INFLUXDB_GO_LINES = 334
+TELEGRAF_GO_LINES = 386
 
 
 def _go_install(module: str, version: str, folder: str, binary_name: str, what: str, tags: tuple[str, ...],
-                progress: Callable[[str], None]) -> Path:
+                progress: Callable[[str], None], expected: int | None = None) -> Path:
     target = cache_home() / folder
     binary = target / "bin" / binary_name
     if (target / ".complete").exists() and binary.exists():
@@ -93,7 +101,7 @@ def _go_install(module: str, version: str, folder: str, binary_name: str, what: 
     env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(target / "bin")}
     argv = [go, "install", "-v", *(["-tags", ",".join(tags)] if tags else []), f"{module}@{version}"]
     _run_with_progress(argv, env, target / "install.log", what, ("go: downloading", "github.com/", "golang.org/"),
-                       progress)
+                       progress, expected)
     if not binary.exists():
         raise StackError(f"go install finished but {binary} is missing; see {target / 'install.log'}")
     (target / ".complete").touch()
@@ -127,9 +135,13 @@ def _maven_copy_dependencies(pom_name: str, properties: dict[str, str], target: 
 
 
 def _run_with_progress(argv: list[str], env: dict[str, str], log_path: Path, what: str,
-                       counted_prefixes: tuple[str, ...], progress: Callable[[str], None]) -> None:
-    """Run an installer, keep its full output in a log, and show a running count of what it fetched."""
+                       counted_prefixes: tuple[str, ...], progress: Callable[[str], None],
+                       expected: int | None = None) -> None:
+    """Run an installer, keep its full output in a log, and show a running count of what it fetched (of about
+    `expected`, where that is known) and, at the end, the total and the time it took."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    of = f" of about {expected}" if expected else ""
     fetched = 0
     with log_path.open("w") as log, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                                     stdin=subprocess.DEVNULL, text=True, env=env) as proc:
@@ -139,13 +151,13 @@ def _run_with_progress(argv: list[str], env: dict[str, str], log_path: Path, wha
             if line.lstrip().startswith(counted_prefixes):
                 fetched += 1
                 if fetched % 25 == 0:
-                    progress(f"  {what}: {fetched} modules fetched or built")
+                    progress(f"  {what}: {fetched}{of} modules fetched or built")
         code = proc.wait()
     if code != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-8:])
         raise StackError(f"installing the {what} failed (exit {code}); is the package registry reachable? "
                          f"Full log: {log_path}\n{tail}")
-    progress(f"  {what}: installed")
+    progress(f"  {what}: installed ({fetched} modules fetched or built in {time.monotonic() - started:.0f} s)")
 
 
 def install_everything(telegraf: bool = False, progress: Callable[[str], None] = print) -> None:
@@ -153,7 +165,9 @@ def install_everything(telegraf: bool = False, progress: Callable[[str], None] =
     each a visible step: `make run` and `make test` run this before anything else."""
     steps = [("Apache Kafka broker", kafka_broker_classpath), ("Spark's Kafka connector", spark_kafka_connector_jars),
              ("InfluxDB server", influxd_binary), *([("Telegraf", telegraf_binary)] * telegraf)]
+    started = time.monotonic()
     for number, (what, step) in enumerate(steps, start=1):
         progress(f"[{number}/{len(steps)}] {what}")
         where = step(progress)
         progress(f"[{number}/{len(steps)}] {what}: ready in {where if isinstance(where, Path) else cache_home()}")
+    progress(f"all {len(steps)} installed in {time.monotonic() - started:.0f} s")

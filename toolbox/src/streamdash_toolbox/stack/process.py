@@ -119,3 +119,24 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "".join(path.read_text(errors="replace").splitlines(keepends=True)[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+def processes() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process alive now."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            found.append((int(entry.name), int(fields[1]), cmdline))
+    return found
+
+
+def job_driver(spark_submit_pid: int) -> int | None:
+    """The job's Python driver: the child of spark-submit's JVM that runs `jobs/stream_to_influx.py`."""
+    return next((pid for pid, ppid, cmdline in processes()
+                 if ppid == spark_submit_pid and b"stream_to_influx.py" in cmdline), None)

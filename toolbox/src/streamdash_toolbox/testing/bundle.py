@@ -13,7 +13,11 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from streamdash_toolbox.testing import REPO
+
+# What `databricks bundle deploy -t dev` needs beyond the defaults: the variables without one.
+REQUIRED = {"eventhubs_namespace": "contoso-iot", "influxdb_url": "https://influx.example.com:8086",
+            "notification_email": "oncall@example.com"}
 REFERENCE = re.compile(r"\$\{([A-Za-z][\w-]*(?:\.[\w-]+)+)\}")
 TOP_LEVEL_KEYS = {"bundle", "include", "artifacts", "variables", "targets", "resources", "workspace", "run_as",
                   "permissions", "presets", "sync", "experimental", "python"}

@@ -16,9 +16,8 @@ from pathlib import Path
 from streamdash.config import Contract
 from streamdash.events import Reason
 from streamdash_toolbox.stack import install
-
-from . import ground_truth
-from .conftest import REPO
+from streamdash_toolbox.stack.process import job_driver
+from streamdash_toolbox.testing import REPO, ground_truth
 
 LOG_CONFIG = REPO / "conf" / "log4j2.properties"
 WINDOWS = {"5s": 5, "20s": 20}
@@ -60,11 +59,9 @@ class Job:
         raise AssertionError("job did not start")
 
     def driver_pid(self) -> int:
-        """The Python driver, a child of spark-submit's JVM."""
-        for pid, ppid, cmdline in processes():
-            if b"stream_to_influx.py" in cmdline and ppid == self.proc.pid:
-                return pid
-        raise AssertionError("no driver process")
+        pid = job_driver(self.proc.pid)
+        assert pid is not None, "no driver process"
+        return pid
 
     def terminate(self) -> int:
         os.kill(self.driver_pid(), signal.SIGTERM)
@@ -77,21 +74,6 @@ class Job:
     def cleanup(self) -> None:
         if self.proc.poll() is None:
             self.kill()
-
-
-def processes() -> list[tuple[int, int, bytes]]:
-    """(pid, parent pid, command line) of every process alive now."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z":
-            found.append((int(entry.name), int(fields[1]), cmdline))
-    return found
 
 
 def simulate(target: list[str], topic: str, manifest: Path, env: dict[str, str],
@@ -239,3 +221,12 @@ def assert_matches_ground_truth(influx, database: str, manifest: Path, work: Pat
     truth = GroundTruth(manifest)
     truth.assert_matches(influx, database, work)
     return truth.entries
+
+
+def java_trust_store(ca_file: str, work: Path) -> str:
+    """The JVM trusts the stack's CA as Databricks trusts Azure's: through the default trust store."""
+    store = work / "truststore.p12"
+    subprocess.run(["keytool", "-importcert", "-noprompt", "-alias", "streamdash-ca", "-file", ca_file,
+                    "-keystore", str(store), "-storetype", "PKCS12", "-storepass", "changeit"],
+                   check=True, capture_output=True)
+    return f"-Djavax.net.ssl.trustStore={store} -Djavax.net.ssl.trustStorePassword=changeit"

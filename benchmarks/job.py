@@ -1,0 +1,172 @@
+"""(b) the job draining the topic, (e) its freshness live, (f) a soak: the job as spark-submit runs it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import threading
+import time
+
+from benchmarks.measure import (
+    WINDOW_SIZES,
+    Bench,
+    ProcessTree,
+    live_heap_mib,
+    percentiles,
+)
+from streamdash_toolbox.kafka_client import client_config
+from streamdash_toolbox.simulator import SimulatorSettings, send
+from streamdash_toolbox.testing.pipeline import wait_for
+
+
+def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES) -> dict:
+    """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
+    dashboards have caught up: what Telegraf's figure means too) and its dead letters."""
+    job, database, _ = bench.start_job(topic, "job", window_sizes)
+    try:
+        job.wait_started()
+        tree = ProcessTree(job.proc.pid)
+        started = time.monotonic()
+
+        def read_everything() -> bool:
+            rows = bench.query('SELECT sum("input_rows") FROM pipeline_progress', database)
+            return bool(rows) and rows[0]["sum"] == records
+
+        assert wait_for(read_everything, 1800, every_s=0.25), "the job did not drain"
+        seconds = time.monotonic() - started
+        tree.stop()
+        progress = bench.query("SELECT * FROM pipeline_progress", database)
+        job.terminate()
+    finally:
+        job.cleanup()
+    aggregates = [row for row in progress if row["stream"].endswith("_aggregates") and row["input_rows"]]
+    first = min(aggregates, key=lambda row: row["batch_id"])  # plans and compiles the query: a one-off cost
+    after_first_s = seconds - first["batch_duration_ms"] / 1000
+    side = "(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
+    return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
+            "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
+            "cpu_s_per_1k": tree.cpu_s() / records * 1000,
+            "median_batch_ms": statistics.median(row["batch_duration_ms"] for row in aggregates),
+            "batches": len(aggregates)}
+
+
+def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float) -> dict:
+    """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
+    of sending are sent but not counted (the JVM is still JIT-compiling Spark's planner and the queries' code:
+    its compiler threads take about half the JVM's CPU a minute in, an eighth after three)."""
+    topic = bench.new_topic()
+    job, database, folder = bench.start_job(topic, "live")
+    # (when the poll before saw the data, when this one did, site, window start ns, count, whether it was the
+    # site's newest window when seen)
+    observations: list[tuple[float, float, str, int, int, bool]] = []
+    since_ns = int(time.time()) * 1_000_000_000
+    stop = threading.Event()
+
+    def poll() -> None:
+        last: dict[tuple[str, int], int] = {}
+        polled_before = time.time()
+        while not stop.wait(0.15):
+            asked = time.time()
+            rows = bench.query('SELECT last("count") AS n FROM telemetry_site WHERE "window" = \'10s\' '
+                              f"AND time >= {since_ns} GROUP BY site, time(10s) fill(none)", database)
+            polled = (asked + time.time()) / 2  # when InfluxDB ran the query, within a few ms
+            newest = {}
+            for row in rows:
+                newest[row["site"]] = max(newest.get(row["site"], row["time"]), row["time"])
+            for row in rows:
+                key = (row["site"], row["time"])
+                if row["n"] != last.get(key):
+                    last[key] = row["n"]
+                    observations.append((polled_before, polled, *key, row["n"],
+                                         row["time"] == newest[row["site"]]))
+            polled_before = polled
+
+    try:
+        job.wait_started()
+        tree = ProcessTree(job.proc.pid)
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        manifest = folder / "manifest.jsonl"
+        settings = SimulatorSettings(devices=100, sites=10, rate=rate, duration_s=warmup_s + seconds, seed=11,
+                                     late_within_rate=0, late_beyond_rate=0, out_of_order_rate=0,
+                                     duplicate_rate=0, malformed_rate=0)
+        send(settings, client_config(bench.bootstrap), topic, manifest, progress=None)
+        time.sleep(10)
+        stop.set()
+        poller.join()
+        tree.stop()
+        progress = bench.query("SELECT freshness_ms FROM pipeline_writes WHERE freshness_ms > -1 AND time > "
+                              f"{int((time.time() - seconds - 10) * 1e9)}", database)
+        job.terminate()
+    finally:
+        job.cleanup()
+    sent: dict[tuple[str, int], list[int]] = {}
+    events = [json.loads(line)["event"] for line in manifest.read_text().splitlines()]
+    counted_from_ms = min(event["event_time_ms"] for event in events) + warmup_s * 1000
+    for event in events:
+        start_ns = event["event_time_ms"] // 10_000 * 10_000 * 1_000_000
+        sent.setdefault((event["site"], start_ns), []).append(event["event_time_ms"])
+    latencies, seen, any_window = [], [], []
+    for polled_before, polled, site, start_ns, count, newest in observations:
+        times = sorted(sent.get((site, start_ns), []))
+        if 0 < count <= len(times) and times[count - 1] >= counted_from_ms:
+            sent_at = times[count - 1] / 1000  # the newest event the window includes
+            latency = (polled_before + polled) / 2 - sent_at
+            any_window.append(latency)
+            if newest:
+                latencies.append(latency)
+                seen.append(polled - sent_at)
+    own = sorted(row["freshness_ms"] / 1000 for row in progress)
+    rss = [mib for _, mib in tree.rss_samples]
+    return {"side": f"(e) freshness at {rate:g}/s", "samples": len(latencies),
+            **percentiles("freshness", latencies), **percentiles("freshness_seen", seen),
+            **percentiles("freshness_any_window", any_window),
+            **percentiles("job_metric", own),
+            "peak_rss_mib": max(rss, default=0),
+            "cpu_s_per_1k": tree.cpu_s() / (rate * (warmup_s + seconds)) * 1000}  # CPU covers every event sent
+
+
+def soak(bench: Bench, rate: float, seconds: float) -> dict:
+    """(f) resident memory after warm-up versus at the end; the live heap (after a full GC) sampled through
+    the soak, its growth taken between the lowest sample of each half (a sample taken mid-batch counts that
+    batch's rows as live); state rows stay bounded by the watermark."""
+    topic = bench.new_topic()
+    warmup_s = min(120.0, seconds / 3)
+    job, database, _ = bench.start_job(topic, "soak")
+    try:
+        job.wait_started()
+        tree = ProcessTree(job.proc.pid)
+        heap_mib: list[float] = []
+        sent = threading.Event()
+
+        def sample_heap() -> None:
+            if not sent.wait(warmup_s):
+                while True:
+                    heap_mib.append(live_heap_mib(tree))
+                    if sent.wait(max(10.0, (seconds - warmup_s) / 8)):
+                        break
+
+        sampler = threading.Thread(target=sample_heap)
+        sampler.start()
+        settings = SimulatorSettings(devices=100, sites=10, rate=rate, duration_s=seconds, seed=13,
+                                     late_beyond_rate=0)
+        try:
+            summary = send(settings, client_config(bench.bootstrap), topic, None, progress=None)
+        finally:
+            sent.set()
+            sampler.join()
+        heap_mib.append(live_heap_mib(tree))
+        tree.stop()
+        state = bench.query('SELECT max("state_rows") FROM pipeline_progress WHERE stream =~ /_aggregates$/ '
+                           "GROUP BY time(1m) fill(none)", database)
+        job.terminate()
+    finally:
+        job.cleanup()
+    warm = [mib for at, mib in tree.rss_samples if at - tree.rss_samples[0][0] > warmup_s]
+    half = len(heap_mib) // 2
+    return {"side": f"(f) soak {rate:g}/s for {seconds:g} s", "sent": summary["sent"],
+            "rss_after_warmup_mib": warm[0] if warm else None, "rss_end_mib": warm[-1] if warm else None,
+            "rss_growth": (warm[-1] / warm[0] - 1) if warm else None,
+            "live_heap_mib": [round(mib) for mib in heap_mib],
+            "live_heap_growth": min(heap_mib[half:]) / min(heap_mib[:half] or heap_mib) - 1,
+            "state_rows_per_minute": [row["max"] for row in state]}

@@ -1,0 +1,49 @@
+"""Which checkpoints this version can continue from. A checkpoint holds the query's offsets and its aggregation
+state; state written under another layout cannot be read back, so such a checkpoint is refused at start, in one
+line that names it, instead of failing deep inside Spark or counting records twice."""
+
+from __future__ import annotations
+
+import json
+
+from pyspark.sql import SparkSession
+
+from streamdash.errors import StreamdashError
+from streamdash.events import DEDUPLICATION_KEY
+from streamdash.storage import file_system, hadoop_path, read_text, write_text
+
+STATE_LAYOUT_FILE = "state_layout.json"
+_START_OVER = ("Set job.checkpoint_location to a new folder (the job then starts from source.starting_offsets), or "
+               "delete {checkpoint} to start over")
+
+
+def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None:
+    """Refuse a checkpoint this version cannot continue; record `layout` (see
+    `transforms.aggregate.state_layout`) in a new one.
+
+    Earlier layouts ran more queries: one per window size before 0.2 (`aggregates_<size>` folders), and the dead
+    letters in their own query before 0.3 (`dead_letters`); their state and offsets cannot be carried into the
+    single query (it would count some records twice, or never dead-letter those the old query had not reached).
+    Up to 0.3 the deduplication state was keyed by (device_id, seq) alone, with no `STATE_LAYOUT_FILE`."""
+    fs = file_system(spark, checkpoint)
+    start_over = _START_OVER.format(checkpoint=checkpoint)
+    found = [status for pattern in ("aggregates_*", "dead_letters")
+             for status in fs.globStatus(hadoop_path(spark, f"{checkpoint}/{pattern}")) or []]
+    if found:
+        raise StreamdashError(
+            f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
+            f"version reads, aggregates and dead-letters in one query and cannot continue from them. {start_over}")
+    marker = f"{checkpoint}/{STATE_LAYOUT_FILE}"
+    recorded_text = read_text(spark, marker)
+    if recorded_text is not None:
+        recorded = json.loads(recorded_text)
+        changed = sorted(key for key in {*recorded, *layout} if recorded.get(key) != layout.get(key))
+        if changed:
+            raise StreamdashError(f"{checkpoint} holds aggregation state of another layout (it differs in "
+                                  f"{', '.join(changed)}); this configuration cannot continue from it. {start_over}")
+    elif fs.exists(hadoop_path(spark, f"{checkpoint}/aggregates")):
+        raise StreamdashError(
+            f"{checkpoint} holds the state of streamdash 0.3 or earlier, whose deduplication was keyed by "
+            f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
+    else:
+        write_text(spark, marker, json.dumps(layout, sort_keys=True))

@@ -1,0 +1,71 @@
+"""The pipeline, composed: source -> parse -> split -> deduplicate -> aggregate -> sinks, as one streaming query.
+
+Each trigger reads the topic and parses each record once; the valid events are deduplicated and aggregated for
+every window size and level in one stateful pass; the windows and the dead letters leave as one output
+(`transforms.batch`), which the handler (`sinks.micro_batch`) writes. The query's checkpoint
+(`<job.checkpoint_location>/aggregates`) holds offsets and state, so a restart replays exactly what was not committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from streamdash.checkpoint import check_checkpoint
+from streamdash.config import Settings
+from streamdash.metrics import metrics_writer
+from streamdash.sinks.dead_letter import DeadLetters
+from streamdash.sinks.grafana_live import GrafanaLivePusher
+from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.lines import LineSinks
+from streamdash.sinks.micro_batch import MicroBatchWriter
+from streamdash.sinks.points import aggregate_line
+from streamdash.sources import eventhubs_native, kafka
+from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
+from streamdash.transforms.batch import query_output, split_once
+from streamdash.transforms.parse import EVENT_TIME_ADJUSTED, parse_events
+
+
+def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
+    """The configured source, as `sources.kafka.RAW_COLUMNS`."""
+    if settings.source.kind == "eventhubs_native":
+        return eventhubs_native.read_stream(spark, settings.source)
+    return kafka.read_stream(spark, settings.source)
+
+
+def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
+    """One function per streaming query (there is one) that starts it, again after a failure, from its checkpoint."""
+    contract, job = settings.contract, settings.job
+    checkpoint = job.checkpoint_location.rstrip("/")
+    check_checkpoint(spark, checkpoint, state_layout(contract))
+
+    parsed = parse_events(read_source(spark, settings), settings.validation, contract)
+    if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
+        parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
+    events, letters = split_once(parsed)
+    unique = deduplicate(events, settings.aggregation.watermark, contract.deduplicate)
+    windows = windowed_aggregates(unique, settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
+                                  contract)
+    output = query_output(windows, letters)
+
+    name = f"{job.name}_aggregates"
+    return {name: partial(output.writeStream.outputMode("update").queryName(name)
+                          .option("checkpointLocation", f"{checkpoint}/aggregates")
+                          .trigger(processingTime=job.trigger_interval)
+                          .foreachBatch(batch_handler(settings, name)).start)}
+
+
+def batch_handler(settings: Settings, stream: str) -> MicroBatchWriter:
+    """The sinks the configuration names, in the handler's order."""
+    influxdb = InfluxWriter.from_config(settings.influxdb)
+    views = (GrafanaLivePusher.from_config(settings.grafana_live),) if settings.grafana_live else ()
+    return MicroBatchWriter(
+        stream=stream,
+        windows=LineSinks(partial(aggregate_line, settings.contract), influxdb, views),
+        refused=DeadLetters(settings.dead_letter, influxdb, stream),
+        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters"),
+        metrics=metrics_writer(influxdb) if settings.job.self_metrics else None)

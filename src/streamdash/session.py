@@ -1,0 +1,108 @@
+"""The Spark session this job needs, and the Spark behaviours it works around, each with its reason.
+
+- `spark.sql.codegen.hugeMethodLimit` = 8,000: whole-stage codegen makes the parse one method that HotSpot never
+  JIT-compiles (HotSpot's `DontCompileHugeMethods`).
+- `spark.sql.constraintPropagation.enabled` = false: inferring constraints from the validation predicate exhausts
+  the driver's heap (Catalyst's `InferFiltersFromConstraints`).
+- Spark's FileSystem checkpoint manager on a local disk: without Hadoop's native library, FileContext forks
+  `readlink` for every rename.
+- `hit_kafka_metrics_bug`: a recovered query can stop on a NullPointerException in the Kafka source's progress
+  metrics (SPARK-55271).
+- `finish_state_store_maintenance`: a RocksDB snapshot upload in flight when the JVM exits ends a clean stop in
+  stack traces (Spark's `StateStore` maintenance timer).
+- `failure_summary`: an error in `foreachBatch` arrives wrapped in py4j's text and a Python traceback.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from streamdash.config import Settings
+from streamdash.sources import kafka
+from streamdash.storage import file_system
+
+# HotSpot does not JIT-compile a method larger than this (bytes of bytecode; -XX:+DontCompileHugeMethods).
+HOTSPOT_HUGE_METHOD_BYTES = 8000
+
+
+def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
+    """The active session (Databricks, notebooks, spark-submit) configured for this job."""
+    spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
+    spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
+    local = file_system(spark, settings.job.checkpoint_location).getUri().getScheme() == "file"
+    for key, value in session_settings(settings, spark.sparkContext.defaultParallelism, local).items():
+        spark.conf.set(key, value)
+    return spark
+
+
+def session_settings(settings: Settings, cores: int, local_checkpoint: bool = False) -> dict[str, str]:
+    """What a low-latency stateful job needs from its session."""
+    conf = {
+        "spark.sql.session.timeZone": "UTC",
+        # The validation predicate is a large expression; inferring constraints from it (again for every
+        # micro-batch) exhausts the driver's heap within minutes, and nothing here needs it.
+        "spark.sql.constraintPropagation.enabled": "false",
+        # Whole-stage codegen turns the parse into one method of ~9,700 bytes of bytecode, and HotSpot never
+        # compiles a method above 8,000: it would run interpreted for good. At this limit Spark runs such a stage
+        # with its smaller per-operator methods instead, which the JIT compiles. A batch parse: 1.5-1.8x faster.
+        "spark.sql.codegen.hugeMethodLimit": str(HOTSPOT_HUGE_METHOD_BYTES),
+        "spark.sql.shuffle.partitions": str(settings.job.shuffle_partitions or cores),
+        # RocksDB keeps state off the JVM heap; the changelog commits only what a batch changed.
+        "spark.sql.streaming.stateStore.providerClass":
+            "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        # Update mode emits a window as it changes, so a batch without data has nothing to add.
+        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
+    }
+    if local_checkpoint:
+        # Without Hadoop's native library (PySpark's pip package has none), the FileContext API runs `readlink`
+        # in a child process to rename each checkpoint file: several forks of the JVM per batch and state store. The
+        # FileSystem API renames with one rename(2), atomic on a local disk.
+        conf["spark.sql.streaming.checkpointFileManagerClass"] = (
+            "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager")
+    return conf
+
+
+_STREAMDASH_ERROR = re.compile(r"streamdash\.[\w.]+Error: (.+)")
+# Spark's error classes: `[KLL_SKETCH_INVALID_INPUT] For function ...`, `[CAST_INVALID_INPUT.X] ...`.
+_SPARK_ERROR = re.compile(r"(\[[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*\] .+)")
+
+
+def failure_summary(error: Exception) -> str:
+    """One line: the message of a streamdash error raised in a task (what the user can act on, such as an
+    InfluxDB outage past `influxdb.max_outage`), else the first of Spark's error classes with its message (an
+    error inside `foreachBatch` arrives wrapped in py4j's "An exception was raised by the Python Proxy" and a
+    Python traceback), else the first line."""
+    text = str(error)
+    match = _STREAMDASH_ERROR.search(text) or _SPARK_ERROR.search(text)
+    return (match.group(1) if match else (text.strip().splitlines() or [""])[0])[:500]
+
+
+def hit_kafka_metrics_bug(query: StreamingQuery) -> bool:
+    """SPARK-55271 (Spark 4.1.x, 4.2.0): after a crash, the first batch re-run from the offset log commits, then
+    the Kafka source's progress metrics throw a NullPointerException and stop the query. Its batch is already
+    committed, so starting the query again is safe and continues exactly where it was."""
+    error = query.exception()
+    return error is not None and 'the return value of "scala.Option.get()" is null' in str(error)
+
+
+def finish_state_store_maintenance(spark: SparkSession) -> None:
+    """Wait for the state store's background work (RocksDB snapshot uploads) to finish, and start no more.
+
+    Spark runs it on a timer even after the queries stop; if the JVM exits meanwhile, its shutdown hook deletes
+    the local directory under an upload in flight, and a clean stop ends in stack traces. Only a local driver
+    holds the stores (on a cluster they live in the executors). Databricks' runtime, its own build of Spark, is
+    left alone: these calls are Spark's internals. Not `StateStore.stop()`, which Spark's tests use: it holds a
+    lock that the work in flight may wait for. The pause keeps a timer tick from racing the shutdown.
+    """
+    if kafka.on_databricks() or not spark.sparkContext.master.startswith("local"):
+        return
+    state_store = getattr(getattr(spark._jvm.org.apache.spark.sql.execution.streaming.state, "StateStore$"), "MODULE$")
+    state_store.setMaintenancePaused(True)
+    try:
+        state_store.stopMaintenanceTaskWithoutLock()  # the pool finishes what it runs; maintenance restarts on demand
+    finally:
+        state_store.setMaintenancePaused(False)

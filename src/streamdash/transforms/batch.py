@@ -1,0 +1,56 @@
+"""The query's output, and so the shape of every micro-batch its handler gets: the windows and the dead letters of
+one read and one parse of each record, in one DataFrame.
+
+- a window row has the columns of `aggregate.windowed_aggregates`, and `DEAD_LETTER` and `parsed` null;
+- a dead-letter row has `DEAD_LETTER` (a struct of `parse.DEAD_LETTER_COLUMNS`) and `parsed` (a struct of
+  `parse.event_columns`: whatever the parse made of the record), and the window columns null.
+
+`split_once` makes the two branches, `query_output` joins them into the query's one output, and `windows` and
+`dead_letters` take a micro-batch apart again in the handler (`sinks.micro_batch`). One query keeps one
+checkpoint for both, so a restart replays a batch's windows and its dead letters together.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from streamdash.events import DEDUPLICATION_KEY
+from streamdash.transforms.parse import dead_letter_columns, evaluated_once, event_columns
+
+DEAD_LETTER = "dead_letter"
+
+
+def split_once(parsed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """`parse.valid_events` and the dead letters of a stream, from one read and one parse of each record.
+
+    Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
+    that the two must ask the same of it: each filter stays above it (`parse.evaluated_once`), and each branch keeps
+    every column it carries, or Spark would prune them below it differently and read and parse the topic twice.
+    So the dead letters carry `parsed` too. (Spark then shuffles the valid events once more, by the same key, for
+    the deduplication: the watermark between them does not pass its input's partitioning on.)
+    """
+    columns = event_columns(parsed)
+    letter = F.when(F.col("error").isNotNull(), F.struct(*dead_letter_columns()))
+    shuffled = parsed.select(*columns, letter.alias(DEAD_LETTER)).repartition(*DEDUPLICATION_KEY)
+    is_letter = F.col(DEAD_LETTER).isNotNull()
+    events = shuffled.where(evaluated_once(~is_letter)).select(*columns)
+    letters = shuffled.where(evaluated_once(is_letter)).select(DEAD_LETTER, F.struct(*columns).alias("parsed"))
+    return events, letters
+
+
+def query_output(windows: DataFrame, letters: DataFrame) -> DataFrame:
+    """The windows, then the dead letters, as one output; each batch's count of dead letters is observed (Spark
+    reports it in the batch's progress as `dead_letters`)."""
+    counted = letters.observe("dead_letters", F.count(F.lit(1)).alias("dead_letters"))
+    return windows.unionByName(counted, allowMissingColumns=True)
+
+
+def windows(batch: DataFrame) -> DataFrame:
+    """A micro-batch's windows (with two null columns, which no sink reads)."""
+    return batch.where(F.col(DEAD_LETTER).isNull())
+
+
+def dead_letters(batch: DataFrame) -> DataFrame:
+    """A micro-batch's invalid records, as `parse.DEAD_LETTER_COLUMNS`."""
+    return batch.where(F.col(DEAD_LETTER).isNotNull()).select(f"{DEAD_LETTER}.*")

@@ -8,6 +8,7 @@ import threading
 import time
 
 from benchmarks.measure import (
+    LAKEHOUSE,
     WINDOW_SIZES,
     Bench,
     ProcessTree,
@@ -19,10 +20,12 @@ from streamdash_toolbox.simulator import SimulatorSettings, send
 from streamdash_toolbox.testing.pipeline import wait_for
 
 
-def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES) -> dict:
+def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES,
+          lakehouse: bool = False) -> dict:
     """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
-    dashboards have caught up: what Telegraf's figure means too) and its dead letters."""
-    job, database, _ = bench.start_job(topic, "job", window_sizes)
+    dashboards have caught up: what Telegraf's figure means too), its dead letters and, with `lakehouse`, its
+    bronze and gold tables."""
+    job, database, _ = bench.start_job(topic, "job", window_sizes, lakehouse)
     try:
         job.wait_started()
         tree = ProcessTree(job.proc.pid)
@@ -42,7 +45,8 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
     aggregates = [row for row in progress if row["stream"].endswith("_aggregates") and row["input_rows"]]
     first = min(aggregates, key=lambda row: row["batch_id"])  # plans and compiles the query: a one-off cost
     after_first_s = seconds - first["batch_duration_ms"] / 1000
-    side = "(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
+    side = ("(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
+            + (LAKEHOUSE if lakehouse else ""))
     return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
             "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
             "cpu_s_per_1k": tree.cpu_s() / records * 1000,
@@ -50,12 +54,12 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
             "batches": len(aggregates)}
 
 
-def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float) -> dict:
+def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakehouse: bool = False) -> dict:
     """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
     of sending are sent but not counted (the JVM is still JIT-compiling Spark's planner and the queries' code:
     its compiler threads take about half the JVM's CPU a minute in, an eighth after three)."""
     topic = bench.new_topic()
-    job, database, folder = bench.start_job(topic, "live")
+    job, database, folder = bench.start_job(topic, "live", lakehouse=lakehouse)
     # (when the poll before saw the data, when this one did, site, window start ns, count, whether it was the
     # site's newest window when seen)
     observations: list[tuple[float, float, str, int, int, bool]] = []
@@ -118,7 +122,7 @@ def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float) -> dic
                 seen.append(polled - sent_at)
     own = sorted(row["freshness_ms"] / 1000 for row in progress)
     rss = [mib for _, mib in tree.rss_samples]
-    return {"side": f"(e) freshness at {rate:g}/s", "samples": len(latencies),
+    return {"side": f"(e) freshness at {rate:g}/s" + (LAKEHOUSE if lakehouse else ""), "samples": len(latencies),
             **percentiles("freshness", latencies), **percentiles("freshness_seen", seen),
             **percentiles("freshness_any_window", any_window),
             **percentiles("job_metric", own),

@@ -98,13 +98,16 @@ class Bench:
         influxql.query(self.url, f'CREATE DATABASE "{database}"', self.token)
         return database
 
-    def start_job(self, topic: str, prefix: str, window_sizes: list[str] = WINDOW_SIZES) -> tuple[Job, str, Path]:
-        """The job with its defaults on `topic`, writing to a new database; its log and state in its own folder."""
+    def start_job(self, topic: str, prefix: str, window_sizes: list[str] = WINDOW_SIZES,
+                  lakehouse: bool = False) -> tuple[Job, str, Path]:
+        """The job with its defaults on `topic`, writing to a new database (and with `lakehouse`, to bronze and gold
+        tables); its log and state in its own folder."""
         database = self.new_database(prefix)
         folder = self.work / f"{prefix}-{database}"
         folder.mkdir()
+        tables = (f"lakehouse.bronze={folder / 'bronze'}", f"lakehouse.gold={folder / 'gold'}") if lakehouse else ()
         args = job_args(self.stack, topic, database, folder, *JOB_DEFAULTS,
-                        f"aggregation.window_sizes={json.dumps(window_sizes)}")
+                        f"aggregation.window_sizes={json.dumps(window_sizes)}", *tables)
         return Job(args, self.stack.env(), folder / "job.log"), database, folder
 
     def new_topic(self) -> str:
@@ -125,6 +128,9 @@ class Bench:
                                      epoch_millis_share=1.0)  # Telegraf's json_v2 takes one time format
         summary = send(settings, client_config(self.bootstrap), topic, None, progress=None)
         return topic, summary["sent"]
+
+
+LAKEHOUSE = ", with bronze and gold"  # in the name of a side that also wrote the Delta tables
 
 
 def percentiles(name: str, values: list[float]) -> dict:

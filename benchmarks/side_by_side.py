@@ -3,6 +3,7 @@ InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 
     python -m benchmarks.side_by_side [--events 200000] [--rates 1000,10000] [--live-s 60] [--warmup-s 120]
                                       [--soak-s 600] [--soak-rate 5000] [--third-window "5 minutes"]
+                                      [--lakehouse-rates 1000,10000]
                                       [--out benchmarks/out]
 
 (a) ceiling   Spark batch (local[2]): Kafka read + `from_json` with the event schema + a 10 s window aggregate;
@@ -10,7 +11,8 @@ InfluxDB's write ceiling; then live freshness at each rate, and a soak.
 (b) job       the job (spark-submit, local[2], its default trigger and windows 10 s / 1 min) drains the topic
               from `earliest`: every record read, its windows written to InfluxDB (the dashboards have caught up)
               and its dead letters written.
-(b) again     with a third window size (`--third-window`): what another size costs, on the same topic.
+(b) again     with a third window size (`--third-window`): what another size costs, on the same topic; and with
+              the bronze and gold Delta tables written too (`--lakehouse-rates`), as (e) is at those rates.
 (c) telegraf  Telegraf `kafka_consumer` + `json_v2` + `basicstats` + `quantile` -> InfluxDB (another database),
               until its consumer group has committed the whole topic and the last aggregates have landed.
               Telegraf aggregates by arrival period, not event time: no watermark, no dedup, no dead letters.
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--third-window", default="5 minutes",
                         help="after (c), drain again with this third window size (what another size costs); "
                              "empty for none")
+    parser.add_argument("--lakehouse-rates", default="1000,10000",
+                        help="after (e), the drain again and freshness at these rates with the bronze and gold Delta "
+                             "tables written too (what they cost); empty for none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -86,6 +91,13 @@ def main() -> None:
             for rate in (float(r) for r in args.rates.split(",") if r.strip()):
                 log(f"freshness at {rate:g} events/s for {args.live_s:g} s")
                 results.append(job.freshness(bench, rate, args.live_s, args.warmup_s))
+            lakehouse_rates = [float(r) for r in args.lakehouse_rates.split(",") if r.strip()]
+            if lakehouse_rates:
+                log("job drain with the bronze and gold tables")
+                results.append(job.drain(bench, topic, records, lakehouse=True))
+            for rate in lakehouse_rates:
+                log(f"freshness at {rate:g} events/s for {args.live_s:g} s with the bronze and gold tables")
+                results.append(job.freshness(bench, rate, args.live_s, args.warmup_s, lakehouse=True))
             if args.soak_s:
                 log(f"soak at {args.soak_rate:g} events/s for {args.soak_s:g} s")
                 results.append(job.soak(bench, args.soak_rate, args.soak_s))

@@ -83,7 +83,7 @@ def database(influx) -> str:
 
 @pytest.fixture(scope="session")
 def spark():
-    """The notebooks' local session (Kafka connector included), with fewer shuffle partitions for tiny data."""
+    """The notebooks' local session (Kafka connector, Delta Lake), with fewer shuffle partitions for tiny data."""
     from streamdash_toolbox.notebook_runtime import local_spark
 
     session = local_spark()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from databricks.bundles.jobs import Job
 
+from streamdash import backfill
 from streamdash.config import load_settings
 from streamdash.job import parse_args
 from streamdash_toolbox.testing import REPO, bundle
@@ -90,20 +91,31 @@ def test_every_path_the_bundle_names_exists(target):
         for task in job["tasks"]:
             if "spark_python_task" in task:
                 assert resolved.path(key, task["spark_python_task"]["python_file"]).is_file()
-                args = parse_args(task["spark_python_task"]["parameters"], REPO / "conf")
+                args = task_args(task)
                 assert (REPO / "conf" / f"{args.env}.toml").is_file()
             for library in task.get("libraries", []):
                 if "whl" in library:
                     assert resolved.path(key, library["whl"]).parent in wheel_dirs, library
 
 
-@pytest.mark.parametrize(("target", "job_key"), [("dev", "streamdash_stream"), ("prod", "streamdash_stream"),
-                                                 ("dev", "streamdash_stream_scala212")])
-def test_job_parameters_load_into_a_valid_configuration(monkeypatch, target, job_key):
+def task_args(task: dict):
+    """A spark_python_task's parameters as its entry point parses them, with the job parameters a run would pass."""
+    parameters = [value.replace("{{job.parameters.from}}", "2026-12-01T00:00:00Z")
+                  .replace("{{job.parameters.to}}", "2026-12-02T00:00:00Z")
+                  for value in task["spark_python_task"]["parameters"]]
+    if task["spark_python_task"]["python_file"].endswith("backfill.py"):
+        return backfill.parse_args(parameters, REPO / "conf")
+    return parse_args(parameters, REPO / "conf")
+
+
+@pytest.mark.parametrize(("target", "job_key", "task_key"), [
+    ("dev", "streamdash_stream", "stream_to_influx"), ("prod", "streamdash_stream", "stream_to_influx"),
+    ("dev", "streamdash_stream_scala212", "stream_to_influx"), ("prod", "streamdash_backfill", "backfill")])
+def test_job_parameters_load_into_a_valid_configuration(monkeypatch, target, job_key, task_key):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     resolved = bundle.resolve(target, TARGETS[target], extra_includes=VARIANTS)
-    args = parse_args(resolved.task(job_key, "stream_to_influx")["spark_python_task"]["parameters"], REPO / "conf")
+    args = task_args(resolved.task(job_key, task_key))
     settings = load_settings(args.env, args.conf_dir, args.overrides)
     assert settings.influxdb.url == bundle.REQUIRED["influxdb_url"]
     assert settings.dead_letter.format == "delta"
@@ -112,6 +124,9 @@ def test_job_parameters_load_into_a_valid_configuration(monkeypatch, target, job
         assert settings.source.bootstrap_servers == "contoso-iot.servicebus.windows.net:9093"
         assert settings.source.topic == "telemetry" and settings.source.security == "eventhubs"
     assert settings.source.connection_string.get_secret_value() == SECRETS["EVENTHUBS_CONNECTION_STRING"]
+    suffix = "_scala212" if job_key.endswith("scala212") else ""  # bronze and gold on in the bundle's targets
+    assert settings.lakehouse.bronze == f"main.streamdash_{target}.bronze{suffix}"
+    assert settings.lakehouse.gold == f"main.streamdash_{target}.gold{suffix}"
 
 
 def test_load_test_job_runs_the_simulator_entry_point():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from streamdash.sinks import delta
 from streamdash_toolbox.stack.process import processes
 from streamdash_toolbox.testing import bundle
 from streamdash_toolbox.testing.pipeline import (
@@ -36,10 +37,12 @@ def bundle_job_args(stack, topic: str, database: str, work: Path) -> tuple[list[
     endpoint = "streamdash-local.servicebus.windows.net:9093"
     args = [arg.replace(endpoint, stack.info["kafka"]["eventhubs_bootstrap_servers"])
             for arg in task["spark_python_task"]["parameters"]]
-    # What conf/dev.toml would say for this test's ground truth (windows, watermark), and no Delta jars locally.
+    # What conf/dev.toml would say for this test's ground truth (windows, watermark); local folders stand in for
+    # Unity Catalog's tables and volumes.
     for override in (f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
                      f"aggregation.watermark={WATERMARK_S} seconds", "job.trigger_interval=1 second",
-                     "dead_letter.format=json"):
+                     "dead_letter.format=json", f"lakehouse.bronze={work / 'bronze'}",
+                     f"lakehouse.gold={work / 'gold'}"):
         args += ["--set", override]
     cluster = next(c["new_cluster"] for c in resolved.job("streamdash_stream")["job_clusters"]
                    if c["job_cluster_key"] == task["job_cluster_key"])
@@ -65,11 +68,14 @@ def test_pipeline_matches_ground_truth(stack, stack_env, influx, database, tmp_p
     run_and_check(job, target, name, stack_env, influx, topic, database, tmp_path)
 
 
-def test_pipeline_on_a_spark_standalone_cluster(spark_cluster, stack, stack_env, influx, topic, database, tmp_path):
+def test_pipeline_on_a_spark_standalone_cluster(spark_cluster, spark, stack, stack_env, influx, topic, database,
+                                               tmp_path):
     """The same job and checks with `--master spark://...`: executors in the two workers' JVMs, so the
-    foreachBatch writers, their serialization and the listener run across processes as on Databricks."""
-    job = Job(job_args(stack, topic, database, tmp_path), stack_env, tmp_path / "job.log",
-              master=spark_cluster["master_url"])
+    foreachBatch writers, their serialization and the listener run across processes as on Databricks; and the
+    bronze table written from there too."""
+    bronze = str(tmp_path / "bronze")
+    job = Job(job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={bronze}"), stack_env,
+              tmp_path / "job.log", master=spark_cluster["master_url"])
     target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
     seen = run_and_check(job, target, f"e2e_{database}", stack_env, influx, topic, database, tmp_path)
     executors = {pid: ppid for pid, ppid, cmdline in seen if b"CoarseGrainedExecutorBackend" in cmdline}
@@ -79,6 +85,9 @@ def test_pipeline_on_a_spark_standalone_cluster(spark_cluster, stack, stack_env,
     assert python_in_executors, "the job's Python ran in the executors' Python workers"
     app_dirs = [d for work_dir in spark_cluster["work_dirs"] for d in Path(work_dir).glob("app-*/*/stderr")]
     assert len(app_dirs) >= 2, "each worker ran an executor of the job"
+    records = len((tmp_path / "manifest.jsonl").read_text().splitlines())
+    stored = delta.read(spark, bronze)
+    assert stored.count() == records == stored.select("partition", "offset").distinct().count()
 
 
 def run_and_check(job: Job, target: list[str], name: str, stack_env: dict[str, str], influx, topic: str,

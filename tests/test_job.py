@@ -21,6 +21,7 @@ from streamdash.session import (
     finish_state_store_maintenance,
     session_settings,
 )
+from streamdash.sinks import delta
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.report import WriteReport
 from streamdash.storage import file_system
@@ -58,10 +59,12 @@ def test_a_stage_too_large_for_the_jit_runs_on_its_smaller_methods(spark, monkey
     assert int(settings["spark.sql.codegen.hugeMethodLimit"]) <= HOTSPOT_HUGE_METHOD_BYTES
 
 
+@pytest.mark.parametrize("lakehouse", [False, True], ids=["influxdb", "with-bronze-and-gold"])
 def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influx, database, tmp_path,
-                                                    monkeypatch):
-    """Windows and dead letters come from one read and parse of each record: the dead letters' branch reuses
-    the windows' shuffle (a reused exchange) instead of scanning the topic a second time."""
+                                                    monkeypatch, lakehouse):
+    """Windows and dead letters (and, for the bronze table, every record) come from one read and parse of each
+    record: the records' branch reuses the windows' shuffle (a reused exchange) instead of scanning the topic a
+    second time."""
     bootstrap = stack.info["kafka"]["bootstrap_servers"]
     producer = Producer({"bootstrap.servers": bootstrap})
     now_ms = int(time.time() * 1000)
@@ -73,7 +76,8 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     settings = load_settings("local", REPO / "conf", [
         f"source.bootstrap_servers={bootstrap}", f"source.topic={topic}", "source.starting_offsets=earliest",
         f"influxdb.url={influx.url}", f"influxdb.bucket={database}/autogen", f"dead_letter.path={tmp_path / 'dl'}",
-        f"job.checkpoint_location={tmp_path / 'checkpoints'}", "job.name=once"])
+        f"job.checkpoint_location={tmp_path / 'checkpoints'}", "job.name=once",
+        *([f"lakehouse.bronze={tmp_path / 'bronze'}", f"lakehouse.gold={tmp_path / 'gold'}"] if lakehouse else [])])
     [start] = query_starters(spark, settings).values()
     # As in the job's session: no batch without data, so the last batch the query ran is the one with the records.
     spark.conf.set(NO_DATA_BATCHES, "false")
@@ -94,6 +98,9 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     assert progress["observedMetrics"]["dead_letters"]["dead_letters"] == 1
     [site] = influx.query("SELECT * FROM telemetry_site WHERE \"window\" = '10s'", database)
     assert site["count"] == 9
+    if lakehouse:
+        assert delta.read(spark, str(tmp_path / "bronze")).count() == 10
+        assert delta.read(spark, str(tmp_path / "gold")).count() == 4
     # The handler writes what it saw: when the windows were written (within the batch, before its dead letters),
     # how fresh they were, and what it wrote.
     [writes] = influx.query("SELECT * FROM pipeline_writes", database)

@@ -32,7 +32,8 @@ def pipeline_run(stack, stack_env, influx, tmp_path_factory):
     work = tmp_path_factory.mktemp("notebooks")
     topic, database = f"nb-{work.name[-8:]}", influx.create_database("notebooks")
     create_topic(stack.info["kafka"]["bootstrap_servers"], topic, partitions=3)
-    job = Job(job_args(stack, topic, database, work), stack_env, work / "job.log")
+    gold = str(work / "gold")
+    job = Job(job_args(stack, topic, database, work, f"lakehouse.gold={gold}"), stack_env, work / "job.log")
     try:
         job.wait_started()
         sender = simulate(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic, work / "manifest.jsonl",
@@ -45,7 +46,7 @@ def pipeline_run(stack, stack_env, influx, tmp_path_factory):
     overrides = [f"source.bootstrap_servers={stack.info['kafka']['bootstrap_servers']}", f"source.topic={topic}",
                  f"influxdb.url={stack.info['influxdb']['url']}", f"influxdb.bucket={database}/autogen",
                  f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
-                 f"aggregation.watermark={WATERMARK_S} seconds"]
+                 f"aggregation.watermark={WATERMARK_S} seconds", f"lakehouse.gold={gold}"]
     widgets = {"env": "local", "overrides": ";".join(overrides)}
     return {"entries": entries, "widgets": widgets, "database": database, "env": stack_env}
 
@@ -65,7 +66,7 @@ def run_notebook(pipeline_run, spark, monkeypatch):
 def test_every_notebook_is_in_databricks_source_format():
     names = sorted(path.name for path in NOTEBOOKS.glob("*.py"))
     assert names == ["01_explore_raw_stream.py", "02_tune_windows.py", "03_inspect_influxdb.py",
-                     "04_pipeline_health.py"]
+                     "04_pipeline_health.py", "05_gold_and_influxdb.py"]
     for name in names:
         assert len(notebook_runtime.cells(NOTEBOOKS / name)) >= 3, name
 
@@ -124,3 +125,12 @@ def test_a_failing_cell_is_named_in_one_line(tmp_path):
     path.write_text("# Databricks notebook source\nx = 1\n\n# COMMAND ----------\n\nraise ValueError('boom\\nmore')\n")
     with pytest.raises(StreamdashError, match=r"^fails.py cell 2 failed: ValueError: boom$"):
         notebook_runtime.run(path, spark=object())
+
+
+@pytest.mark.parametrize("level", ["site", "device"])
+def test_gold_and_influxdb_hold_the_same_windows(run_notebook, pipeline_run, level):
+    namespace = run_notebook("05_gold_and_influxdb.py", window_size="5 seconds", level=level)
+    expected = ground_truth.expected_points(ground_truth.counted_events(pipeline_run["entries"]), WINDOWS)
+    windows = [key for key in expected if key[0] == f"telemetry_{level}" and key[1] == "5s"]
+    assert namespace["gold"].count() == len(windows) == namespace["side_by_side"].count()
+    assert namespace["differences"].count() == 0

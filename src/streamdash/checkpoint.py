@@ -47,3 +47,13 @@ def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None
             f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
     else:
         write_text(spark, marker, json.dumps(layout, sort_keys=True))
+
+
+def query_id(spark: SparkSession, query_checkpoint: str) -> str:
+    """The id Spark gave the query whose checkpoint this is (its `metadata` file): the same across restarts, another
+    for a new checkpoint. Delta's idempotent writes key on it, so a new checkpoint's batch 0 is not taken for a
+    replay of the old one's."""
+    text = read_text(spark, f"{query_checkpoint.rstrip('/')}/metadata")
+    if text is None:
+        raise StreamdashError(f"{query_checkpoint} has no metadata: the query has not started from it")
+    return json.loads(text.splitlines()[0])["id"]

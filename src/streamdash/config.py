@@ -287,6 +287,18 @@ class DeadLetterSink(_Section):
     format: Literal["json", "delta"] = "json"
 
 
+# A Delta table: a table name (Unity Catalog: catalog.schema.table) or a path (anything with a `/`).
+DeltaTable = Annotated[str, Field(pattern=r"^(\S*/\S*|[A-Za-z_][\w]*(\.[A-Za-z_][\w]*){0,2})$", max_length=4096)]
+
+
+class Lakehouse(_Section):
+    """Delta tables the same query writes beside InfluxDB, each after it: every raw record (bronze) and every window
+    (gold). Unset: not written."""
+
+    bronze: DeltaTable | None = None
+    gold: DeltaTable | None = None
+
+
 class Job(_Section):
     name: str = "streamdash"
     checkpoint_location: str = Field(min_length=1)
@@ -310,6 +322,7 @@ class Settings(_Section):
     influxdb: InfluxDBSink
     grafana_live: GrafanaLiveSink | None = None
     dead_letter: DeadLetterSink
+    lakehouse: Lakehouse = Lakehouse()
     job: Job
 
     @model_validator(mode="after")

@@ -9,16 +9,17 @@ every window size and level in one stateful pass; the windows and the dead lette
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from streamdash.checkpoint import check_checkpoint
+from streamdash.checkpoint import check_checkpoint, query_id
 from streamdash.config import Settings
 from streamdash.metrics import metrics_writer
 from streamdash.sinks.dead_letter import DeadLetters
+from streamdash.sinks.delta import BronzeTable, GoldTable
 from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
@@ -46,26 +47,31 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     parsed = parse_events(read_source(spark, settings), settings.validation, contract)
     if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
         parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
-    events, letters = split_once(parsed)
+    events, records = split_once(parsed, keep_records=settings.lakehouse.bronze is not None)
     unique = deduplicate(events, settings.aggregation.watermark, contract.deduplicate)
     windows = windowed_aggregates(unique, settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
                                   contract)
-    output = query_output(windows, letters)
+    output = query_output(windows, records)
 
     name = f"{job.name}_aggregates"
     return {name: partial(output.writeStream.outputMode("update").queryName(name)
                           .option("checkpointLocation", f"{checkpoint}/aggregates")
                           .trigger(processingTime=job.trigger_interval)
-                          .foreachBatch(batch_handler(settings, name)).start)}
+                          .foreachBatch(batch_handler(spark, settings, name)).start)}
 
 
-def batch_handler(settings: Settings, stream: str) -> MicroBatchWriter:
+def batch_handler(spark: SparkSession, settings: Settings, stream: str) -> MicroBatchWriter:
     """The sinks the configuration names, in the handler's order."""
     influxdb = InfluxWriter.from_config(settings.influxdb)
     views = (GrafanaLivePusher.from_config(settings.grafana_live),) if settings.grafana_live else ()
+    lakehouse = settings.lakehouse
+    this_query = cache(partial(query_id, spark, f"{settings.job.checkpoint_location.rstrip('/')}/aggregates"))
     return MicroBatchWriter(
         stream=stream,
         windows=LineSinks(partial(aggregate_line, settings.contract), influxdb, views),
-        refused=DeadLetters(settings.dead_letter, influxdb, stream),
-        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters"),
-        metrics=metrics_writer(influxdb) if settings.job.self_metrics else None)
+        refused=DeadLetters(settings.dead_letter, influxdb, stream, this_query),
+        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", this_query),
+        metrics=metrics_writer(influxdb) if settings.job.self_metrics else None,
+        gold=GoldTable(lakehouse.gold) if lakehouse.gold else None,
+        bronze=BronzeTable(lakehouse.bronze, this_query)
+        if lakehouse.bronze else None)

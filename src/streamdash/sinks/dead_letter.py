@@ -4,14 +4,15 @@ reason, plus a count per reason in InfluxDB (`pipeline_deadletter`).
 Records land under `<path>`: as JSON lines in one folder per stream and micro-batch
 (`stream=<stream>/batch_id=<n>`, overwritten on a replay; the stream is `<job>_dead_letters` for records that
 failed validation, `<job>_aggregates` for points InfluxDB refused), or as a Delta table appended with
-`txnAppId`/`txnVersion` so a replayed batch is skipped. Columns: payload, topic, partition, offset,
-kafka_timestamp (null for refused points), reason, detail (InfluxDB's message for refused points), batch_id,
-dead_lettered_at.
+`txnAppId` (the stream and the query's id) and `txnVersion` (the batch id), so a replayed batch is skipped.
+Columns: payload, topic, partition, offset, kafka_timestamp (null for refused points), reason, detail (InfluxDB's
+message for refused points), batch_id, dead_lettered_at.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -57,6 +58,9 @@ class DeadLetters:
     config: DeadLetterSink
     counts: InfluxWriter
     stream: str
+    # The query's id (`checkpoint.query_id`), part of a Delta table's `txnAppId`: a new checkpoint numbers its
+    # batches from 0 again, and Delta would skip them as replays of the old checkpoint's.
+    query_id: Callable[[], str] | None = None
 
     def write(self, records: DataFrame, batch_id: int) -> WriteReport:
         """Write one micro-batch's dead letters (`RECORD_COLUMNS` plus `time_us`, which dates them for the count
@@ -77,7 +81,8 @@ class DeadLetters:
             return WriteReport()
         folder = f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}"
         if sink.format == "delta":
-            (stamped.drop("time_us").write.format("delta").mode("append").option("txnAppId", stream)
+            app_id = stream if self.query_id is None else f"{stream}-{self.query_id()}"
+            (stamped.drop("time_us").write.format("delta").mode("append").option("txnAppId", app_id)
              .option("txnVersion", batch_id).option("mergeSchema", "true").save(sink.path))
         elif sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
             text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())

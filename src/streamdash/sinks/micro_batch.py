@@ -1,9 +1,10 @@
 """The query's `foreachBatch` handler: one micro-batch (`transforms.batch`) to its sinks, in order.
 
 1. the windows to InfluxDB, then to the views (Grafana Live): freshness is what the dashboards feel;
-2. the points InfluxDB refused, to the dead letters of the query's stream;
-3. the records that failed validation, to the dead letters of `<job>_dead_letters`;
-4. what it saw of these writes, to `pipeline_writes` (`metrics.writes_line`).
+2. the windows to the gold table and every raw record to the bronze table, when configured (`sinks.delta`);
+3. the points InfluxDB refused, to the dead letters of the query's stream;
+4. the records that failed validation, to the dead letters of `<job>_dead_letters`;
+5. what it saw of these writes, to `pipeline_writes` (`metrics.writes_line`).
 
 The batch is kept in memory while it is written, so its source is read and its state updated once. Every write is
 idempotent, so a batch replayed after a crash changes nothing that had landed.
@@ -21,7 +22,7 @@ from streamdash.metrics import writes_line
 from streamdash.sinks.dead_letter import DeadLetters, invalid_records, refused_points
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
-from streamdash.sinks.report import WriteReport
+from streamdash.sinks.report import BatchSink, WriteReport
 from streamdash.transforms import batch as batch_shape
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,18 @@ class MicroBatchWriter:
     refused: DeadLetters  # stream: the query's name
     invalid: DeadLetters  # stream: `<job>_dead_letters`
     metrics: InfluxWriter | None = None  # `metrics.metrics_writer`; None: no `pipeline_writes` point
+    gold: BatchSink | None = None
+    bronze: BatchSink | None = None
 
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
             windows = self.windows.write(batch_shape.windows(batch), batch_id)
             windows_written_ns = time.time_ns()
+            if self.gold:
+                self.gold.write(batch_shape.windows(batch), batch_id)
+            if self.bronze:
+                self.bronze.write(batch_shape.records(batch), batch_id)
             refused = WriteReport()
             if windows.rejected:
                 log.warning("%s batch %d: InfluxDB refused %d points; they are dead letters, e.g. %s", self.stream,

@@ -41,6 +41,7 @@ def read_stream(spark: SparkSession, source: EventHubsNativeSource) -> DataFrame
     options = eventhubs_options(source, encrypt(source.connection_string.get_secret_value()))
     raw = spark.readStream.format("eventhubs").options(**options).load()
     return raw.select(
+        F.col("partitionKey").alias("key"),
         F.col("body").alias("value"),
         F.lit(entity_path(source.connection_string.get_secret_value())).alias("topic"),
         F.col("partition").cast("int").alias("partition"),

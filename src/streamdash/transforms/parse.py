@@ -56,24 +56,28 @@ def evaluated_once(column: Column) -> Column:
 EVENT_TIME_ADJUSTED = "event_time_adjusted"  # an early event taken at the reference time (`early_events = "adjust"`)
 
 
-def reference_time() -> Column:
+def reference_time(read_at: Column | None = None) -> Column:
     """The clock a record's event time is judged against, which no device controls: when the broker appended
     the record, where the broker stamps it (Event Hubs; Kafka topics with `message.timestamp.type=LogAppendTime`),
     and never later than the micro-batch's own time (`current_timestamp()` in a stream: Spark keeps it in the
     offset log, so a replayed batch judges alike). A producer's own timestamp (Kafka's default CreateTime) is the
-    device's clock, so it is not used. The broker's and the job's clocks are assumed to be NTP-synchronised."""
+    device's clock, so it is not used. The broker's and the job's clocks are assumed to be NTP-synchronised.
+    `read_at` replaces the batch's time for records read earlier (the bronze table's `ingested_at`)."""
     append_time = F.when(F.col("kafka_timestamp_type") == LOG_APPEND_TIME, F.col("kafka_timestamp"))
-    return F.least(F.current_timestamp(), append_time)  # least() skips the null of a CreateTime record
+    batch_time = F.current_timestamp() if read_at is None else read_at
+    return F.least(batch_time, append_time)  # least() skips the null of a CreateTime record
 
 
-def parse_events(raw: DataFrame, validation: Validation, contract: Contract | None = None) -> DataFrame:
+def parse_events(raw: DataFrame, validation: Validation, contract: Contract | None = None,
+                 reference: Column | None = None) -> DataFrame:
     """Raw records (see `sources.kafka.RAW_COLUMNS`) -> the same columns plus `payload`, the typed event
     columns (`event_columns`) of `contract` (default: `Contract()`), `error` (null for a valid event, otherwise one
     of `events.Reason`) and `EVENT_TIME_ADJUSTED`.
 
     An event time more than `validation.max_event_time_ahead` after `reference_time()` is a dead letter, or with
     `early_events = "adjust"` is taken as the reference time (and flagged); so no device's clock can move the
-    watermark further than that ahead of real time."""
+    watermark further than that ahead of real time. `reference` replaces `reference_time()` for records read
+    earlier (a backfill judges each record of the bronze table as the stream did: `reference_time(ingested_at)`)."""
     c = contract or Contract()
     paths = {"device_id": c.device_id, "site": c.site, "event_time": c.event_time,
              **({"device_type": c.device_type} if c.device_type else {}),
@@ -159,7 +163,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     event_us = F.col("_event_time_us")
     ahead_us = int(duration_seconds(validation.max_event_time_ahead) * 1_000_000)
     behind_us = int(duration_seconds(validation.max_event_time_behind) * 1_000_000)
-    reference_us = F.unix_micros(reference_time())
+    reference_us = F.unix_micros(reference_time() if reference is None else reference)
     # Null (out of range) when the subtraction itself would overflow: the reference cannot be that far off.
     offset_us = F.try_subtract(event_us, reference_us)
     storable = event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)

@@ -75,29 +75,27 @@ def cmd_stack_install(args: argparse.Namespace) -> None:
 def cmd_stack_jars(args: argparse.Namespace) -> None:
     from streamdash_toolbox.stack import install
 
-    print(",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr)))
+    print(",".join(str(jar) for jar in install.spark_jars(progress=_to_stderr)))
 
 
-JOB_SCRIPT = Path("jobs/stream_to_influx.py")
-
-
-def cmd_job(args: argparse.Namespace) -> None:
-    """spark-submit the job in a session of its own, so that Ctrl-C (SIGINT) or SIGTERM reaches only this command,
-    which asks the job's Python driver to finish its batch in flight and stop, and exits with the job's code."""
+def spark_submit(script: Path, args: argparse.Namespace, script_args: list[str]) -> None:
+    """spark-submit `script` with the stack's jars and Delta Lake, in a session of its own, so that Ctrl-C (SIGINT) or
+    SIGTERM reaches only this command, which asks the job's Python driver to finish its batch in flight and stop;
+    exits with the job's code."""
     import subprocess
 
     from streamdash_toolbox.stack import install
     from streamdash_toolbox.stack.process import job_driver
 
-    if not JOB_SCRIPT.is_file():
-        raise StreamdashError(f"job: run it from the repository's top folder ({JOB_SCRIPT} not found here)")
-    jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars(progress=_to_stderr))
+    if not script.is_file():
+        raise StreamdashError(f"run it from the repository's top folder ({script} not found here)")
+    jars = ",".join(str(jar) for jar in install.spark_jars(progress=_to_stderr))
     argv = [str(Path(sys.executable).parent / "spark-submit"), "--master", args.master,
-            "--driver-memory", args.driver_memory, "--conf", "spark.ui.enabled=false",
+            "--driver-memory", args.driver_memory, "--conf", "spark.ui.enabled=false", *install.spark_submit_conf(),
             "--driver-java-options", "-Dlog4j2.configurationFile=conf/log4j2.properties",
-            "--jars", jars, str(JOB_SCRIPT), *(args.job_args[args.job_args[:1] == ["--"]:] or ["--env", "local"])]
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP",
-                                                                                             "127.0.0.1")}
+            "--jars", jars, str(script), *script_args]
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
+           "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
     job = subprocess.Popen(argv, env=env, start_new_session=True)
 
     def stop(signum, frame) -> None:
@@ -111,6 +109,19 @@ def cmd_job(args: argparse.Namespace) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
     sys.exit(job.wait())
+
+
+def _job_args(args: argparse.Namespace) -> list[str]:
+    """What follows `--`, or `--env local`."""
+    return args.job_args[args.job_args[:1] == ["--"]:] or ["--env", "local"]
+
+
+def cmd_job(args: argparse.Namespace) -> None:
+    spark_submit(Path("jobs/stream_to_influx.py"), args, _job_args(args))
+
+
+def cmd_backfill(args: argparse.Namespace) -> None:
+    spark_submit(Path("jobs/backfill.py"), args, [*_job_args(args), "--from", args.start, "--to", args.end])
 
 
 def fleet_contract(path: Path | None) -> tuple[Contract, Validation]:
@@ -281,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.set_defaults(func=cmd_stack_logs)
     actions.add_parser("env", help="shell exports that point the pipeline at the stack (includes secrets)"
                        ).set_defaults(func=cmd_stack_env)
-    actions.add_parser("jars", help="comma-separated Spark Kafka connector jars for spark-submit --jars"
+    actions.add_parser("jars", help="spark-submit --jars: Spark's Kafka connector and Delta Lake"
                        ).set_defaults(func=cmd_stack_jars)
     simulate = commands.add_parser("simulate", help="send simulated device telemetry to Kafka or Event Hubs")
     target = simulate.add_argument_group("target")
@@ -326,12 +337,18 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_simulate)
     job = commands.add_parser("job", help="run the streaming job under spark-submit (from the repository's top "
                               "folder); Ctrl-C finishes its batch in flight and stops it")
-    job.add_argument("--master", default="local[2]", help="spark-submit --master (e.g. $STREAMDASH_SPARK_MASTER)")
-    job.add_argument("--driver-memory", default="2g")
-    job.add_argument("job_args", nargs=argparse.REMAINDER, metavar="-- JOB ARGS",
-                     help="the job's own arguments after -- (default: --env local), e.g. -- --env local "
-                     "--set source.topic=t")
-    job.set_defaults(func=cmd_job)
+    backfill = commands.add_parser("backfill", help="recompute the windows of a time range from the bronze table "
+                                   "into InfluxDB and the gold table (spark-submit, from the repository's top folder)")
+    backfill.add_argument("--from", dest="start", required=True, help="first window start, ISO-8601 with offset")
+    backfill.add_argument("--to", dest="end", required=True, help="end (exclusive), ISO-8601 with offset")
+    for submitted, func in ((job, cmd_job), (backfill, cmd_backfill)):
+        submitted.add_argument("--master", default="local[2]",
+                               help="spark-submit --master (e.g. $STREAMDASH_SPARK_MASTER)")
+        submitted.add_argument("--driver-memory", default="2g")
+        submitted.add_argument("job_args", nargs=argparse.REMAINDER, metavar="-- JOB ARGS",
+                               help="the job's own arguments after -- (default: --env local), e.g. -- --env local "
+                               "--set source.topic=t")
+        submitted.set_defaults(func=func)
     run_notebook = commands.add_parser("notebook", help="run a notebook from notebooks/ locally, cell by cell "
                                        "(spark, dbutils.widgets/secrets and display provided)")
     run_notebook.add_argument("path")

@@ -77,10 +77,13 @@ def local_spark():
 
     from streamdash_toolbox.stack import install
 
-    jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars())
-    spark = (SparkSession.builder.master("local[2]").appName("streamdash-notebook").config("spark.jars", jars)
-             .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
-             .config("spark.sql.shuffle.partitions", "4").getOrCreate())
+    jars = ",".join(str(jar) for jar in install.spark_jars())
+    builder = (SparkSession.builder.master("local[2]").appName("streamdash-notebook").config("spark.jars", jars)
+               .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.shuffle.partitions", "4"))
+    for key, value in install.DELTA_SESSION_CONF.items():  # Delta tables, as on Databricks
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

@@ -18,6 +18,10 @@ from pathlib import Path
 from streamdash.errors import StackError
 
 KAFKA_VERSION = "4.1.1"
+DELTA_VERSION = "4.3.1"  # Delta Lake's release for PySpark 4.0.1-4.1.1 (delta-spark on PyPI declares the range)
+# What a session needs to read and write Delta tables and run MERGE (static: set when the session starts).
+DELTA_SESSION_CONF = {"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+                      "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"}
 INFLUXDB_MODULE = "github.com/influxdata/influxdb/cmd/influxd"
 INFLUXDB_VERSION = "v1.8.10"
 TELEGRAF_MODULE = "github.com/influxdata/telegraf/cmd/telegraf"
@@ -65,10 +69,32 @@ def spark_kafka_connector_jars(progress: Callable[[str], None] = print) -> list[
     target = cache_home() / f"spark-connectors-{version}"
     _maven_copy_dependencies("spark-connectors.xml", {"spark.version": version}, target,
                              f"Spark {version} Kafka connector", progress)
+    return _not_shipped(target)
+
+
+def delta_jars(progress: Callable[[str], None] = print) -> list[Path]:
+    """Delta Lake's jars for spark-submit (`DELTA_SESSION_CONF` turns it on), minus those PySpark already ships."""
+    target = cache_home() / f"delta-{DELTA_VERSION}"
+    _maven_copy_dependencies("delta.xml", {"delta.version": DELTA_VERSION}, target, f"Delta Lake {DELTA_VERSION}",
+                             progress)
+    return _not_shipped(target)
+
+
+def spark_jars(progress: Callable[[str], None] = print) -> list[Path]:
+    """Every jar the job's spark-submit takes: the Kafka connector and Delta Lake."""
+    return [*spark_kafka_connector_jars(progress), *delta_jars(progress)]
+
+
+def spark_submit_conf() -> list[str]:
+    """spark-submit's `--conf` arguments that turn Delta Lake on."""
+    return [arg for key, value in DELTA_SESSION_CONF.items() for arg in ("--conf", f"{key}={value}")]
+
+
+def _not_shipped(folder: Path) -> list[Path]:
     import pyspark
 
     shipped = {_artifact_name(jar.name) for jar in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
-    return sorted(jar for jar in target.glob("*.jar") if _artifact_name(jar.name) not in shipped)
+    return sorted(jar for jar in folder.glob("*.jar") if _artifact_name(jar.name) not in shipped)
 
 
 def influxd_binary(progress: Callable[[str], None] = print) -> Path:
@@ -164,7 +190,8 @@ def install_everything(telegraf: bool = False, progress: Callable[[str], None] =
     """Every server and jar the stack and the job use (and Telegraf, which only the benchmark compares against),
     each a visible step: `make run` and `make test` run this before anything else."""
     steps = [("Apache Kafka broker", kafka_broker_classpath), ("Spark's Kafka connector", spark_kafka_connector_jars),
-             ("InfluxDB server", influxd_binary), *([("Telegraf", telegraf_binary)] * telegraf)]
+             ("Delta Lake", delta_jars), ("InfluxDB server", influxd_binary),
+             *([("Telegraf", telegraf_binary)] * telegraf)]
     started = time.monotonic()
     for number, (what, step) in enumerate(steps, start=1):
         progress(f"[{number}/{len(steps)}] {what}")

@@ -13,13 +13,15 @@ from pathlib import Path
 from streamdash.config import Contract
 
 COUNTED = ("on_time", "out_of_order", "late_within")
+# What a backfill counts: it has no watermark, so also what arrived too late for the stream.
+BACKFILLED = (*COUNTED, "late_beyond")
 
 
 def manifest(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def counted_events(entries: list[dict], deduplicate: bool = True) -> list[dict]:
+def counted_events(entries: list[dict], deduplicate: bool = True, categories: tuple[str, ...] = COUNTED) -> list[dict]:
     """What the job must aggregate: counted categories, each (device, seq, event time) once: a device that restarts
     its sequence sends the same seq again at another time, which is another event (without a sequence, seq is None:
     the device and the event time). Every one of them without deduplication."""
@@ -27,7 +29,7 @@ def counted_events(entries: list[dict], deduplicate: bool = True) -> list[dict]:
     for entry in entries:
         event = entry["event"]
         key = (event["device_id"], event["seq"], event["event_time_ms"]) if event else None
-        if entry["category"] in COUNTED and (key not in seen or not deduplicate):
+        if entry["category"] in categories and (key not in seen or not deduplicate):
             seen.add(key)
             events.append(event)
     return events

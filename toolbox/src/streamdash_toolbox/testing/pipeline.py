@@ -32,9 +32,10 @@ class Job:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = "",
                  master: str = "local[2]"):
-        jars = ",".join(str(jar) for jar in install.spark_kafka_connector_jars())
+        jars = ",".join(str(jar) for jar in install.spark_jars())
         spark_submit = Path(sys.executable).parent / "spark-submit"
         argv = [str(spark_submit), "--master", master, "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
+                *install.spark_submit_conf(),
                 "--driver-java-options", f"-Dlog4j2.configurationFile={LOG_CONFIG} {java_options}",
                 "--jars", jars, str(REPO / "jobs" / "stream_to_influx.py"), *args]
         self.log = log
@@ -105,12 +106,18 @@ def send_with_late_data(target: list[str], topic: str, work: Path, env: dict[str
     finally:
         first.send_signal(signal.SIGTERM)  # stops sending; every record sent is still delivered and recorded
     assert first.wait(timeout=120) == 0
-    second = simulate(target, topic, work / "manifest-2.jsonl", env,
-                      extra=(*extra, "--duration", "25", "--seed", "8", "--late-beyond-after-s", "0"))
-    assert second.wait(timeout=120) == 0
+    send_late_phase(target, topic, work / "manifest-2.jsonl", env, extra)
     manifest = work / "manifest.jsonl"
     manifest.write_text((work / "manifest-1.jsonl").read_text() + (work / "manifest-2.jsonl").read_text())
     return manifest
+
+
+def send_late_phase(target: list[str], topic: str, manifest: Path, env: dict[str, str],
+                    extra: tuple[str, ...] = ()) -> None:
+    """25 s of the simulator with its defaults, late events from the start (the watermark must be set already)."""
+    late = simulate(target, topic, manifest, env,
+                    extra=(*extra, "--duration", "25", "--seed", "8", "--late-beyond-after-s", "0"))
+    assert late.wait(timeout=120) == 0
 
 
 def job_args(stack, topic: str, database: str, work: Path, *extra: str) -> list[str]:
@@ -175,12 +182,12 @@ class GroundTruth:
 
     def __init__(self, manifest: Path, measurements: tuple[str, ...] = ("telemetry_device", "telemetry_site"),
                  sites: Callable[[str], bool] = lambda site: True, contract: Contract | None = None,
-                 windows: dict[str, int] = WINDOWS):
+                 windows: dict[str, int] = WINDOWS, categories: tuple[str, ...] = ground_truth.COUNTED):
         """Compares the points of `measurements` whose site `sites` accepts, as the job computes them under
-        `contract` (default: the simulator's) for `windows` (label: seconds)."""
+        `contract` (default: the simulator's) for `windows` (label: seconds), of the events in `categories`."""
         self.entries = ground_truth.manifest(manifest)
         self.contract = contract or Contract()
-        counted = ground_truth.counted_events(self.entries, self.contract.deduplicate)
+        counted = ground_truth.counted_events(self.entries, self.contract.deduplicate, categories)
         expected = ground_truth.expected_points(counted, windows, self.contract)
         self.points = {key: fields for key, fields in expected.items() if key[0] in measurements and sites(key[2])}
         self.measurements = measurements

@@ -16,7 +16,7 @@ from streamdash.sinks.points import aggregate_line
 from streamdash.sources.kafka import CREATE_TIME
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
-from streamdash_toolbox.testing.records import GOOD, T0, raw, with_
+from streamdash_toolbox.testing.records import GOOD, T0, changed, raw, with_
 
 
 def test_a_valid_event_parses_with_offset_time_and_integer_coercion(spark):
@@ -322,14 +322,8 @@ T0_S = int(T0.replace(tzinfo=dt.UTC).timestamp())
 
 
 def flat(**fields) -> str:
-    event = {"id": "m-1", "loc": "plant-1", "ts": T0_S, "co2": 400, "rpm": 1200.5, "vib": {"x": 0.25},
-             "door state": {"open": 0}, "fw": "2.1"}
-    for key, value in fields.items():
-        if value is ...:
-            del event[key]
-        else:
-            event[key] = value
-    return json.dumps(event)
+    return changed({"id": "m-1", "loc": "plant-1", "ts": T0_S, "co2": 400, "rpm": 1200.5, "vib": {"x": 0.25},
+                    "door state": {"open": 0}, "fw": "2.1"}, **fields)
 
 
 def test_a_flat_payload_with_its_own_field_names_parses_as_its_contract_says(spark):

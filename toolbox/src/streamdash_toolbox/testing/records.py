@@ -24,7 +24,12 @@ def raw(spark, *payloads: str | bytes, timestamp: dt.datetime = T0, timestamp_ty
 
 def with_(**changes) -> str:
     """`GOOD` with top-level fields changed (`...` removes one), as JSON."""
-    event = json.loads(json.dumps(GOOD))
+    return changed(GOOD, **changes)
+
+
+def changed(payload: dict, **changes) -> str:
+    """`payload` with top-level fields changed (`...` removes one), as JSON."""
+    event = json.loads(json.dumps(payload))
     for key, value in changes.items():
         if value is ...:
             del event[key]

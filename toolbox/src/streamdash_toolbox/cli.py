@@ -84,16 +84,12 @@ def spark_submit(script: Path, args: argparse.Namespace, script_args: list[str])
     exits with the job's code."""
     import subprocess
 
-    from streamdash_toolbox.stack import install
     from streamdash_toolbox.stack.process import job_driver
+    from streamdash_toolbox.stack.spark import submit_argv
 
     if not script.is_file():
         raise StreamdashError(f"run it from the repository's top folder ({script} not found here)")
-    jars = ",".join(str(jar) for jar in install.spark_jars(progress=_to_stderr))
-    argv = [str(Path(sys.executable).parent / "spark-submit"), "--master", args.master,
-            "--driver-memory", args.driver_memory, "--conf", "spark.ui.enabled=false", *install.spark_submit_conf(),
-            "--driver-java-options", "-Dlog4j2.configurationFile=conf/log4j2.properties",
-            "--jars", jars, str(script), *script_args]
+    argv = submit_argv(script, script_args, args.master, args.driver_memory, progress=_to_stderr)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable,
            "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
     job = subprocess.Popen(argv, env=env, start_new_session=True)

@@ -6,8 +6,10 @@ executors run in the workers' JVMs and their Python code in the workers' Python 
 from __future__ import annotations
 
 import json
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from streamdash_toolbox.stack import process
@@ -16,6 +18,20 @@ MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 WORKER_CORES = 1
 WORKER_MEMORY = "1536m"  # one executor of Spark's default 1g heap plus its overhead
+
+
+def submit_argv(script: Path, script_args: list[str], master: str = "local[2]", driver_memory: str = "2g",
+                log_config: Path = Path("conf/log4j2.properties"), java_options: str = "",
+                progress: Callable[[str], None] = print) -> list[str]:
+    """spark-submit for one of the repository's jobs (`jobs/*.py`): the stack's jars (Spark's Kafka connector and
+    Delta Lake), Delta turned on, no UI, the repository's log configuration. Run it with `PYSPARK_PYTHON` set."""
+    from streamdash_toolbox.stack import install
+
+    jars = ",".join(str(jar) for jar in install.spark_jars(progress))
+    return [str(Path(sys.executable).parent / "spark-submit"), "--master", master, "--driver-memory", driver_memory,
+            "--conf", "spark.ui.enabled=false", *install.spark_submit_conf(),
+            "--driver-java-options", f"-Dlog4j2.configurationFile={log_config} {java_options}".strip(),
+            "--jars", jars, str(script), *script_args]
 
 
 def spark_class() -> Path:

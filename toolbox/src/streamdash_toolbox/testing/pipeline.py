@@ -15,8 +15,8 @@ from pathlib import Path
 
 from streamdash.config import Contract
 from streamdash.events import Reason
-from streamdash_toolbox.stack import install
 from streamdash_toolbox.stack.process import job_driver
+from streamdash_toolbox.stack.spark import submit_argv
 from streamdash_toolbox.testing import REPO, ground_truth
 
 LOG_CONFIG = REPO / "conf" / "log4j2.properties"
@@ -32,12 +32,8 @@ class Job:
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = "",
                  master: str = "local[2]"):
-        jars = ",".join(str(jar) for jar in install.spark_jars())
-        spark_submit = Path(sys.executable).parent / "spark-submit"
-        argv = [str(spark_submit), "--master", master, "--driver-memory", "2g", "--conf", "spark.ui.enabled=false",
-                *install.spark_submit_conf(),
-                "--driver-java-options", f"-Dlog4j2.configurationFile={LOG_CONFIG} {java_options}",
-                "--jars", jars, str(REPO / "jobs" / "stream_to_influx.py"), *args]
+        argv = submit_argv(REPO / "jobs" / "stream_to_influx.py", args, master, log_config=LOG_CONFIG,
+                           java_options=java_options)
         self.log = log
         self.log_start = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:

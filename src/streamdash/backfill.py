@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
+from streamdash.job import configuration_arguments, configure_logging
 from streamdash.sinks import delta
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
@@ -90,11 +91,8 @@ def _moment(text: str) -> dt.datetime:
 
 def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
     """The backfill's command line: what spark-submit and the bundle's backfill task pass."""
-    parser = argparse.ArgumentParser(prog="backfill", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", default="local", help="configuration: conf/<env>.toml")
-    parser.add_argument("--conf-dir", default=str(default_conf_dir))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser = configuration_arguments(argparse.ArgumentParser(
+        prog="backfill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter), default_conf_dir)
     parser.add_argument("--from", dest="start", type=_moment, required=True, help="first window start (ISO-8601)")
     parser.add_argument("--to", dest="end", type=_moment, required=True, help="end, exclusive (ISO-8601)")
     return parser.parse_args(argv)
@@ -102,8 +100,7 @@ def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
 
 def main(argv: list[str], default_conf_dir: Path) -> None:
     args = parse_args(argv, default_conf_dir)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    configure_logging()
     try:
         settings = load_settings(args.env, args.conf_dir, args.overrides)
         spark = SparkSession.builder.appName(f"{settings.job.name}_backfill").getOrCreate()

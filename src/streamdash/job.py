@@ -80,13 +80,26 @@ def stop_gracefully(queries: list[StreamingQuery], timeout_s: float = 60.0) -> N
         query.stop()
 
 
-def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
-    """The job's command line: what spark-submit and the bundle's spark_python_task pass."""
-    parser = argparse.ArgumentParser(prog="stream_to_influx", description=__doc__)
+def configuration_arguments(parser: argparse.ArgumentParser, default_conf_dir: Path) -> argparse.ArgumentParser:
+    """What every entry point takes to load its configuration (`load_settings(args.env, args.conf_dir,
+    args.overrides)`)."""
     parser.add_argument("--env", default="local", help="configuration: conf/<env>.toml")
     parser.add_argument("--conf-dir", default=str(default_conf_dir))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                         help="override one configuration value (repeatable)")
+    return parser
+
+
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("py4j").setLevel(logging.WARNING)  # otherwise a line per call from the JVM
+
+
+def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
+    """The job's command line: what spark-submit and the bundle's spark_python_task pass."""
+    parser = configuration_arguments(argparse.ArgumentParser(prog="stream_to_influx", description=__doc__),
+                                     default_conf_dir)
     parser.add_argument("--verbose", action="store_true", help="Spark's and py4j's INFO logs too")
     return parser.parse_args(argv)
 
@@ -95,9 +108,7 @@ def main(argv: list[str], default_conf_dir: Path) -> None:
     if "PYSPARK_GATEWAY_PORT" in os.environ and not kafka.on_databricks():
         lifetime.die_with_parent(signal.SIGKILL)  # under spark-submit: the JVM is the parent; no orphan driver
     args = parse_args(argv, default_conf_dir)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        logging.getLogger("py4j").setLevel(logging.WARNING)  # otherwise a line per call from the JVM
+    configure_logging(args.verbose)
     try:
         settings = load_settings(args.env, args.conf_dir, args.overrides)
         run(settings, args.verbose)

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.sinks.report import WriteReport
+from streamdash.storage import file_system, hadoop_path
 
 GOLD_KEY = ("level", "window", "window_start", "site", "device_id")
 
@@ -40,8 +41,6 @@ def read(spark: SparkSession, table: str) -> DataFrame:
 def exists(spark: SparkSession, table: str) -> bool:
     if not is_path(table):
         return spark.catalog.tableExists(table)
-    from streamdash.storage import file_system, hadoop_path
-
     return file_system(spark, table).exists(hadoop_path(spark, f"{table.rstrip('/')}/_delta_log"))
 
 

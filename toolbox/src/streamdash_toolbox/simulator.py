@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -377,8 +378,11 @@ def connected_producer(config: dict, topic: str, timeout_s: float = 10.0) -> Any
 
 
 def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifest_path: Path | None,
-         progress: TextIO | None = sys.stderr, progress_every_s: float = 10.0) -> dict[str, Any]:
-    """Send the generated records; returns a summary (counts per category, achieved rate, failures)."""
+         progress: TextIO | None = sys.stderr, progress_every_s: float = 10.0,
+         stop: threading.Event | None = None) -> dict[str, Any]:
+    """Send the generated records; returns a summary (counts per category, achieved rate, failures). Setting
+    `stop` ends the sending between two records; what was sent is still delivered and recorded."""
+    stop = stop or threading.Event()
     generator = TelemetryGenerator(settings)
     producer = connected_producer({"linger.ms": 5, "acks": "all", **producer_config},
                                   topic)
@@ -399,30 +403,29 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
     started = time.monotonic()
     last_report = started
     sent = 0
-    interrupted = False
-    try:
-        for clock_ms, record in generator.records():
-            if settings.realtime:
-                delay = (clock_ms - generator.start_ms) / 1000 - (time.monotonic() - started)
-                if delay > 0:
-                    time.sleep(delay)
-            while True:
-                try:
-                    producer.produce(topic, record.payload, key=record.key.encode("utf-8", "replace"),
-                                     on_delivery=lambda err, msg, r=record: delivered(err, msg, r))
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            sent += 1
-            producer.poll(0)
-            if progress and time.monotonic() - last_report >= progress_every_s:
-                last_report = time.monotonic()
-                rate = sent / (last_report - started)
-                print(f"simulate: sent {sent}/{generator.total} ({rate:,.0f} events/s), "
-                      f"delivered {sum(counts.values())}, failed {len(failures)}", file=progress, flush=True)
-    except KeyboardInterrupt:
-        interrupted = True  # stop sending, but deliver and record what was already handed to the producer
-    try:
+    for clock_ms, record in generator.records():
+        if settings.realtime:
+            delay = (clock_ms - generator.start_ms) / 1000 - (time.monotonic() - started)
+            if delay > 0:
+                time.sleep(delay)
+        if stop.is_set():
+            break
+        while True:
+            try:
+                producer.produce(topic, record.payload, key=record.key.encode("utf-8", "replace"),
+                                 on_delivery=lambda err, msg, r=record: delivered(err, msg, r))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        sent += 1
+        producer.poll(0)
+        if progress and time.monotonic() - last_report >= progress_every_s:
+            last_report = time.monotonic()
+            rate = sent / (last_report - started)
+            print(f"simulate: sent {sent}/{generator.total} ({rate:,.0f} events/s), "
+                  f"delivered {sum(counts.values())}, failed {len(failures)}", file=progress, flush=True)
+    interrupted = stop.is_set()
+    try:  # what was handed to the producer is delivered and recorded, stopped or not
         remaining = producer.flush(60)
     finally:
         if manifest:

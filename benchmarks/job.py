@@ -20,6 +20,12 @@ from streamdash_toolbox.simulator import SimulatorSettings, send
 from streamdash_toolbox.testing.pipeline import wait_for
 
 
+def read_everything(bench: Bench, database: str, records: int) -> bool:
+    """Whether the job's query has read `records` records (its progress is written once a batch has ended)."""
+    rows = bench.query('SELECT sum("input_rows") FROM pipeline_progress', database)
+    return bool(rows) and rows[0]["sum"] >= records
+
+
 def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES,
           lakehouse: bool = False) -> dict:
     """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
@@ -31,11 +37,7 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
         tree = ProcessTree(job.proc.pid)
         started = time.monotonic()
 
-        def read_everything() -> bool:
-            rows = bench.query('SELECT sum("input_rows") FROM pipeline_progress', database)
-            return bool(rows) and rows[0]["sum"] == records
-
-        assert wait_for(read_everything, 1800, every_s=0.25), "the job did not drain"
+        assert wait_for(lambda: read_everything(bench, database, records), 1800, every_s=0.25), "the job did not drain"
         seconds = time.monotonic() - started
         tree.stop()
         progress = bench.query("SELECT * FROM pipeline_progress", database)
@@ -94,13 +96,16 @@ def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakeho
         settings = SimulatorSettings(devices=100, sites=10, rate=rate, duration_s=warmup_s + seconds, seed=11,
                                      late_within_rate=0, late_beyond_rate=0, out_of_order_rate=0,
                                      duplicate_rate=0, malformed_rate=0)
-        send(settings, client_config(bench.bootstrap), topic, manifest, progress=None)
-        time.sleep(10)
+        sending_ns = time.time_ns()
+        summary = send(settings, client_config(bench.bootstrap), topic, manifest, progress=None)
+        # The last windows are seen when the job has written them, however far behind it is.
+        caught_up = wait_for(lambda: read_everything(bench, database, summary["delivered"]), 600, every_s=0.25)
+        time.sleep(1)  # a last poll
         stop.set()
         poller.join()
         tree.stop()
-        progress = bench.query("SELECT freshness_ms FROM pipeline_writes WHERE freshness_ms > -1 AND time > "
-                              f"{int((time.time() - seconds - 10) * 1e9)}", database)
+        progress = bench.query("SELECT freshness_ms FROM pipeline_writes WHERE freshness_ms > -1 AND time >= "
+                              f"{sending_ns + int(warmup_s * 1e9)}", database)
         job.terminate()
     finally:
         job.cleanup()
@@ -123,6 +128,7 @@ def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakeho
     own = sorted(row["freshness_ms"] / 1000 for row in progress)
     rss = [mib for _, mib in tree.rss_samples]
     return {"side": f"(e) freshness at {rate:g}/s" + (LAKEHOUSE if lakehouse else ""), "samples": len(latencies),
+            "caught_up": caught_up,
             **percentiles("freshness", latencies), **percentiles("freshness_seen", seen),
             **percentiles("freshness_any_window", any_window),
             **percentiles("job_metric", own),

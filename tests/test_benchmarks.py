@@ -18,7 +18,7 @@ from streamdash_toolbox.testing import REPO
 @pytest.mark.stack  # starts a stack of its own
 def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     argv = [sys.executable, "-m", "benchmarks.side_by_side", "--events", "3000", "--rates", "500",
-            "--live-s", "10", "--warmup-s", "30", "--soak-s", "30", "--soak-rate", "300", "--points", "5000",
+            "--live-s", "10", "--warmup-s", "10", "--soak-s", "30", "--soak-rate", "300", "--points", "5000",
             "--lakehouse-rates", "500", "--out", str(tmp_path)]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -27,7 +27,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert len(drains) == 3 and "'5 minutes'" in drains[1]["side"] and drains[1]["events_per_s"] > 0
     assert drains[2]["side"].endswith("with bronze and gold") and drains[2]["cpu_s_per_1k"] > 0
     lakehouse = [row for row in rows if row["side"].startswith("(e)") and row["side"].endswith("with bronze and gold")]
-    assert len(lakehouse) == 1 and lakehouse[0]["samples"] > 0
+    assert len(lakehouse) == 1 and lakehouse[0]["samples"] > 0 and lakehouse[0]["caught_up"]
     assert all(drain["batches"] >= 1 and drain["median_batch_ms"] > 0 for drain in drains)
     results = {row["side"][:3]: row for row in rows}
     assert set(results) == {"(a)", "(b)", "(c)", "(d)", "(e)", "(f)"}

@@ -8,7 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
+import pytest
 from pyspark.sql import functions as F
 
 from streamdash.config import DeadLetterSink, Validation
@@ -16,6 +19,7 @@ from streamdash.sinks import delta
 from streamdash.sinks.dead_letter import DeadLetters, invalid_records
 from streamdash.sinks.delta import BronzeTable, GoldTable
 from streamdash.sinks.influxdb import InfluxWriter
+from streamdash.sinks.micro_batch import together
 from streamdash.transforms.aggregate import windowed_aggregates
 from streamdash.transforms.batch import RECORD_COLUMNS
 from streamdash.transforms.parse import dead_letters, parse_events
@@ -90,8 +94,36 @@ def test_gold_merges_each_window_on_its_identity_and_a_replay_changes_nothing(sp
                      ("site", "s1", None, T0): (3, 20.0)}
     sink.write(again, 1)  # replayed
     assert gold(spark, table) == after and delta.read(spark, table).count() == 3
+    # Windows far apart in one batch: the merge's range covers both ends; an old window's row is still matched.
+    sink.write(windows(spark, [("b", 2, 40.0), ("c", 3605, 50.0)]).where("level = 'device'"), 2)
+    later = T0 + dt.timedelta(seconds=3600)
+    assert gold(spark, table) == {**after, ("device", "s1", "b", T0): (1, 40.0),
+                                  ("device", "s1", "c", later): (1, 50.0)}
+    version = spark.sql(f"DESCRIBE HISTORY delta.`{table}`").agg(F.max("version")).first()[0]
+    assert sink.write(windows(spark, [("a", 1, 10.0)]).where("false"), 3).written == 0  # no window: no commit
+    assert spark.sql(f"DESCRIBE HISTORY delta.`{table}`").agg(F.max("version")).first()[0] == version
     columns = delta.read(spark, table).columns
     assert "window_start" in columns and "newest_event_ns" not in columns and "batch_id" in columns
+
+
+def test_the_lakehouse_writes_run_together_and_a_failure_is_raised_after_both_ended(spark):
+    ended, threads = [], set()
+
+    def write(name: str, fail: bool = False):
+        def call():
+            threads.add(threading.get_ident())
+            time.sleep(0.5)
+            ended.append(name)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+        return call
+
+    together([write("gold"), write("bronze")])
+    assert sorted(ended) == ["bronze", "gold"] and len(threads) == 2
+    ended.clear()
+    with pytest.raises(RuntimeError, match="gold failed"):
+        together([write("gold", fail=True), write("bronze")])
+    assert sorted(ended) == ["bronze", "gold"]
 
 
 def test_delta_dead_letters_are_idempotent_and_gain_the_detail_column_by_merge_schema(spark, influx, database,

@@ -1,7 +1,8 @@
 """The query's `foreachBatch` handler: one micro-batch (`transforms.batch`) to its sinks, in order.
 
 1. the windows to InfluxDB, then to the views (Grafana Live): freshness is what the dashboards feel;
-2. the windows to the gold table and every raw record to the bronze table, when configured (`sinks.delta`);
+2. the windows to the gold table and every raw record to the bronze table, when configured (`sinks.delta`),
+   both at once;
 3. the points InfluxDB refused, to the dead letters of the query's stream;
 4. the records that failed validation, to the dead letters of `<job>_dead_letters`;
 5. what it saw of these writes, to `pipeline_writes` (`metrics.writes_line`).
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pyspark import InheritableThread
 from pyspark.sql import DataFrame
 
 from streamdash.metrics import writes_line
@@ -26,6 +29,31 @@ from streamdash.sinks.report import BatchSink, WriteReport
 from streamdash.transforms import batch as batch_shape
 
 log = logging.getLogger(__name__)
+
+
+def together(calls: list[Callable[[], object]]) -> None:
+    """Run the writes at the same time, each on a thread that keeps the query's job properties, and raise the
+    first failure once all have ended. A Delta commit is mostly the driver's work and waiting, so the gold merge
+    and the bronze append overlap well."""
+    if len(calls) < 2:
+        for call in calls:
+            call()
+        return
+    failures: list[BaseException] = []
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except BaseException as err:  # noqa: BLE001 - re-raised below, on the batch's own thread
+            failures.append(err)
+
+    threads = [InheritableThread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 @dataclass(frozen=True)
@@ -43,10 +71,8 @@ class MicroBatchWriter:
         try:
             windows = self.windows.write(batch_shape.windows(batch), batch_id)
             windows_written_ns = time.time_ns()
-            if self.gold:
-                self.gold.write(batch_shape.windows(batch), batch_id)
-            if self.bronze:
-                self.bronze.write(batch_shape.records(batch), batch_id)
+            together([lambda sink=sink, rows=rows: sink.write(rows(batch), batch_id)
+                      for sink, rows in ((self.gold, batch_shape.windows), (self.bronze, batch_shape.records)) if sink])
             refused = WriteReport()
             if windows.rejected:
                 log.warning("%s batch %d: InfluxDB refused %d points; they are dead letters, e.g. %s", self.stream,

@@ -118,11 +118,11 @@ def test_the_lakehouse_writes_run_together_and_a_failure_is_raised_after_both_en
                 raise RuntimeError(f"{name} failed")
         return call
 
-    together([write("gold"), write("bronze")])
+    together([write("gold"), write("bronze")], spark)
     assert sorted(ended) == ["bronze", "gold"] and len(threads) == 2
     ended.clear()
     with pytest.raises(RuntimeError, match="gold failed"):
-        together([write("gold", fail=True), write("bronze")])
+        together([write("gold", fail=True), write("bronze")], spark)
     assert sorted(ended) == ["bronze", "gold"]
 
 

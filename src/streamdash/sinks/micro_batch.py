@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark import InheritableThread
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 
 from streamdash.metrics import writes_line
 from streamdash.sinks.dead_letter import DeadLetters, invalid_records, refused_points
@@ -31,10 +31,10 @@ from streamdash.transforms import batch as batch_shape
 log = logging.getLogger(__name__)
 
 
-def together(calls: list[Callable[[], object]]) -> None:
-    """Run the writes at the same time, each on a thread that keeps the query's job properties, and raise the
-    first failure once all have ended. A Delta commit is mostly the driver's work and waiting, so the gold merge
-    and the bronze append overlap well."""
+def together(calls: list[Callable[[], object]], session: SparkSession) -> None:
+    """Run the writes at the same time, each on a thread that keeps the query's job properties (through `session`,
+    which Spark Connect needs), and raise the first failure once all have ended. A Delta commit is mostly the
+    driver's work and waiting, so the gold merge and the bronze append overlap."""
     if len(calls) < 2:
         for call in calls:
             call()
@@ -47,7 +47,7 @@ def together(calls: list[Callable[[], object]]) -> None:
         except BaseException as err:  # noqa: BLE001 - re-raised below, on the batch's own thread
             failures.append(err)
 
-    threads = [InheritableThread(target=run, args=(call,)) for call in calls]
+    threads = [InheritableThread(run, args=(call,), session=session) for call in calls]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -72,7 +72,8 @@ class MicroBatchWriter:
             windows = self.windows.write(batch_shape.windows(batch), batch_id)
             windows_written_ns = time.time_ns()
             together([lambda sink=sink, rows=rows: sink.write(rows(batch), batch_id)
-                      for sink, rows in ((self.gold, batch_shape.windows), (self.bronze, batch_shape.records)) if sink])
+                      for sink, rows in ((self.gold, batch_shape.windows), (self.bronze, batch_shape.records)) if sink],
+                     batch.sparkSession)
             refused = WriteReport()
             if windows.rejected:
                 log.warning("%s batch %d: InfluxDB refused %d points; they are dead letters, e.g. %s", self.stream,

@@ -23,7 +23,7 @@ from streamdash_toolbox.testing.pipeline import wait_for
 def read_everything(bench: Bench, database: str, records: int) -> bool:
     """Whether the job's query has read `records` records (its progress is written once a batch has ended)."""
     rows = bench.query('SELECT sum("input_rows") FROM pipeline_progress', database)
-    return bool(rows) and rows[0]["sum"] >= records
+    return bool(rows) and rows[0]["sum"] == records
 
 
 def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES,

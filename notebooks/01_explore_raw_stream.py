@@ -22,10 +22,12 @@ sys.path.append(str(Path.cwd().parent / "src"))
 from pyspark.sql import functions as F
 
 from streamdash.notebook import settings_from_widgets
+from streamdash.session import configure_parse
 from streamdash.sources import kafka
 from streamdash.transforms.parse import dead_letters, parse_events, valid_events
 
 settings = settings_from_widgets(dbutils)
+configure_parse(spark)  # how the parse reads a repeated key
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
 raw = kafka.read_batch(spark, source).cache()
 print(f"{raw.count()} records on {source.topic}")

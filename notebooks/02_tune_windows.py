@@ -23,11 +23,13 @@ from pyspark.sql import functions as F
 
 from streamdash.config import duration_seconds
 from streamdash.notebook import settings_from_widgets
+from streamdash.session import configure_parse
 from streamdash.sources import kafka
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 from streamdash.transforms.parse import parse_events, valid_events
 
 settings = settings_from_widgets(dbutils)
+configure_parse(spark)  # how the parse reads a repeated key
 dbutils.widgets.text("watermarks", "10 seconds, 30 seconds, 2 minutes")
 dbutils.widgets.text("window_sizes", ", ".join(settings.aggregation.window_sizes))
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})

@@ -312,3 +312,71 @@ def test_the_default_contract_against_the_oracle(spark, data):
 def test_random_contracts_against_the_oracle(spark, data):
     contract = data.draw(contracts())
     check_against_the_oracle(spark, contract, data.draw(batches(contract)))
+
+
+# ---- the typed parse against the exact one ----------------------------------------------------------------------
+
+# Texts a typed parse could also have read from a non-string (a number, a boolean, an object) or that look like times.
+TRICKY_TEXTS = ("7", "-1", "1.5", "1e3", "true", "false", "null", "{", "[1]", "", " ", "NaN", "Infinity",
+                "2026-11-28T12:00:00Z", str(REFERENCE_MS))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(TRICKY_TEXTS) | st.text(max_size=4),
+    lambda children: st.lists(children, max_size=2) | st.dictionaries(st.text(max_size=3), children, max_size=2),
+    max_leaves=4)
+
+
+@st.composite
+def wild_payloads(draw, contract: Contract) -> list[str]:
+    """Records whose every field may be absent, valid, or any JSON value; with repeated keys and numbers too large
+    for a double."""
+    paths = [contract.device_id, contract.site, contract.event_time, *contract.tags.values(),
+             *([contract.sequence] if contract.sequence else []),
+             *([contract.schema_version.path] if contract.schema_version else []),
+             *(m.path for m in contract.measurements.values())]
+    payloads = []
+    for _ in range(draw(st.integers(1, 30))):
+        document: dict = {}
+        for path in paths:
+            choice = draw(st.sampled_from(["absent", "valid", "valid", "wild"]))
+            if choice == "absent":
+                continue
+            if choice == "wild":
+                value = draw(json_values)
+            elif path in (contract.device_id, contract.site, *contract.tags.values()):
+                value = draw(st.sampled_from(["d-1", "north", "x y", "Ünïcode"]))
+            elif path == contract.event_time:
+                value = _time_value(contract, REFERENCE_MS - draw(st.integers(0, 60_000)), draw)
+            else:
+                value = draw(values)
+            try:
+                _place(document, path, value)
+            except (AttributeError, TypeError):  # a path through a value that is not an object
+                continue
+        text = json.dumps(document)
+        twist = draw(st.sampled_from([None, None, "repeat_nested", "repeat_top", "overflow"]))
+        if twist == "repeat_nested" and "{" in text[1:]:
+            brace = text.index("{", 1) + 1
+            text = text[:brace] + f'"{_keys(paths[-1])[-1]}": {json.dumps(draw(json_values))}, ' + text[brace:]
+        elif twist == "repeat_top":
+            text = "{" + f'"{_keys(paths[0])[0]}": {json.dumps(draw(json_values))}, ' + text[1:]
+        elif twist == "overflow":
+            text = text.replace("1", "1e400", 1)
+        payloads.append(text.replace("{, ", "{").replace(", }", "}"))
+    return payloads
+
+
+@PROPERTY
+@given(data=st.data())
+def test_the_typed_parse_decides_as_the_exact_parse(spark, data):
+    """Every column of every record, valid or not, is what the exact VARIANT parse alone makes of it."""
+    contract = data.draw(contracts())
+    if data.draw(st.booleans()):
+        contract = Contract.model_validate({**contract.model_dump(), "tags": {"firmware": "$.fw"}})
+    frame = raw(spark, *data.draw(wild_payloads(contract)))
+
+    def rows(typed_first: bool) -> list[str]:
+        parsed = parse_events(frame, Validation(), contract, typed_first=typed_first)
+        return [repr(row.asDict(recursive=True)) for row in parsed.orderBy("offset").collect()]
+
+    assert rows(True) == rows(False)

@@ -78,6 +78,23 @@ def test_bad_records_get_one_reason_and_keep_their_position(spark, payload, reas
     assert letters[0].payload == expected_payload
 
 
+@pytest.mark.parametrize("typed_first", [True, False])
+def test_an_object_with_a_lone_surrogate_key_is_judged_like_any_object(spark, typed_first):
+    """Spark's `schema_of_variant` fails on an object whose keys include a lone UTF-16 surrogate escape: one such
+    record from one device used to fail every batch that read it."""
+    hostile = '{"\\udfb3": 1, "b": 2}'
+    payloads = [json.dumps(GOOD),
+                with_(measurements={"temperature": "X"}).replace('"X"', hostile),
+                with_(deviceId="X").replace('"X"', hostile),
+                with_(eventTime="X").replace('"X"', hostile),
+                with_(measurements={"temperature": 21.5, "X": 1}).replace('"X"', '"\\udfb3"'),
+                with_(extra="X").replace('"X"', hostile)]
+    parsed = parse_events(raw(spark, *payloads), Validation(), typed_first=typed_first)
+    assert {r.offset: r.reason for r in dead_letters(parsed).collect()} == {1: Reason.WRONG_TYPE,
+                                                                           2: Reason.WRONG_TYPE, 3: Reason.WRONG_TYPE}
+    assert valid_events(parsed).count() == 3
+
+
 BROKER_MS = int(T0.replace(tzinfo=dt.UTC).timestamp() * 1000)  # the records' kafka_timestamp
 
 

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import configuration_arguments, configure_logging
+from streamdash.session import configure_parse
 from streamdash.sinks import delta
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
@@ -106,6 +107,7 @@ def main(argv: list[str], default_conf_dir: Path) -> None:
         spark = SparkSession.builder.appName(f"{settings.job.name}_backfill").getOrCreate()
         spark.sparkContext.setLogLevel("WARN")
         spark.conf.set("spark.sql.session.timeZone", "UTC")
+        configure_parse(spark)
         done = backfill(spark, settings, args.start, args.end)
         log.info("backfill done: %s", ", ".join(f"{key} {value}" for key, value in done.items()))
     except StreamdashError as err:

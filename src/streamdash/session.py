@@ -28,6 +28,18 @@ from streamdash.storage import file_system
 HOTSPOT_HUGE_METHOD_BYTES = 8000
 
 
+# What the parse needs from any session it runs in (the job's, a notebook's, a backfill's): a key repeated in a
+# nested object is read as its last value, as the parse's typed path and the top level read it, where Spark's
+# VARIANT parse would call the record malformed.
+PARSE_SETTINGS = {"spark.sql.variant.allowDuplicateKeys": "true"}
+
+
+def configure_parse(spark: SparkSession) -> None:
+    """`PARSE_SETTINGS` on a session the job did not make (a notebook's, a backfill's)."""
+    for key, value in PARSE_SETTINGS.items():
+        spark.conf.set(key, value)
+
+
 def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
     spark = SparkSession.builder.appName(settings.job.name).getOrCreate()
@@ -49,6 +61,7 @@ def session_settings(settings: Settings, cores: int, local_checkpoint: bool = Fa
         # compiles a method above 8,000: it would run interpreted for good. At this limit Spark runs such a stage
         # with its smaller per-operator methods instead, which the JIT compiles. A batch parse: 1.5-1.8x faster.
         "spark.sql.codegen.hugeMethodLimit": str(HOTSPOT_HUGE_METHOD_BYTES),
+        **PARSE_SETTINGS,
         "spark.sql.shuffle.partitions": str(settings.job.shuffle_partitions or cores),
         # RocksDB keeps state off the JVM heap; the changelog commits only what a batch changed.
         "spark.sql.streaming.stateStore.providerClass":

@@ -1,9 +1,20 @@
 """Parse raw records into typed events as the telemetry contract (`config.Contract`) describes them, and decide, per
 record, whether it is valid or why not.
 
-One `from_json` per record reads the payload's top-level keys that the contract's paths start from as VARIANT
-values, so every field's JSON type is checked exactly (a number where a string belongs is `wrong_type`, not
-silently coerced) at close to the cost of a plain typed `from_json`. Integers are accepted where floats are expected.
+Every field's JSON type is checked exactly: a number where a string belongs is `wrong_type`, not silently coerced;
+integers are accepted where floats are expected. Two parses give that at close to the cost of a plain typed
+`from_json`:
+
+- the fast one, for every record: a typed `from_json` of the contract's fields (the event time as a VARIANT, as it
+  may be a string or a number). It vouches for a record when it parsed without error (a number field holding
+  anything but a number fails it) and no string field's text could be a non-string's JSON (a number, `true`,
+  an object): then the typed values are the values and their types are known.
+- the exact one, only for the records the fast one cannot vouch for: the top-level keys as VARIANT values, each
+  field's JSON type read with `schema_of_variant` and its value with `try_variant_get`. It costs ~3x the fast one
+  (a `Cast` object per value), and decides every invalid record.
+
+Both read a key repeated in an object as its last value (`spark.sql.variant.allowDuplicateKeys`, set by the job's
+session; the fast parse does so anyway).
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ from functools import reduce
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, DoubleType, LongType, StringType, StructField, StructType, VariantType
 
 from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
 from streamdash.events import (
@@ -30,12 +42,27 @@ _CORRUPT = "_corrupt_record"
 _JSON_OPTIONS = {"columnNameOfCorruptRecord": _CORRUPT, "allowSingleQuotes": "false",
                  "allowNonNumericNumbers": "false"}
 _BAD_IDENTIFIER = f"{BLANK_IDENTIFIER}|{UNREPRESENTABLE_IDENTIFIER}"
+# A typed parse's text of a string field that could be a non-string's JSON: a number (a double too large is written
+# as Infinity), a boolean, an object or an array.
+_MAYBE_NOT_A_STRING = r'^([-+0-9{\["]|true$|false$|NaN$|Infinity$)'
+# What `schema_of_variant` calls the JSON type a fast-parse type stands for ("": an object).
+_VARIANT_TYPE_NAMES = {"long": "BIGINT", "double": "DOUBLE", "string": "STRING", "": "OBJECT"}
 # The JSON types (`schema_of_variant`) each event-time format accepts.
 _EVENT_TIME_TYPES = {"iso8601": ("STRING",), "epoch_ms": ("BIGINT",), "epoch_s": ("BIGINT", "DOUBLE", "DECIMAL")}
 
 
 def _is_number(json_type: Column) -> Column:
     return (json_type == "BIGINT") | (json_type == "DOUBLE") | json_type.startswith("DECIMAL")
+
+
+def _json_type(value: Column) -> Column:
+    """What `schema_of_variant` calls a VARIANT's JSON type (VOID for a JSON null), but "OBJECT" and "ARRAY" for
+    any object or array: their keys are never read. Spark 4.1's `schema_of_variant` fails the whole batch on an
+    object with a key that holds a lone UTF-16 surrogate escape (`{"\\udfb3": 1, "b": 2}`), which any device can
+    send; the casts to an empty struct and to an array of booleans only look at the value's type."""
+    return (F.when(F.try_variant_get(value, "$", "struct<>").isNotNull(), F.lit("OBJECT"))
+            .when(F.try_variant_get(value, "$", "array<boolean>").isNotNull(), F.lit("ARRAY"))
+            .otherwise(F.schema_of_variant(value)))
 
 
 def _is_absent(json_type: Column) -> Column:
@@ -68,8 +95,39 @@ def reference_time(read_at: Column | None = None) -> Column:
     return F.least(batch_time, append_time)  # least() skips the null of a CreateTime record
 
 
+def _typed_kind(role: str) -> DataType | None:
+    """The SQL type the fast parse reads a contract role as (None: an object a path goes through)."""
+    if role in ("seq", "schema_version"):
+        return LongType()
+    if role.startswith("m:"):
+        return DoubleType()
+    if role == "event_time":
+        return VariantType()  # a string or a number, by the event-time formats
+    return StringType() if role else None
+
+
+def _typed_schema(keys: dict[str, list[str]]) -> StructType | None:
+    """The fast parse's schema: each role's path with its `_typed_kind`; None when two roles need different types at
+    one path (then every record takes the exact parse)."""
+    tree: dict = {}
+    for role, segments in keys.items():
+        node = tree
+        for key in segments[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                return None
+        if node.setdefault(segments[-1], _typed_kind(role)) != _typed_kind(role):
+            return None
+
+    def struct(node: dict) -> StructType:
+        return StructType([StructField(key, struct(kind) if isinstance(kind, dict) else kind)
+                           for key, kind in node.items()])
+
+    return StructType([*struct(tree).fields, StructField(_CORRUPT, StringType())])
+
+
 def parse_events(raw: DataFrame, validation: Validation, contract: Contract | None = None,
-                 reference: Column | None = None) -> DataFrame:
+                 reference: Column | None = None, typed_first: bool = True) -> DataFrame:
     """Raw records (see `sources.kafka.RAW_COLUMNS`) -> the same columns plus `payload`, the typed event
     columns (`event_columns`) of `contract` (default: `Contract()`), `error` (null for a valid event, otherwise one
     of `events.Reason`) and `EVENT_TIME_ADJUSTED`.
@@ -77,7 +135,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     An event time more than `validation.max_event_time_ahead` after `reference_time()` is a dead letter, or with
     `early_events = "adjust"` is taken as the reference time (and flagged); so no device's clock can move the
     watermark further than that ahead of real time. `reference` replaces `reference_time()` for records read
-    earlier (a backfill judges each record of the bronze table as the stream did: `reference_time(ingested_at)`)."""
+    earlier (a backfill judges each record of the bronze table as the stream did: `reference_time(ingested_at)`).
+    `typed_first=False` sends every record through the exact parse (the property tests compare both)."""
     c = contract or Contract()
     paths = {"device_id": c.device_id, "site": c.site, "event_time": c.event_time,
              **({"device_type": c.device_type} if c.device_type else {}),
@@ -88,56 +147,83 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     keys = {role: json_path_segments(path) for role, path in paths.items()}
     # Every object a path goes through (`measurements` in `$.measurements.temperature`) must be one where present.
     containers = sorted({tuple(k[:depth]) for k in keys.values() for depth in range(1, len(k))})
-    json = F.col("_json")
+    fast_schema = _typed_schema(keys) if typed_first else None
+    fast, exact = F.col("_fast"), F.col("_json")
     top_level = sorted({k[0] for k in keys.values()})
-    schema = ", ".join([*(f"`{key.replace('`', '``')}` variant" for key in top_level), f"{_CORRUPT} string"])
+    exact_schema = StructType([*(StructField(key, VariantType()) for key in top_level),
+                               StructField(_CORRUPT, StringType())])
+
+    def typed(segments: list[str] | tuple[str, ...]) -> Column:
+        return reduce(lambda column, key: column[key], segments, fast)
 
     def get(segments: list[str] | tuple[str, ...], sql_type: str) -> Column:
-        """The value at `segments`, from its top-level VARIANT in one step; null where the path does not lead."""
+        """The value at `segments` from the exact parse's top-level VARIANT, in one step; null where the path does
+        not lead."""
         first, *rest = segments
-        return F.try_variant_get(json[first], "$" + "".join(f"['{key}']" for key in rest), sql_type)
+        return F.try_variant_get(exact[first], "$" + "".join(f"['{key}']" for key in rest), sql_type)
 
     def at(segments: list[str] | tuple[str, ...]) -> Column:
-        return json[segments[0]] if len(segments) == 1 else get(segments, "variant")
+        return exact[segments[0]] if len(segments) == 1 else get(segments, "variant")
+
+    def either(from_fast: Column, from_exact: Column) -> Column:
+        return F.when(F.col("_vouched"), from_fast).otherwise(from_exact) if fast_schema else from_exact
 
     def value(role: str, sql_type: str) -> Column:
-        return get(keys[role], sql_type)
+        return either(typed(keys[role]), get(keys[role], sql_type))
 
-    types = {role: F.schema_of_variant(at(k)) for role, k in keys.items()}
-    types |= {f"object:{i}": F.schema_of_variant(at(k)) for i, k in enumerate(containers)}
-    event_time_type = types["event_time"]
+    def json_type(role: str, segments: list[str] | tuple[str, ...]) -> Column:
+        """The JSON type as `schema_of_variant` names it (null where absent); from the fast parse, its SQL type's."""
+        kind = _typed_kind(role)
+        known = (_json_type(typed(segments)) if kind == VariantType()
+                 else F.when(typed(segments).isNotNull(), F.lit(_VARIANT_TYPE_NAMES[kind.typeName() if kind else ""])))
+        return either(known, _json_type(at(segments)))
+
+    types = {role: json_type(role, k) for role, k in keys.items()}
+    types |= {f"object:{i}": json_type("", k) for i, k in enumerate(containers)}
+    event_time = either(typed(keys["event_time"]), at(keys["event_time"]))
+    event_time_type, event_time_text = F.col("_type_event_time"), F.col("_event_time_text")
     # Microseconds since 1970, null when the event time is not a time at all. try_* never overflow, whatever the input.
     event_time_us = F.lit(None).cast("long")
     for name in reversed(c.event_time_formats):  # the first listed is tried first
         if name == "iso8601":
-            text = value("event_time", "string")
-            event_time_us = F.when(text.rlike(_ISO_WITH_OFFSET), F.unix_micros(text.try_cast("timestamp"))
-                                   ).otherwise(event_time_us)
+            event_time_us = F.when(event_time_text.rlike(_ISO_WITH_OFFSET),
+                                   F.unix_micros(event_time_text.try_cast("timestamp"))).otherwise(event_time_us)
         elif name == "epoch_ms":
-            event_time_us = F.when(event_time_type == "BIGINT",
-                                   F.try_multiply(value("event_time", "long"), F.lit(1000))).otherwise(event_time_us)
+            event_time_us = F.when(event_time_type == "BIGINT", F.try_multiply(
+                F.try_variant_get("_event_time", "$", "long"), F.lit(1000))).otherwise(event_time_us)
         else:
-            seconds = F.try_multiply(value("event_time", "decimal(38,6)"), F.lit(1_000_000))
+            seconds = F.try_multiply(F.try_variant_get("_event_time", "$", "decimal(38,6)"), F.lit(1_000_000))
             event_time_us = F.when(_is_number(event_time_type), seconds.try_cast("long")).otherwise(event_time_us)
     device_type = (F.coalesce(value("device_type", "string"), F.lit(c.default_device_type)) if c.device_type
                    else F.lit(c.default_device_type))
     tags = [F.struct(*[value(f"tag:{name}", "string").alias(name) for name in c.tags]).alias("tags")] if c.tags else []
+    text_roles = [role for role in keys if _typed_kind(role) == StringType()]
+    vouched = (fast.isNotNull() & fast[_CORRUPT].isNull()
+               & ~_any([F.coalesce(typed(keys[role]).rlike(_MAYBE_NOT_A_STRING), F.lit(False)) for role in text_roles]))
+    # The text is made from the bytes where it is read, not carried through each step (a copy per step).
+    payload, raw_columns = F.col("value").cast("string"), raw.columns
+    if fast_schema:
+        raw = raw.withColumn("_fast", F.from_json(payload, fast_schema, _JSON_OPTIONS)).withColumn("_vouched", vouched)
     parsed = (
-        raw.withColumn("payload", F.col("value").cast("string"))
-        .withColumn("_json", F.from_json("payload", schema, _JSON_OPTIONS))
+        raw.withColumn("_json", F.when(~F.col("_vouched"), F.from_json(payload, exact_schema, _JSON_OPTIONS))
+                       if fast_schema else F.from_json(payload, exact_schema, _JSON_OPTIONS))
         .select(
-            *raw.columns, "payload",
-            (json.isNull() | json[_CORRUPT].isNotNull()).alias("_malformed"),
+            *raw_columns, payload.alias("payload"),
+            either(F.lit(False), exact.isNull() | exact[_CORRUPT].isNotNull()).alias("_malformed"),
             value("device_id", "string").alias("device_id"),
             value("site", "string").alias("site"),
             device_type.alias("device_type"),
-            event_time_us.alias("_event_time_us"),
+            event_time.alias("_event_time"),
             (value("seq", "long") if c.sequence else F.lit(None).cast("long")).alias("seq"),
             *[value(f"m:{name}", "double").alias(name) for name in c.measurements],
             *tags,
             *([value("schema_version", "long").alias("_schema_version")] if c.schema_version else []),
             *[column.alias(f"_type_{role}") for role, column in types.items()],
         )
+        # Each step its own projection, so that no value is computed twice.
+        .withColumn("_event_time_text", F.when(event_time_type == "STRING",
+                                               F.try_variant_get("_event_time", "$", "string")))
+        .withColumn("_event_time_us", event_time_us)
     )
     t = {role: F.col(f"_type_{role}") for role in types}
     required = ["device_id", "site", "event_time", *(["seq"] if c.sequence else []),
@@ -194,7 +280,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
-            .drop("_malformed", "_event_time_us", "_schema_version", *[f"_type_{role}" for role in types]))
+            .drop("_malformed", "_event_time", "_event_time_text", "_event_time_us", "_schema_version",
+                  *[f"_type_{role}" for role in types]))
 
 
 def event_columns(parsed: DataFrame) -> list[str]:

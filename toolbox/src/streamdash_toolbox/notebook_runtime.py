@@ -17,6 +17,7 @@ from typing import Any
 
 from streamdash.errors import StreamdashError
 from streamdash.secrets import get_secret
+from streamdash.session import PARSE_SETTINGS
 
 HEADER = "# Databricks notebook source"
 CELL_SEPARATOR = re.compile(r"^# COMMAND -+\s*$", re.MULTILINE)
@@ -81,7 +82,7 @@ def local_spark():
     builder = (SparkSession.builder.master("local[2]").appName("streamdash-notebook").config("spark.jars", jars)
                .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.shuffle.partitions", "4"))
-    for key, value in install.DELTA_SESSION_CONF.items():  # Delta tables, as on Databricks
+    for key, value in {**install.DELTA_SESSION_CONF, **PARSE_SETTINGS}.items():  # Delta tables, as on Databricks
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")

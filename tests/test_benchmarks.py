@@ -7,6 +7,7 @@ its defaults is the measurement.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -45,3 +46,23 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert len(heap) >= 2 and all(0 < mib < results["(f)"]["rss_after_warmup_mib"] for mib in heap)
     table = (tmp_path / "table.md").read_text()
     assert "(c) Telegraf" in table and "vs (c) Telegraf" in table
+
+
+def test_the_parse_benchmark_times_each_variant():
+    argv = [sys.executable, "-m", "benchmarks.parse", "--events", "2000", "--rounds", "2"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in run.stdout.splitlines() if line.startswith("| ")]
+    assert [row[0].strip() for row in rows] == ["parse_events (typed first)", "parse_events, exact parse alone",
+                                                "plain typed from_json"]
+    assert all(float(row[2]) > 0 and len(row[1].split(" / ")) == 2 for row in rows)
+
+
+@pytest.mark.stack  # starts a stack of its own
+def test_the_per_batch_benchmark_splits_the_cpu_by_thread():
+    argv = [sys.executable, "-m", "benchmarks.per_batch", "--rate", "200", "--warmup-s", "20", "--span-s", "10"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(r"CPU-s per 1,000 events, [1-9]\d* batches", run.stdout), run.stdout[-2000:]
+    threads = [line for line in run.stdout.splitlines() if line.startswith("| java: ")]
+    assert threads and all(float(line.split("|")[2]) >= 0 for line in threads)

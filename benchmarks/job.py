@@ -6,6 +6,7 @@ import json
 import statistics
 import threading
 import time
+import tomllib
 
 from benchmarks.measure import (
     LAKEHOUSE,
@@ -17,7 +18,11 @@ from benchmarks.measure import (
 )
 from streamdash_toolbox.kafka_client import client_config
 from streamdash_toolbox.simulator import SimulatorSettings, send
+from streamdash_toolbox.testing import REPO
 from streamdash_toolbox.testing.pipeline import wait_for
+
+# The batches' size limit the job runs with (the local configuration's).
+MAX_BATCH_RECORDS = tomllib.loads((REPO / "conf" / "local.toml").read_text())["source"]["max_offsets_per_trigger"]
 
 
 def read_everything(bench: Bench, database: str, records: int) -> bool:
@@ -30,15 +35,18 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
           lakehouse: bool = False) -> dict:
     """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
     dashboards have caught up: what Telegraf's figure means too), its dead letters and, with `lakehouse`, its
-    bronze and gold tables."""
-    job, database, _ = bench.start_job(topic, "job", window_sizes, lakehouse)
+    bronze and gold tables. Timed and its CPU counted from the process's start, as Telegraf's;
+    `from_first_read_s` from when its first batch began. The batches are even: none is left with a few records."""
+    batches = -(-records // MAX_BATCH_RECORDS)
+    per_batch = -(-records // batches) + 4  # Spark splits the limit over the 4 partitions by their backlog
+    launched = time.monotonic()
+    job, database, _ = bench.start_job(topic, "job", window_sizes, lakehouse,
+                                       f"source.max_offsets_per_trigger={per_batch}")
     try:
-        job.wait_started()
         tree = ProcessTree(job.proc.pid)
-        started = time.monotonic()
-
         assert wait_for(lambda: read_everything(bench, database, records), 1800, every_s=0.25), "the job did not drain"
-        seconds = time.monotonic() - started
+        done, done_ns = time.monotonic(), time.time_ns()
+        seconds = done - launched
         tree.stop()
         progress = bench.query("SELECT * FROM pipeline_progress", database)
         job.terminate()
@@ -46,20 +54,25 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
         job.cleanup()
     aggregates = [row for row in progress if row["stream"].endswith("_aggregates") and row["input_rows"]]
     first = min(aggregates, key=lambda row: row["batch_id"])  # plans and compiles the query: a one-off cost
-    after_first_s = seconds - first["batch_duration_ms"] / 1000
+    from_first_read_s = (done_ns - first["time"]) / 1e9  # `time`: when the batch began
+    after_first_s = from_first_read_s - first["batch_duration_ms"] / 1000
     side = ("(b) the job, backlog drain" + ("" if window_sizes == WINDOW_SIZES else f", windows {window_sizes}")
             + (LAKEHOUSE if lakehouse else ""))
     return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
+            "from_first_read_s": from_first_read_s, "from_first_read_events_per_s": records / from_first_read_s,
             "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
             "cpu_s_per_1k": tree.cpu_s() / records * 1000,
             "median_batch_ms": statistics.median(row["batch_duration_ms"] for row in aggregates),
             "batches": len(aggregates)}
 
 
-def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakehouse: bool = False) -> dict:
+def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakehouse: bool = False,
+              devices: int = 100) -> dict:
     """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
     of sending are sent but not counted (the JVM is still JIT-compiling Spark's planner and the queries' code:
-    its compiler threads take about half the JVM's CPU a minute in, an eighth after three)."""
+    its compiler threads take about half the JVM's CPU a minute in, an eighth after three). `cpu_s_per_1k` counts
+    every event sent from the job's start; `live_cpu_s_per_1k` only the events sent after the warm-up, with the CPU
+    spent from then until the job had read them all, and `cores` what that takes at this rate."""
     topic = bench.new_topic()
     job, database, folder = bench.start_job(topic, "live", lakehouse=lakehouse)
     # (when the poll before saw the data, when this one did, site, window start ns, count, whether it was the
@@ -93,13 +106,16 @@ def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakeho
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
         manifest = folder / "manifest.jsonl"
-        settings = SimulatorSettings(devices=100, sites=10, rate=rate, duration_s=warmup_s + seconds, seed=11,
+        settings = SimulatorSettings(devices=devices, sites=10, rate=rate, duration_s=warmup_s + seconds, seed=11,
                                      late_within_rate=0, late_beyond_rate=0, out_of_order_rate=0,
                                      duplicate_rate=0, malformed_rate=0)
         sending_ns = time.time_ns()
+        warm_cpu_s: list[float] = []
+        threading.Timer(warmup_s, lambda: warm_cpu_s.append(tree.cpu_s())).start()
         summary = send(settings, client_config(bench.bootstrap), topic, manifest, progress=None)
         # The last windows are seen when the job has written them, however far behind it is.
         caught_up = wait_for(lambda: read_everything(bench, database, summary["delivered"]), 600, every_s=0.25)
+        live_cpu_s = tree.cpu_s() - warm_cpu_s[0]
         time.sleep(1)  # a last poll
         stop.set()
         poller.join()
@@ -127,13 +143,17 @@ def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakeho
                 seen.append(polled - sent_at)
     own = sorted(row["freshness_ms"] / 1000 for row in progress)
     rss = [mib for _, mib in tree.rss_samples]
-    return {"side": f"(e) freshness at {rate:g}/s" + (LAKEHOUSE if lakehouse else ""), "samples": len(latencies),
+    live_events = sum(1 for event in events if event["event_time_ms"] >= counted_from_ms)
+    live_cpu_s_per_1k = live_cpu_s / max(live_events, 1) * 1000
+    return {"side": f"(e) freshness at {rate:g}/s" + (f", {devices:,} devices" if devices != 100 else "")
+            + (LAKEHOUSE if lakehouse else ""), "samples": len(latencies),
             "caught_up": caught_up,
             **percentiles("freshness", latencies), **percentiles("freshness_seen", seen),
             **percentiles("freshness_any_window", any_window),
             **percentiles("job_metric", own),
             "peak_rss_mib": max(rss, default=0),
-            "cpu_s_per_1k": tree.cpu_s() / (rate * (warmup_s + seconds)) * 1000}  # CPU covers every event sent
+            "cpu_s_per_1k": tree.cpu_s() / (rate * (warmup_s + seconds)) * 1000,  # CPU covers every event sent
+            "live_cpu_s_per_1k": live_cpu_s_per_1k, "cores": live_cpu_s / seconds}
 
 
 def soak(bench: Bench, rate: float, seconds: float) -> dict:

@@ -99,15 +99,15 @@ class Bench:
         return database
 
     def start_job(self, topic: str, prefix: str, window_sizes: list[str] = WINDOW_SIZES,
-                  lakehouse: bool = False) -> tuple[Job, str, Path]:
+                  lakehouse: bool = False, *overrides: str) -> tuple[Job, str, Path]:
         """The job with its defaults on `topic`, writing to a new database (and with `lakehouse`, to bronze and gold
-        tables); its log and state in its own folder."""
+        tables), and `overrides`; its log and state in its own folder."""
         database = self.new_database(prefix)
         folder = self.work / f"{prefix}-{database}"
         folder.mkdir()
         tables = (f"lakehouse.bronze={folder / 'bronze'}", f"lakehouse.gold={folder / 'gold'}") if lakehouse else ()
         args = job_args(self.stack, topic, database, folder, *JOB_DEFAULTS,
-                        f"aggregation.window_sizes={json.dumps(window_sizes)}", *tables)
+                        f"aggregation.window_sizes={json.dumps(window_sizes)}", *tables, *overrides)
         return Job(args, self.stack.env(), folder / "job.log"), database, folder
 
     def new_topic(self) -> str:

@@ -17,7 +17,8 @@ from streamdash_toolbox.testing.pipeline import wait_for
 
 
 def telegraf(bench: Bench, topic: str, records: int) -> dict:
-    """(c) until Telegraf's group has committed the topic's end and its aggregates stop changing."""
+    """(c) from Telegraf's start until its group has committed the topic's end (`consumed_s`) and its aggregates stop
+    changing (`seconds`); `period_wait_s` is the rest: its aggregators emit a 10 s period when the period ends."""
     from confluent_kafka import Consumer, TopicPartition
 
     database, group = bench.new_database("telegraf"), f"telegraf-{uuid.uuid4().hex[:8]}"
@@ -44,6 +45,7 @@ def telegraf(bench: Bench, topic: str, records: int) -> dict:
 
     try:
         assert wait_for(committed_everything, 1800, every_s=0.25), "Telegraf did not consume the topic"
+        consumed_s = time.monotonic() - started
         final, final_at = landed(), time.monotonic()
         # Telegraf emits each 10 s period's aggregates when the period ends, and writes them at the next flush
         while final == 0 or time.monotonic() - final_at < 12:
@@ -57,6 +59,7 @@ def telegraf(bench: Bench, topic: str, records: int) -> dict:
         proc.wait(timeout=30)
         consumer.close()
     return {"side": "(c) Telegraf", "events_per_s": records / seconds, "seconds": seconds,
+            "consumed_s": consumed_s, "period_wait_s": seconds - consumed_s,
             "cpu_s_per_1k": tree.cpu_s() / records * 1000, "aggregated_events": final}
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from benchmarks import sizing
 
 from streamdash_toolbox.testing import REPO
 
@@ -30,6 +31,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     lakehouse = [row for row in rows if row["side"].startswith("(e)") and row["side"].endswith("with bronze and gold")]
     assert len(lakehouse) == 1 and lakehouse[0]["samples"] > 0 and lakehouse[0]["caught_up"]
     assert all(drain["batches"] >= 1 and drain["median_batch_ms"] > 0 for drain in drains)
+    assert all(0 < drain["from_first_read_s"] < drain["seconds"] for drain in drains)  # the job's start counted
     results = {row["side"][:3]: row for row in rows}
     assert set(results) == {"(a)", "(b)", "(c)", "(d)", "(e)", "(f)"}
     for side in ("(a)", "(b)", "(c)"):
@@ -37,6 +39,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert results["(a)"]["cold_events_per_s"] > 0 and results["(a)"]["cold_seconds"] >= results["(a)"]["seconds"]
     # Telegraf's basicstats counted what json_v2 parsed: all but the malformed 1%, none dropped as ahead of its period
     assert 2800 <= results["(c)"]["aggregated_events"] <= 3000
+    assert results["(c)"]["consumed_s"] + results["(c)"]["period_wait_s"] == pytest.approx(results["(c)"]["seconds"])
     assert results["(d)"]["points_per_s"] > 0
     assert results["(e)"]["samples"] > 0 and 0 < results["(e)"]["freshness_p50_s"] <= results["(e)"]["freshness_p99_s"]
     # an update became visible after the poll before the one that saw it: the middle of that interval is earlier
@@ -66,3 +69,21 @@ def test_the_per_batch_benchmark_splits_the_cpu_by_thread():
     assert re.search(r"CPU-s per 1,000 events, [1-9]\d* batches", run.stdout), run.stdout[-2000:]
     threads = [line for line in run.stdout.splitlines() if line.startswith("| java: ")]
     assert threads and all(float(line.split("|")[2]) >= 0 for line in threads)
+
+
+@pytest.mark.stack  # starts a stack of its own
+def test_a_small_sizing_run_gives_the_curve(tmp_path):
+    argv = [sys.executable, "-m", "benchmarks.sizing", "--rates", "300", "--many-devices", "0", "--backlog", "0",
+            "--live-s", "5", "--warmup-s", "5", "--out", str(tmp_path)]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    [live] = json.loads((tmp_path / "sizing.json").read_text())["live"]
+    assert live["rate"] == 300 and live["caught_up"] and live["cores"] > 0 and live["live_cpu_s_per_1k"] > 0
+    assert f"| 300 | 100 | {live['cores']:.2f} |" in run.stdout
+
+
+def test_the_sizing_drain_table_gives_each_side_s_ratios_to_the_ceiling_and_telegraf():
+    sides = [{"side": "(a) Spark ceiling", "events_per_s": 40_000.0, "cpu_s_per_1k": 0.1, "seconds": 50.0},
+             {"side": "(b) the job", "events_per_s": 10_000.0, "cpu_s_per_1k": 0.3, "seconds": 200.0},
+             {"side": "(c) Telegraf", "events_per_s": 20_000.0, "cpu_s_per_1k": 0.02, "seconds": 100.0}]
+    assert "| (b) the job | 10,000 | 0.25 | 0.50 | 0.300 | 200.0 |" in sizing.drain_table(sides).splitlines()

@@ -7,9 +7,12 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from streamdash import config, influxql
@@ -18,6 +21,7 @@ from streamdash_toolbox.kafka_client import client_config
 from streamdash_toolbox.simulator import SimulatorSettings, send
 from streamdash_toolbox.stack import Stack, create_topic
 from streamdash_toolbox.stack.process import processes
+from streamdash_toolbox.testing import FREE_PORTS
 from streamdash_toolbox.testing.pipeline import Job, job_args
 
 CONTRACT = Contract()  # the simulator's payload, which the benchmark sends
@@ -128,6 +132,19 @@ class Bench:
                                      epoch_millis_share=1.0)  # Telegraf's json_v2 takes one time format
         summary = send(settings, client_config(self.bootstrap), topic, None, progress=None)
         return topic, summary["sent"]
+
+
+@contextmanager
+def own_stack() -> Iterator[Bench]:
+    """A stack of the benchmark's own on loopback, in a temporary folder, stopped on the way out."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp) / "stack", ports=FREE_PORTS, die_with_parent=True)
+        stack.up()
+        try:
+            yield Bench(stack, Path(tmp))
+        finally:
+            stack.down()
 
 
 LAKEHOUSE = ", with bronze and gold"  # in the name of a side that also wrote the Delta tables

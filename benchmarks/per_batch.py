@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.measure import CLK_TCK, JOB_DEFAULTS, Bench, ProcessTree, log
+from benchmarks.measure import CLK_TCK, JOB_DEFAULTS, ProcessTree, log, own_stack
 from streamdash_toolbox.kafka_client import client_config
 from streamdash_toolbox.simulator import SimulatorSettings, send
-from streamdash_toolbox.stack import Stack
-from streamdash_toolbox.testing import FREE_PORTS
 from streamdash_toolbox.testing.pipeline import Job, job_args
 
 
@@ -53,39 +50,32 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     parser.add_argument("--java-options", default="")
     args = parser.parse_args()
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp) / "stack", ports=FREE_PORTS, die_with_parent=True)
-        stack.up()
+    with own_stack() as bench:
+        topic, database = bench.new_topic(), bench.new_database("per_batch")
+        folder = bench.work / "job"
+        folder.mkdir()
+        job = Job(job_args(bench.stack, topic, database, folder, *JOB_DEFAULTS, *args.overrides), bench.stack.env(),
+                  folder / "job.log", java_options=args.java_options)
         try:
-            bench = Bench(stack, Path(tmp))
-            topic, database = bench.new_topic(), bench.new_database("per_batch")
-            folder = Path(tmp) / "job"
-            folder.mkdir()
-            job = Job(job_args(stack, topic, database, folder, *JOB_DEFAULTS, *args.overrides), stack.env(),
-                      folder / "job.log", java_options=args.java_options)
-            try:
-                job.wait_started()
-                tree = ProcessTree(job.proc.pid)
-                settings = SimulatorSettings(devices=args.devices, sites=10, rate=args.rate, seed=11,
-                                             duration_s=args.warmup_s + args.span_s + 10, late_within_rate=0,
-                                             late_beyond_rate=0, out_of_order_rate=0, duplicate_rate=0,
-                                             malformed_rate=0)
-                threading.Thread(target=send, args=(settings, client_config(bench.bootstrap), topic, None),
-                                 kwargs={"progress": None}, daemon=True).start()
-                log(f"{args.rate:g} events/s; warming up for {args.warmup_s:g} s")
-                time.sleep(args.warmup_s)
-                started, before = time.time(), thread_cpu_s(tree.members())
-                time.sleep(args.span_s)
-                ended, after = time.time(), thread_cpu_s(tree.members())
-                tree.stop()
-                batches = bench.query(f"SELECT freshness_ms FROM pipeline_writes WHERE time >= {int(started * 1e9)} "
-                                      f"AND time <= {int(ended * 1e9)}", database)
-            finally:
-                job.terminate()
-                job.cleanup()
+            job.wait_started()
+            tree = ProcessTree(job.proc.pid)
+            settings = SimulatorSettings(devices=args.devices, sites=10, rate=args.rate, seed=11,
+                                         duration_s=args.warmup_s + args.span_s + 10, late_within_rate=0,
+                                         late_beyond_rate=0, out_of_order_rate=0, duplicate_rate=0,
+                                         malformed_rate=0)
+            threading.Thread(target=send, args=(settings, client_config(bench.bootstrap), topic, None),
+                             kwargs={"progress": None}, daemon=True).start()
+            log(f"{args.rate:g} events/s; warming up for {args.warmup_s:g} s")
+            time.sleep(args.warmup_s)
+            started, before = time.time(), thread_cpu_s(tree.members())
+            time.sleep(args.span_s)
+            ended, after = time.time(), thread_cpu_s(tree.members())
+            tree.stop()
+            batches = bench.query(f"SELECT freshness_ms FROM pipeline_writes WHERE time >= {int(started * 1e9)} "
+                                  f"AND time <= {int(ended * 1e9)}", database)
         finally:
-            stack.down()
+            job.terminate()
+            job.cleanup()
     span = ended - started
     spent = Counter({name: after[name] - before.get(name, 0) for name in after})
     total = sum(spent.values())

@@ -24,7 +24,8 @@ def print_table(results: list[dict]) -> str:
     return table
 
 
-def plot(results: list[dict], out: Path) -> None:
+def pyplot():
+    """matplotlib's pyplot, drawing to files; None (and a line saying so) without matplotlib."""
     try:
         import matplotlib
 
@@ -32,6 +33,13 @@ def plot(results: list[dict], out: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("(matplotlib not installed: no plot)")
+        return None
+    return plt
+
+
+def plot(results: list[dict], out: Path) -> None:
+    plt = pyplot()
+    if plt is None:
         return
     drains = [r for r in results if "events_per_s" in r]
     fresh = [r for r in results if r.get("freshness_p50_s") is not None]

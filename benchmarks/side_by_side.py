@@ -39,15 +39,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from benchmarks import ceiling, job, telegraf
-from benchmarks.measure import WINDOW_SIZES, Bench, log
+from benchmarks.measure import WINDOW_SIZES, Bench, log, own_stack
 from benchmarks.report import plot, print_table
-from streamdash_toolbox.stack import Stack, install
-from streamdash_toolbox.testing import FREE_PORTS, REPO
+from streamdash_toolbox.stack import install
+from streamdash_toolbox.testing import REPO
+
+
+def on_one_topic(bench: Bench, topic: str, records: int) -> list[dict]:
+    """(a) Spark's ceiling, (b) the job's drain and (c) Telegraf, one after the other on the same topic."""
+    results = []
+    for name, measure in (("Spark ceiling", ceiling.spark), ("job drain", job.drain), ("Telegraf", telegraf.telegraf)):
+        log(f"{name} on {records:,} records")
+        results.append(measure(bench, topic, records))
+    return results
 
 
 def main() -> None:
@@ -67,42 +74,32 @@ def main() -> None:
                              "tables written too (what they cost); empty for none")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     args = parser.parse_args()
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     install.telegraf_binary(progress=log)
     results: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp) / "stack", ports=FREE_PORTS, die_with_parent=True)
-        stack.up()
-        try:
-            bench = Bench(stack, Path(tmp))
-            log(f"preloading {args.events:,} events")
-            topic, records = bench.preload(args.events)
-            for name, measure in (("Spark ceiling", ceiling.spark), ("job drain", job.drain),
-                                  ("Telegraf", telegraf.telegraf)):
-                log(f"{name} on {records:,} records")
-                results.append(measure(bench, topic, records))
-            if args.third_window:
-                log(f"job drain with a third window size, {args.third_window}")
-                results.append(job.drain(bench, topic, records, [*WINDOW_SIZES, args.third_window]))
-            log("InfluxDB bulk write")
-            results.append(ceiling.influxdb(bench, args.points))
-            for rate in (float(r) for r in args.rates.split(",") if r.strip()):
-                log(f"freshness at {rate:g} events/s for {args.live_s:g} s")
-                results.append(job.freshness(bench, rate, args.live_s, args.warmup_s))
-            lakehouse_rates = [float(r) for r in args.lakehouse_rates.split(",") if r.strip()]
-            if lakehouse_rates:
-                log("job drain with the bronze and gold tables")
-                results.append(job.drain(bench, topic, records, lakehouse=True))
-            for rate in lakehouse_rates:
-                log(f"freshness at {rate:g} events/s for {args.live_s:g} s with the bronze and gold tables")
-                results.append(job.freshness(bench, rate, args.live_s, args.warmup_s, lakehouse=True))
-            if args.soak_s:
-                log(f"soak at {args.soak_rate:g} events/s for {args.soak_s:g} s")
-                results.append(job.soak(bench, args.soak_rate, args.soak_s))
-        finally:
-            stack.down()
+    with own_stack() as bench:
+        log(f"preloading {args.events:,} events")
+        topic, records = bench.preload(args.events)
+        results += on_one_topic(bench, topic, records)
+        if args.third_window:
+            log(f"job drain with a third window size, {args.third_window}")
+            results.append(job.drain(bench, topic, records, [*WINDOW_SIZES, args.third_window]))
+        log("InfluxDB bulk write")
+        results.append(ceiling.influxdb(bench, args.points))
+        for rate in (float(r) for r in args.rates.split(",") if r.strip()):
+            log(f"freshness at {rate:g} events/s for {args.live_s:g} s")
+            results.append(job.freshness(bench, rate, args.live_s, args.warmup_s))
+        lakehouse_rates = [float(r) for r in args.lakehouse_rates.split(",") if r.strip()]
+        if lakehouse_rates:
+            log("job drain with the bronze and gold tables")
+            results.append(job.drain(bench, topic, records, lakehouse=True))
+        for rate in lakehouse_rates:
+            log(f"freshness at {rate:g} events/s for {args.live_s:g} s with the bronze and gold tables")
+            results.append(job.freshness(bench, rate, args.live_s, args.warmup_s, lakehouse=True))
+        if args.soak_s:
+            log(f"soak at {args.soak_rate:g} events/s for {args.soak_s:g} s")
+            results.append(job.soak(bench, args.soak_rate, args.soak_s))
     print()
     table = print_table(results)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
 
-from benchmarks import ceiling, job, telegraf
-from benchmarks.measure import Bench, log
-from streamdash_toolbox.stack import Stack, install
-from streamdash_toolbox.testing import FREE_PORTS, REPO
+from benchmarks import job
+from benchmarks.measure import log, own_stack
+from benchmarks.report import pyplot
+from benchmarks.side_by_side import on_one_topic
+from streamdash_toolbox.stack import install
+from streamdash_toolbox.testing import REPO
 
 KEPT_UP_P95_S = 10  # a rate whose freshness p95 is above this is not kept up with: the job falls behind
 
@@ -48,13 +49,8 @@ def drain_table(drain: list[dict]) -> str:
 
 
 def plot(live: list[dict], out: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("(matplotlib not installed: no plot)")
+    plt = pyplot()
+    if plt is None:
         return
     fig, axis = plt.subplots(figsize=(6, 4))
     for devices in sorted({row["devices"] for row in live}):
@@ -79,36 +75,26 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=90)
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     args = parser.parse_args()
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     install.telegraf_binary(progress=log)
     live, drain = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Path(tmp) / "stack", ports=FREE_PORTS, die_with_parent=True)
-        stack.up()
-        try:
-            bench = Bench(stack, Path(tmp))
-            runs = [(float(rate), 100) for rate in args.rates.split(",") if rate.strip()]
-            if args.many_devices:
-                runs += [(args.many_rate, args.many_devices), (args.many_rate, 100)]
-            for rate, devices in runs:
-                if devices == 100 and any(row["rate"] < rate and row["devices"] == 100 and not kept_up(row)
-                                          for row in live):
-                    log(f"skipping {rate:g} events/s: a lower rate was not kept up with")
-                    continue
-                log(f"live at {rate:g} events/s from {devices:,} devices")
-                row = job.freshness(bench, rate, args.live_s, args.warmup_s, devices=devices)
-                live.append({**row, "rate": rate, "devices": devices})
-            if args.backlog:
-                log(f"preloading {args.backlog:,} events")
-                topic, records = bench.preload(args.backlog)
-                for name, measure in (("Spark ceiling", ceiling.spark), ("job drain", job.drain),
-                                      ("Telegraf", telegraf.telegraf)):
-                    log(f"{name} on {records:,} records")
-                    drain.append(measure(bench, topic, records))
-        finally:
-            stack.down()
+    with own_stack() as bench:
+        runs = [(float(rate), 100) for rate in args.rates.split(",") if rate.strip()]
+        if args.many_devices:
+            runs += [(args.many_rate, args.many_devices), (args.many_rate, 100)]
+        for rate, devices in runs:
+            if devices == 100 and any(row["rate"] < rate and row["devices"] == 100 and not kept_up(row)
+                                      for row in live):
+                log(f"skipping {rate:g} events/s: a lower rate was not kept up with")
+                continue
+            log(f"live at {rate:g} events/s from {devices:,} devices")
+            row = job.freshness(bench, rate, args.live_s, args.warmup_s, devices=devices)
+            live.append({**row, "rate": rate, "devices": devices})
+        if args.backlog:
+            log(f"preloading {args.backlog:,} events")
+            topic, records = bench.preload(args.backlog)
+            drain = on_one_topic(bench, topic, records)
     print(f"\nload average at the end: {os.getloadavg()}\n\n{curve_table(live)}\n")
     if drain:
         print(drain_table(drain))

@@ -79,7 +79,17 @@ def test_a_small_sizing_run_gives_the_curve(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     [live] = json.loads((tmp_path / "sizing.json").read_text())["live"]
     assert live["rate"] == 300 and live["caught_up"] and live["cores"] > 0 and live["live_cpu_s_per_1k"] > 0
-    assert f"| 300 | 100 | {live['cores']:.2f} |" in run.stdout
+    assert live["sender_kept_up"] and live["sent_per_s"] >= 0.97 * 300
+    assert f"| 300 | {live['sent_per_s']:,.0f} | 100 | {live['cores']:.2f} |" in run.stdout
+
+
+def test_the_sizing_curve_says_when_the_simulator_fell_behind():
+    row = {"rate": 2000.0, "devices": 20_000, "cores": 1.5, "live_cpu_s_per_1k": 0.75, "freshness_p50_s": 1.0,
+           "freshness_p95_s": 2.0, "caught_up": True}
+    kept_up = sizing.curve_table([{**row, "sent_per_s": 1990.0, "sender_kept_up": True}])
+    behind = sizing.curve_table([{**row, "sent_per_s": 520.0, "sender_kept_up": False}])
+    assert "| 2,000 | 1,990 | 20,000 | 1.50 |" in kept_up
+    assert "| 2,000 | 520 (the simulator fell behind) | 20,000 | 1.50 |" in behind
 
 
 def test_the_sizing_drain_table_gives_each_side_s_ratios_to_the_ceiling_and_telegraf():

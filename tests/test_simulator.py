@@ -28,6 +28,30 @@ def test_same_seed_and_start_give_the_same_records():
     assert len(first) == 5000
 
 
+def test_a_mixed_fleet_s_device_sends_nothing_while_silent():
+    """A device falls silent for a spell; one whose clock is far behind is silent until its events are late for a
+    watermark already set. (The fleet is searched for them only while one may be silent.)"""
+    settings = SimulatorSettings(devices=200, rate=500, duration_s=120, seed=5, mixed_fleet=True,
+                                 start_time_ms=1_795_867_200_000)
+    generator = TelemetryGenerator(settings)
+    silences: dict[str, list[tuple[int, int]]] = {}
+    far_behind = {d.device_id for d in generator.devices if d.clock_skew_ms < -settings.ahead_tolerance_s * 1000}
+    sent_while_silent, far_behind_early, spells = [], [], 0
+    for clock_ms, record in generator.records():
+        if record.category in ("duplicate", "malformed"):  # a copy of an earlier event; a payload of any device
+            continue
+        device = next(d for d in generator.devices if d.device_id == record.key)
+        if any(start < clock_ms < end for start, end in silences.get(record.key, [])):
+            sent_while_silent.append((record.key, clock_ms))
+        if record.key in far_behind and clock_ms - generator.start_ms < generator.late_beyond_after_ms:
+            far_behind_early.append((record.key, clock_ms))
+        if device.silent_until_ms > clock_ms:  # fell silent after this record
+            silences.setdefault(record.key, []).append((clock_ms, device.silent_until_ms))
+            spells += 1
+    assert spells > 10 and far_behind
+    assert sent_while_silent == [] and far_behind_early == []
+
+
 def test_every_fault_kind_is_injected_and_labelled():
     generator = TelemetryGenerator(SimulatorSettings(rate=1000, duration_s=60, seed=3, malformed_rate=0.05,
                                                      start_time_ms=1_795_867_200_000))

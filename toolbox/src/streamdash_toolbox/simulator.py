@@ -145,6 +145,9 @@ class TelemetryGenerator:
         late_after = settings.late_beyond_after_s
         self.late_beyond_after_ms = int(1000 * (late_after if late_after is not None else settings.watermark_s + 15))
         self.reasons = tuple(r for r in settings.malformed_reasons if r in possible_reasons(self.contract))
+        self._silent_until_ms = 0  # no device is silent from then on
+        # A device whose clock is far behind stays silent until its events are late for a watermark already set.
+        self._far_behind = any(d.clock_skew_ms < -settings.ahead_tolerance_s * 1000 for d in self.devices)
 
     def _device(self, i: int, site: str) -> Device:
         names = tuple(self.contract.measurements)
@@ -193,13 +196,18 @@ class TelemetryGenerator:
 
     # ---- one kind of record each ---------------------------------------------------------------------
     def _sender(self, now_ms: int) -> Device:
-        """A device that is not silent now (a mixed fleet's devices fall silent and come back)."""
-        awake = [d for d in self.devices if d.silent_until_ms <= now_ms
-                 and not (d.clock_skew_ms < -self.s.ahead_tolerance_s * 1000
-                          and now_ms - self.start_ms < self.late_beyond_after_ms)] or self.devices
+        """A device that is not silent now (a mixed fleet's devices fall silent and come back). The fleet is only
+        searched while one may be silent: a search per record would cap a fleet of 20,000 at ~500 events/s."""
+        awake = self.devices
+        far_behind_silent = self._far_behind and now_ms - self.start_ms < self.late_beyond_after_ms
+        if now_ms < self._silent_until_ms or far_behind_silent:
+            awake = [d for d in self.devices if d.silent_until_ms <= now_ms
+                     and not (far_behind_silent and d.clock_skew_ms < -self.s.ahead_tolerance_s * 1000)
+                     ] or self.devices
         device = self.rng.choice(awake)
         if self.s.mixed_fleet and self.rng.random() < 0.002:
             device.silent_until_ms = now_ms + self.rng.randint(5_000, 60_000)
+            self._silent_until_ms = max(self._silent_until_ms, device.silent_until_ms)
         return device
 
     def _on_time(self, now_ms: int) -> list[Record]:

@@ -261,6 +261,9 @@ class InfluxDBSink(_Section):
     bucket: str = Field(pattern=r"^\S.*$", max_length=512)
     token: SecretStr
     batch_size: int = Field(default=5000, gt=0, le=100000)
+    # Batches in flight at once from each partition: InfluxDB parses and indexes them on as many cores, while the
+    # executor formats the next lines.
+    concurrent_writes: int = Field(default=2, ge=1, le=16)
     # How long writes keep retrying an unavailable InfluxDB before the job fails (and Databricks retries it).
     max_outage: Duration("7 days") = "15 minutes"
     retry_initial_delay_s: Seconds = 0.5

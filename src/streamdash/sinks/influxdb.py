@@ -1,7 +1,9 @@
 """Write line protocol to InfluxDB's `/api/v2/write` from Spark executors: nothing dropped silently, nothing
 that InfluxDB refuses can wedge the stream, and an outage is ridden out.
 
-- batches of `batch_size` lines, gzip, nanosecond timestamps, synchronous writes (nothing buffered to lose);
+- batches of `batch_size` lines, `concurrent_writes` of them in flight at once, gzip at its fastest level (a
+  third of the bytes for a fifth of the default level's CPU), nanosecond timestamps, synchronous writes (nothing
+  buffered to lose);
 - unavailable (connection errors, 5xx, 429/503 with Retry-After): back off up to `retry_max_delay_s` and keep
   trying for up to `max_outage`, logging every 30 s; past that `InfluxWriteError` fails the job with one line
   (the checkpoint replays the batch after a restart);
@@ -14,10 +16,13 @@ that InfluxDB refuses can wedge the stream, and an outage is ridden out.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 from streamdash.config import InfluxDBSink, default_of, duration_seconds, redacted
@@ -43,6 +48,7 @@ class InfluxWriter:
     bucket: str
     token: str
     batch_size: int = default_of(InfluxDBSink, "batch_size")
+    concurrent_writes: int = default_of(InfluxDBSink, "concurrent_writes")
     retry: RetryPolicy = RetryPolicy(default_of(InfluxDBSink, "retry_initial_delay_s"),
                                      default_of(InfluxDBSink, "retry_max_delay_s"), max_retries=None,
                                      max_outage_s=duration_seconds(default_of(InfluxDBSink, "max_outage")))
@@ -52,7 +58,7 @@ class InfluxWriter:
     @classmethod
     def from_config(cls, sink: InfluxDBSink) -> InfluxWriter:
         return cls(url=sink.url, org=sink.org, bucket=sink.bucket, token=sink.token.get_secret_value(),
-                   batch_size=sink.batch_size, timeout_s=sink.timeout_s,
+                   batch_size=sink.batch_size, concurrent_writes=sink.concurrent_writes, timeout_s=sink.timeout_s,
                    retry=RetryPolicy(sink.retry_initial_delay_s, sink.retry_max_delay_s, max_retries=None,
                                      max_outage_s=duration_seconds(sink.max_outage)))
 
@@ -67,41 +73,44 @@ class InfluxWriter:
     def write_lines(self, lines: Iterable[str | None]) -> WriteReport:
         """Write every non-None line, `batch_size` at a time. Refused lines are in the report, not raised."""
         from influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.service.write_service import WriteService
 
-        report = WriteReport()
-        with InfluxDBClient(url=self.url, token=self.token, org=self.org, timeout=int(self.timeout_s * 1000),
-                            enable_gzip=True) as client:
-            api = client.write_api(write_options=SYNCHRONOUS)
-            for batch in _batches((line for line in lines if line is not None), self.batch_size):
-                self._write(api, batch, report)
-        return report
+        batches = _batches((line for line in lines if line is not None), self.batch_size)
+        # The client's own gzip (enable_gzip) compresses at level 9; the body is compressed here instead.
+        with InfluxDBClient(url=self.url, token=self.token, org=self.org,
+                            timeout=int(self.timeout_s * 1000)) as client:
+            service = WriteService(client.api_client)
+            with ThreadPoolExecutor(self.concurrent_writes) as pool:
+                reports = list(pool.map(lambda batch: self._write(service, batch, WriteReport()), batches))
+        return reduce(WriteReport.merge, reports, WriteReport())
 
-    def _write(self, api: Any, lines: list[str], report: WriteReport) -> None:
-        refusal = self._post(api, "\n".join(lines), report)
+    def _write(self, service: Any, lines: list[str], report: WriteReport) -> WriteReport:
+        refusal = self._post(service, "\n".join(lines), report)
         if refusal is None:
             report.written += len(lines)
         elif len(lines) == 1:
             report.rejected.append((lines[0], refusal))
         else:
             middle = len(lines) // 2
-            self._write(api, lines[:middle], report)
-            self._write(api, lines[middle:], report)
+            self._write(service, lines[:middle], report)
+            self._write(service, lines[middle:], report)
+        return report
 
-    def _post(self, api: Any, body: str, report: WriteReport) -> str | None:
+    def _post(self, service: Any, body: str, report: WriteReport) -> str | None:
         """None when InfluxDB took the body, its reason when it refused it; waits out an unavailable InfluxDB."""
-        from influxdb_client.client.write_api import WritePrecision
         from influxdb_client.rest import ApiException
         from urllib3.exceptions import HTTPError as TransportError
 
         failing_since: float | None = None
         last_logged = float("-inf")
         retries = 0
+        compressed = gzip.compress(body.encode(), compresslevel=1)
         try:
             while True:
                 retry_after = None
                 try:
-                    api.write(bucket=self.bucket, org=self.org, record=body, write_precision=WritePrecision.NS)
+                    service.post_write(org=self.org, bucket=self.bucket, body=compressed, precision="ns",
+                                       content_encoding="gzip", content_type="text/plain; charset=utf-8")
                     return None
                 except ApiException as err:
                     status = err.status or 0

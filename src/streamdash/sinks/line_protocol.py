@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 from streamdash.events import UNREPRESENTABLE_IDENTIFIER
 
@@ -42,6 +43,12 @@ def escape_key(key: str, kind: str = "tag key or field key") -> str:
     return _checked(kind, key).translate(_KEY_ESCAPES)
 
 
+@lru_cache(maxsize=1 << 16)
+def _escaped_name(kind: str, name: str) -> str:
+    """`escape_key`, remembered: a batch repeats the same field keys, tag keys and most tag values on every line."""
+    return escape_key(name, kind)
+
+
 def format_field_value(value: object) -> str | None:
     """The field value's line-protocol form, or None for a value that must not be written (NaN, inf, None)."""
     if value is None:
@@ -62,11 +69,13 @@ def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, 
     """One point as line protocol; None when no field has a writable value."""
     field_parts = []
     for key in sorted(fields):
-        formatted = format_field_value(fields[key])
+        value = fields[key]
+        # A finite float, the usual field, without format_field_value's dispatch.
+        formatted = repr(value) if type(value) is float and value - value == 0 else format_field_value(value)
         if formatted is not None:
-            field_parts.append(f"{escape_key(key, 'field key')}={formatted}")
+            field_parts.append(f"{_escaped_name('field key', key)}={formatted}")
     if not field_parts:
         return None
-    tag_parts = "".join(f",{escape_key(key, 'tag key')}={escape_key(value, 'tag value')}"
+    tag_parts = "".join(f",{_escaped_name('tag key', key)}={_escaped_name('tag value', value)}"
                         for key, value in sorted(tags.items()) if value not in (None, ""))
     return f"{escape_measurement(measurement)}{tag_parts} {','.join(field_parts)} {int(timestamp_ns)}"

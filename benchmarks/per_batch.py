@@ -59,6 +59,8 @@ def main() -> None:
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
+            # InfluxDB's CPU, beside the job's: what the job's writes cost the database.
+            measured = lambda: [*tree.members(), bench.stack.pid("influxdb")]  # noqa: E731
             settings = SimulatorSettings(devices=args.devices, sites=10, rate=args.rate, seed=11,
                                          duration_s=args.warmup_s + args.span_s + 10, late_within_rate=0,
                                          late_beyond_rate=0, out_of_order_rate=0, duplicate_rate=0,
@@ -67,12 +69,13 @@ def main() -> None:
                              kwargs={"progress": None}, daemon=True).start()
             log(f"{args.rate:g} events/s; warming up for {args.warmup_s:g} s")
             time.sleep(args.warmup_s)
-            started, before = time.time(), thread_cpu_s(tree.members())
+            started, before = time.time(), thread_cpu_s(measured())
             time.sleep(args.span_s)
-            ended, after = time.time(), thread_cpu_s(tree.members())
+            ended, after = time.time(), thread_cpu_s(measured())
             tree.stop()
-            batches = bench.query(f"SELECT freshness_ms FROM pipeline_writes WHERE time >= {int(started * 1e9)} "
-                                  f"AND time <= {int(ended * 1e9)}", database)
+            span_where = f"WHERE time >= {int(started * 1e9)} AND time <= {int(ended * 1e9)}"
+            batches = bench.query(f"SELECT freshness_ms FROM pipeline_writes {span_where}", database)
+            progress = bench.query(f"SELECT * FROM pipeline_progress {span_where}", database)
         finally:
             job.terminate()
             job.cleanup()
@@ -88,6 +91,17 @@ def main() -> None:
     print("| threads | cores |\n|---|---|")
     for name, seconds in spent.most_common(8):
         print(f"| {name} | {seconds / span:.3f} |")
+    print(f"\n{phase_table(progress)}")
+
+
+def phase_table(progress: list[dict]) -> str:
+    """Where the batches' time went as Spark reported it (`pipeline_progress`'s `*_ms`), mean ms per batch."""
+    phases = sorted({key for row in progress for key in row if key.endswith("_ms") and key != "batch_duration_ms"})
+    lines = [f"state rows (mean): {sum(row['state_rows'] for row in progress) / max(len(progress), 1):,.0f}",
+             "", "| phase | mean ms per batch |", "|---|---|"]
+    for phase in sorted(phases, key=lambda p: -sum(row.get(p) or 0 for row in progress)):
+        lines.append(f"| {phase} | {sum(row.get(phase) or 0 for row in progress) / max(len(progress), 1):.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

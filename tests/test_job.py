@@ -184,10 +184,12 @@ def test_the_progress_listener_writes_each_batch_as_spark_reported_it(spark, inf
         query.stop()
         assert listener.wait_terminated({str(query.id)}, timeout_s=30)
         spark.streams.removeListener(listener)
-    reported = {p.batchId: p.numInputRows for p in query.recentProgress}
-    written = influx.query('SELECT "batch_id", "input_rows", "seen" FROM pipeline_progress '
-                           "WHERE \"stream\" = 'listener_test'", database)
-    assert {row["batch_id"]: row["input_rows"] for row in written} == reported
+    reported = {p.batchId: (p.numInputRows, p.durationMs["addBatch"], p.durationMs["triggerExecution"])
+                for p in query.recentProgress}
+    written = influx.query('SELECT "batch_id", "input_rows", "seen", "add_batch_ms", "trigger_execution_ms" '
+                           "FROM pipeline_progress WHERE \"stream\" = 'listener_test'", database)
+    assert {row["batch_id"]: (row["input_rows"], row["add_batch_ms"], row["trigger_execution_ms"])
+            for row in written} == reported
     assert all(row["seen"] == row["input_rows"] for row in written if row["input_rows"])
 
 

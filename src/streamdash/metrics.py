@@ -5,7 +5,9 @@ itself, wherever `foreachBatch` runs).
 `pipeline_progress` (tag stream, time: the batch's start): batch_id, input_rows, input_rows_per_s,
 processed_rows_per_s, batch_duration_ms, rows_dropped_by_watermark, duplicates_dropped (re-deliveries counted once),
 state_rows, offsets_behind_latest (max over partitions, Kafka source), dead_letters (records that failed
-validation) and, with `validation.early_events = "adjust"`, early_events_adjusted.
+validation), where the batch's time went (`<phase>_ms` for each of Spark's `durationMs` phases, such as
+add_batch_ms and query_planning_ms; state_updates_ms, state_removals_ms and state_commit_ms summed over the state
+operators) and, with `validation.early_events = "adjust"`, early_events_adjusted.
 
 `pipeline_writes` (tag stream, time: when the batch's windows had been written, before its dead letters and its
 commit): batch_id, points_written, points_refused (dead-lettered as `sink_rejected`), dead_letters_written,
@@ -21,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from dataclasses import replace
 
@@ -60,6 +63,16 @@ def writes_line(stream: str, batch_id: int, windows_written_ns: int, windows: Wr
     return line(WRITES_MEASUREMENT, {"stream": stream}, fields, windows_written_ns)
 
 
+# Where a batch's stateful work went, summed over its state operators: pipeline_progress field -> Spark's name.
+STATE_TIMES = {"state_updates_ms": "allUpdatesTimeMs", "state_removals_ms": "allRemovalsTimeMs",
+               "state_commit_ms": "commitTimeMs"}
+
+
+def _snake(name: str) -> str:
+    """Spark's camelCase phase names (`addBatch`, `queryPlanning`) as field names (`add_batch`, `query_planning`)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
 def progress_line(progress: dict) -> str | None:
     """A StreamingQueryProgress (as its JSON dict) -> one `pipeline_progress` point."""
     timestamp_ns = epoch_ns(progress["timestamp"])
@@ -74,6 +87,9 @@ def progress_line(progress: dict) -> str | None:
         "duplicates_dropped": sum(int((op.get("customMetrics") or {}).get("numDroppedDuplicateRows", 0))
                                   for op in progress.get("stateOperators", [])),
         "state_rows": sum(int(op.get("numRowsTotal", 0)) for op in progress.get("stateOperators", [])),
+        **{f"{_snake(phase)}_ms": int(ms) for phase, ms in (progress.get("durationMs") or {}).items()},
+        **{name: sum(int(op.get(key, 0)) for op in progress.get("stateOperators", []))
+           for name, key in STATE_TIMES.items()},
     }
     behind = [int(source["metrics"]["maxOffsetsBehindLatest"]) for source in progress.get("sources", [])
               if (source.get("metrics") or {}).get("maxOffsetsBehindLatest") is not None]

@@ -145,9 +145,12 @@ class Stack:
         """Stop one server (an outage); its data stays for `start_service`. True if it was running."""
         return process.stop(self._pid_file(name))
 
+    def pid(self, name: str) -> int | None:
+        """The process id of one of the stack's servers, if it runs."""
+        return process.read_pid(self._pid_file(name))
+
     def running(self) -> dict[str, bool]:
-        return {name: process.read_pid(self._pid_file(name)) is not None
-                for name in (*SERVICES, *self._spark_services())}
+        return {name: self.pid(name) is not None for name in (*SERVICES, *self._spark_services())}
 
     def log_files(self) -> dict[str, Path]:
         return {name: self.dir / "logs" / f"{name}.log" for name in (*SERVICES, *self._spark_services())}

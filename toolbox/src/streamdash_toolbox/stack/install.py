@@ -63,9 +63,10 @@ def kafka_broker_classpath(progress: Callable[[str], None] = print) -> Path:
     return target
 
 
-def spark_kafka_connector_jars(progress: Callable[[str], None] = print) -> list[Path]:
-    """Jars to add to spark-submit for the Kafka source, minus those PySpark already ships."""
-    version = spark_version()
+def spark_kafka_connector_jars(progress: Callable[[str], None] = print, version: str | None = None) -> list[Path]:
+    """Jars to add to spark-submit for the Kafka source (at the installed PySpark's version unless `version` says
+    otherwise), minus those PySpark already ships."""
+    version = version or spark_version()
     target = cache_home() / f"spark-connectors-{version}"
     _maven_copy_dependencies("spark-connectors.xml", {"spark.version": version}, target,
                              f"Spark {version} Kafka connector", progress)

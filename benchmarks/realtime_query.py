@@ -11,10 +11,10 @@ import sys
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from streamdash.config import Aggregation, Contract, Job, Validation, default_of
+from streamdash.config import Aggregation, Contract, Job, KafkaSource, Validation, default_of
 from streamdash.events import DEDUPLICATION_KEY
 from streamdash.session import PARSE_SETTINGS
-from streamdash.sources.kafka import _raw_columns
+from streamdash.sources import kafka
 from streamdash.transforms.aggregate import windowed_aggregates
 from streamdash.transforms.parse import parse_events
 
@@ -31,8 +31,7 @@ def main(bootstrap: str, topic: str, output_topic: str, checkpoint: str, mode: s
                      "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
              .config(map=PARSE_SETTINGS).getOrCreate())
     spark.sparkContext.setLogLevel("WARN")
-    raw = _raw_columns(spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
-                       .option("subscribe", topic).option("startingOffsets", "earliest").load())
+    raw = kafka.read_stream(spark, KafkaSource(bootstrap_servers=bootstrap, topic=topic, starting_offsets="earliest"))
     contract, aggregation = Contract(), Aggregation()
     events = parse_events(raw, Validation(), contract).where(F.col("error").isNull())
     # Real-time mode has no dropDuplicatesWithinWatermark before Spark 5.0; the key holds the event time, so the

@@ -51,6 +51,8 @@ def _escaped_name(kind: str, name: str) -> str:
 
 def format_field_value(value: object) -> str | None:
     """The field value's line-protocol form, or None for a value that must not be written (NaN, inf, None)."""
+    if value.__class__ is float:  # the usual field first: a point has a float per statistic
+        return repr(value) if value - value == 0 else None
     if value is None:
         return None
     if isinstance(value, bool):
@@ -69,9 +71,7 @@ def line(measurement: str, tags: Mapping[str, str | None], fields: Mapping[str, 
     """One point as line protocol; None when no field has a writable value."""
     field_parts = []
     for key in sorted(fields):
-        value = fields[key]
-        # A finite float, the usual field, without format_field_value's dispatch.
-        formatted = repr(value) if type(value) is float and value - value == 0 else format_field_value(value)
+        formatted = format_field_value(fields[key])
         if formatted is not None:
             field_parts.append(f"{_escaped_name('field key', key)}={formatted}")
     if not field_parts:

@@ -147,7 +147,7 @@ class TelemetryGenerator:
         self.reasons = tuple(r for r in settings.malformed_reasons if r in possible_reasons(self.contract))
         self._silent_until_ms = 0  # no device is silent from then on
         # A device whose clock is far behind stays silent until its events are late for a watermark already set.
-        self._far_behind = any(d.clock_skew_ms < -settings.ahead_tolerance_s * 1000 for d in self.devices)
+        self._far_behind = any(self._clock_far_behind(d) for d in self.devices)
 
     def _device(self, i: int, site: str) -> Device:
         names = tuple(self.contract.measurements)
@@ -202,13 +202,17 @@ class TelemetryGenerator:
         far_behind_silent = self._far_behind and now_ms - self.start_ms < self.late_beyond_after_ms
         if now_ms < self._silent_until_ms or far_behind_silent:
             awake = [d for d in self.devices if d.silent_until_ms <= now_ms
-                     and not (far_behind_silent and d.clock_skew_ms < -self.s.ahead_tolerance_s * 1000)
+                     and not (far_behind_silent and self._clock_far_behind(d))
                      ] or self.devices
         device = self.rng.choice(awake)
         if self.s.mixed_fleet and self.rng.random() < 0.002:
             device.silent_until_ms = now_ms + self.rng.randint(5_000, 60_000)
             self._silent_until_ms = max(self._silent_until_ms, device.silent_until_ms)
         return device
+
+    def _clock_far_behind(self, device: Device) -> bool:
+        """Its events are late for the watermark (`LATE_BEYOND`) as soon as one is set."""
+        return device.clock_skew_ms < -self.s.ahead_tolerance_s * 1000
 
     def _on_time(self, now_ms: int) -> list[Record]:
         return [self._event(self._sender(now_ms), now_ms, Category.ON_TIME)]
@@ -244,7 +248,7 @@ class TelemetryGenerator:
             device.used_times.add(event_ms)
         if device.clock_skew_ms > self.s.ahead_tolerance_s * 1000:
             category, reason = Category.MALFORMED, Reason.EVENT_TIME_OUT_OF_RANGE
-        elif device.clock_skew_ms < -self.s.ahead_tolerance_s * 1000:
+        elif self._clock_far_behind(device):
             category, reason = Category.LATE_BEYOND, None
         else:
             reason = None

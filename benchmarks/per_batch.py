@@ -59,8 +59,11 @@ def main() -> None:
         try:
             job.wait_started()
             tree = ProcessTree(job.proc.pid)
-            # InfluxDB's CPU, beside the job's: what the job's writes cost the database.
-            measured = lambda: [*tree.members(), bench.stack.pid("influxdb")]  # noqa: E731
+
+            def measured() -> list[int]:
+                """The job's processes and InfluxDB's: what the job's writes cost the database too."""
+                return [*tree.members(), bench.stack.pid("influxdb")]
+
             settings = SimulatorSettings(devices=args.devices, sites=10, rate=args.rate, seed=11,
                                          duration_s=args.warmup_s + args.span_s + 10, late_within_rate=0,
                                          late_beyond_rate=0, out_of_order_rate=0, duplicate_rate=0,

@@ -6,6 +6,8 @@ import datetime as dt
 import json
 import math
 import time
+import uuid
+from collections import Counter
 
 import pytest
 from chispa import assert_df_equality
@@ -157,6 +159,28 @@ def test_the_append_time_is_the_reference_even_when_the_batch_reads_it_much_late
     payloads = [with_(eventTime=appended_ms + 10 * 60_000), with_(eventTime=appended_ms - 1000)]
     parsed = parse_events(raw(spark, *payloads, timestamp=hour_ago), Validation())
     assert [(r.offset, r.reason) for r in dead_letters(parsed).collect()] == [(0, Reason.EVENT_TIME_OUT_OF_RANGE)]
+
+
+def test_a_new_batch_time_recompiles_a_small_projection_not_the_parse(spark):
+    """Spark writes a query's current time into its generated code as a constant. A stream's is new every
+    micro-batch (a batch query's, every run, as here): whatever code holds it is compiled again. That must be a small
+    projection, not the parse: its classes compiled again each batch cost ~100 ms of CPU and never got warm."""
+    metrics = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics
+
+    def sizes_compiled_by(run) -> Counter:
+        """The source sizes of the classes Spark compiled during `run()`."""
+        before = Counter(metrics.METRIC_SOURCE_CODE_SIZE().getSnapshot().getValues())
+        run()
+        return Counter(metrics.METRIC_SOURCE_CODE_SIZE().getSnapshot().getValues()) - before
+
+    validation = Validation(max_identifier_length=1000 + uuid.uuid4().int % 3000)  # a parse no other test compiled
+
+    def parse():
+        assert valid_events(parse_events(raw(spark, *[with_(seq=seq) for seq in range(3)]), validation)).count() == 3
+
+    first = sizes_compiled_by(parse)
+    again = sizes_compiled_by(parse)
+    assert sum(again.elements()) < max(first) / 10, (sorted(again.elements()), sorted(first.elements()))
 
 
 def test_early_events_can_be_adjusted_to_the_reference_time_and_are_flagged(spark):

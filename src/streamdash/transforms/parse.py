@@ -202,13 +202,17 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
                & ~_any([F.coalesce(typed(keys[role]).rlike(_MAYBE_NOT_A_STRING), F.lit(False)) for role in text_roles]))
     # The text is made from the bytes where it is read, not carried through each step (a copy per step).
     payload, raw_columns = F.col("value").cast("string"), raw.columns
+    # The reference, read once beside the source: Spark writes a query's time into its generated code as a
+    # constant, and a stream's is new every micro-batch, so any projection holding it is compiled again each batch.
+    # Here that is a small one; inside the parse it was the whole parse (~100 ms a batch, code the JIT never warmed).
+    raw = raw.withColumn("_reference_us", F.unix_micros(reference_time() if reference is None else reference))
     if fast_schema:
         raw = raw.withColumn("_fast", F.from_json(payload, fast_schema, _JSON_OPTIONS)).withColumn("_vouched", vouched)
     parsed = (
         raw.withColumn("_json", F.when(~F.col("_vouched"), F.from_json(payload, exact_schema, _JSON_OPTIONS))
                        if fast_schema else F.from_json(payload, exact_schema, _JSON_OPTIONS))
         .select(
-            *raw_columns, payload.alias("payload"),
+            *raw_columns, "_reference_us", payload.alias("payload"),
             either(F.lit(False), exact.isNull() | exact[_CORRUPT].isNotNull()).alias("_malformed"),
             value("device_id", "string").alias("device_id"),
             value("site", "string").alias("site"),
@@ -249,7 +253,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     event_us = F.col("_event_time_us")
     ahead_us = int(duration_seconds(validation.max_event_time_ahead) * 1_000_000)
     behind_us = int(duration_seconds(validation.max_event_time_behind) * 1_000_000)
-    reference_us = F.unix_micros(reference_time() if reference is None else reference)
+    reference_us = F.col("_reference_us")
     # Null (out of range) when the subtraction itself would overflow: the reference cannot be that far off.
     offset_us = F.try_subtract(event_us, reference_us)
     storable = event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)
@@ -280,7 +284,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
-            .drop("_malformed", "_event_time", "_event_time_text", "_event_time_us", "_schema_version",
+            .drop("_reference_us", "_malformed", "_event_time", "_event_time_text", "_event_time_us", "_schema_version",
                   *[f"_type_{role}" for role in types]))
 
 

@@ -33,22 +33,26 @@ def read_everything(bench: Bench, database: str, records: int) -> bool:
 
 
 def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES,
-          lakehouse: bool = False) -> dict:
+          lakehouse: bool = False, *overrides: str, master: str = "local[2]", executors: tuple[int, ...] = ()) -> dict:
     """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
     dashboards have caught up: what Telegraf's figure means too), its dead letters and, with `lakehouse`, its
     bronze and gold tables. Timed and its CPU counted from the process's start, as Telegraf's;
-    `from_first_read_s` from when its first batch began. The batches are even: none is left with a few records."""
+    `from_first_read_s` from when its first batch began. The batches are even: none is left with a few records.
+    On a cluster (`master`), the CPU of the processes `executors` (the workers, whose children the executors are)
+    counts too."""
     batches = -(-records // MAX_BATCH_RECORDS)
     per_batch = -(-records // batches) + 4  # Spark splits the limit over the 4 partitions by their backlog
     launched = time.monotonic()
     job, database, _ = bench.start_job(topic, "job", window_sizes, lakehouse,
-                                       f"source.max_offsets_per_trigger={per_batch}")
+                                       f"source.max_offsets_per_trigger={per_batch}", *overrides, master=master)
     try:
-        tree = ProcessTree(job.proc.pid)
+        trees = [ProcessTree(pid) for pid in (job.proc.pid, *executors)]
+        before_s = sum(tree.cpu_s() for tree in trees[1:])  # the workers' own, before this job
         assert wait_for(lambda: read_everything(bench, database, records), 1800, every_s=0.25), "the job did not drain"
         done, done_ns = time.monotonic(), time.time_ns()
         seconds = done - launched
-        tree.stop()
+        for tree in trees:
+            tree.stop()
         progress = bench.query("SELECT * FROM pipeline_progress", database)
         job.terminate()
     finally:
@@ -62,7 +66,7 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
     return {"side": side, "events_per_s": records / seconds, "seconds": seconds,
             "from_first_read_s": from_first_read_s, "from_first_read_events_per_s": records / from_first_read_s,
             "after_first_batch_events_per_s": (records - first["input_rows"]) / after_first_s,
-            "cpu_s_per_1k": tree.cpu_s() / records * 1000,
+            "cpu_s_per_1k": (sum(tree.cpu_s() for tree in trees) - before_s) / records * 1000,
             "median_batch_ms": statistics.median(row["batch_duration_ms"] for row in aggregates),
             "batches": len(aggregates)}
 

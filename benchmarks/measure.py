@@ -41,10 +41,11 @@ def log(message: str) -> None:
 
 
 class ProcessTree:
-    """CPU seconds and resident memory of a process and its descendants, sampled every half second."""
+    """CPU seconds and resident memory of a process and its descendants, sampled at once and every half second."""
 
     def __init__(self, root_pid: int):
         self.root, self.cpu_ticks, self.rss_samples, self.done = root_pid, {}, [], threading.Event()
+        self._sample()
         threading.Thread(target=self._run, daemon=True).start()
 
     def members(self) -> list[int]:
@@ -60,16 +61,19 @@ class ProcessTree:
 
     def _run(self) -> None:
         while not self.done.wait(0.5):
-            rss_kib = 0
-            for pid in self.members():
-                try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                    statm = Path(f"/proc/{pid}/statm").read_text().split()
-                except OSError:
-                    continue
-                self.cpu_ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
-                rss_kib += int(statm[1]) * PAGE_KIB
-            self.rss_samples.append((time.monotonic(), rss_kib / 1024))
+            self._sample()
+
+    def _sample(self) -> None:
+        rss_kib = 0
+        for pid in self.members():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                statm = Path(f"/proc/{pid}/statm").read_text().split()
+            except OSError:
+                continue
+            self.cpu_ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+            rss_kib += int(statm[1]) * PAGE_KIB
+        self.rss_samples.append((time.monotonic(), rss_kib / 1024))
 
     def cpu_s(self) -> float:
         return sum(self.cpu_ticks.values()) / CLK_TCK
@@ -103,16 +107,16 @@ class Bench:
         return database
 
     def start_job(self, topic: str, prefix: str, window_sizes: list[str] = WINDOW_SIZES,
-                  lakehouse: bool = False, *overrides: str) -> tuple[Job, str, Path]:
+                  lakehouse: bool = False, *overrides: str, master: str = "local[2]") -> tuple[Job, str, Path]:
         """The job with its defaults on `topic`, writing to a new database (and with `lakehouse`, to bronze and gold
-        tables), and `overrides`; its log and state in its own folder."""
+        tables), and `overrides`; its log and state in its own folder; `master` as spark-submit takes it."""
         database = self.new_database(prefix)
         folder = self.work / f"{prefix}-{database}"
         folder.mkdir()
         tables = (f"lakehouse.bronze={folder / 'bronze'}", f"lakehouse.gold={folder / 'gold'}") if lakehouse else ()
         args = job_args(self.stack, topic, database, folder, *JOB_DEFAULTS,
                         f"aggregation.window_sizes={json.dumps(window_sizes)}", *tables, *overrides)
-        return Job(args, self.stack.env(), folder / "job.log"), database, folder
+        return Job(args, self.stack.env(), folder / "job.log", master=master), database, folder
 
     def new_topic(self) -> str:
         topic = f"bench-{uuid.uuid4().hex[:8]}"

@@ -28,7 +28,7 @@ from streamdash.sinks.points import aggregate_line
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
 from streamdash.transforms.batch import query_output, split_once
-from streamdash.transforms.parse import EVENT_TIME_ADJUSTED, parse_events
+from streamdash.transforms.parse import EVENT_TIME_ADJUSTED, READ_AT, parse_events, reference_time
 
 
 def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -44,10 +44,15 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     checkpoint = job.checkpoint_location.rstrip("/")
     check_checkpoint(spark, checkpoint, state_layout(contract))
 
-    parsed = parse_events(read_source(spark, settings), settings.validation, contract)
+    keep_records = settings.lakehouse.bronze is not None
+    raw, reference = read_source(spark, settings), None
+    if keep_records:  # kept with each record: the batch's time, read beside the source as the parse reads it
+        raw = raw.withColumn(READ_AT, F.current_timestamp())
+        reference = reference_time(F.col(READ_AT))
+    parsed = parse_events(raw, settings.validation, contract, reference)
     if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
         parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
-    events, records = split_once(parsed, keep_records=settings.lakehouse.bronze is not None)
+    events, records = split_once(parsed, keep_records)
     unique = deduplicate(events, settings.aggregation.watermark, contract.deduplicate)
     windows = windowed_aggregates(unique, settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
                                   contract)

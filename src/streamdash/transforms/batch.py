@@ -29,8 +29,8 @@ RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timesta
 
 
 def split_once(parsed: DataFrame, keep_records: bool = False) -> tuple[DataFrame, DataFrame]:
-    """`parse.valid_events` and the dead letters (with `keep_records`: every record) of a stream, from one read and
-    one parse of each record.
+    """`parse.valid_events` and the dead letters (with `keep_records`: every record, and `parsed` has the time each
+    was read as `parse.READ_AT`) of a stream, from one read and one parse of each record.
 
     Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
     that the two must ask the same of it: each filter stays above it (`parse.evaluated_once`), and each branch keeps
@@ -43,7 +43,7 @@ def split_once(parsed: DataFrame, keep_records: bool = False) -> tuple[DataFrame
     kept = []
     if keep_records:  # evaluated_once: a struct Spark cannot prove non-null, so the events' filter keeps it too
         fields = {"key": F.col("key") if "key" in parsed.columns else F.lit(None).cast("string"),
-                  "ingested_at": F.current_timestamp(), "reason": F.col("error")}
+                  "reason": F.col("error")}
         kept = [evaluated_once(F.struct(*[fields.get(name, F.col(name)).alias(name) for name in RECORD_COLUMNS]))
                 .alias(RECORD)]
     shuffled = parsed.select(*columns, letter.alias(DEAD_LETTER), *kept).repartition(*DEDUPLICATION_KEY)

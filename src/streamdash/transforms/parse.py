@@ -81,6 +81,7 @@ def evaluated_once(column: Column) -> Column:
 
 
 EVENT_TIME_ADJUSTED = "event_time_adjusted"  # an early event taken at the reference time (`early_events = "adjust"`)
+READ_AT = "ingested_at"  # when the job read a record, where it keeps the records (the bronze table's column)
 
 
 def reference_time(read_at: Column | None = None) -> Column:
@@ -284,14 +285,15 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
-            .drop("_reference_us", "_malformed", "_event_time", "_event_time_text", "_event_time_us", "_schema_version",
-                  *[f"_type_{role}" for role in types]))
+            .drop("_reference_us", "_malformed", "_event_time", "_event_time_text", "_event_time_us",
+                  "_schema_version", *[f"_type_{role}" for role in types]))
 
 
 def event_columns(parsed: DataFrame) -> list[str]:
     """The typed columns of `parse_events`' events: device_id, site, device_type, event_time, seq (null without a
     sequence field), one column per measurement, and `tags` (a struct of the contract's tags) when it has any."""
-    return [name for name in parsed.columns if name not in (*RAW_COLUMNS, "payload", "error", EVENT_TIME_ADJUSTED)]
+    return [name for name in parsed.columns
+            if name not in (*RAW_COLUMNS, READ_AT, "payload", "error", EVENT_TIME_ADJUSTED)]
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

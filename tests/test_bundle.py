@@ -17,6 +17,7 @@ from databricks.bundles.jobs import Job
 from streamdash import backfill
 from streamdash.config import load_settings
 from streamdash.job import parse_args
+from streamdash.session import STATIC_SETTINGS
 from streamdash_toolbox.testing import REPO, bundle
 
 PROD = {**bundle.REQUIRED, "service_principal": "9f0c2a57-1c1e-4a4e-9d52-1a2b3c4d5e6f"}
@@ -139,6 +140,15 @@ def test_load_test_job_runs_the_simulator_entry_point():
 
     args = build_parser().parse_args([str(arg) for arg in task["parameters"]])
     assert args.eventhubs and args.bootstrap == "contoso-iot.servicebus.windows.net:9093" and args.rate == 1000
+
+
+@pytest.mark.parametrize("job_key", ["streamdash_stream", "streamdash_stream_scala212"])
+def test_each_stream_cluster_takes_the_job_s_static_spark_settings(job_key):
+    """On Databricks the session exists before the job starts, so settings only a new session takes (Spark ignores
+    them on an existing one, with a warning) must come with the cluster."""
+    job = bundle.resolve("dev", bundle.REQUIRED, extra_includes=VARIANTS).job(job_key)
+    spark_conf = job["job_clusters"][0]["new_cluster"]["spark_conf"]
+    assert {key: spark_conf.get(key) for key in STATIC_SETTINGS} == STATIC_SETTINGS
 
 
 def test_variant_targets_a_scala_212_runtime_with_the_native_connector():

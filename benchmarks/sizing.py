@@ -56,10 +56,15 @@ def plot(live: list[dict], out: Path) -> None:
         return
     fig, axis = plt.subplots(figsize=(6, 4))
     for devices in sorted({row["devices"] for row in live}):
-        rows = [row for row in live if row["devices"] == devices]
-        axis.plot([row["rate"] for row in rows], [row["cores"] for row in rows], "o-", label=f"{devices:,} devices")
+        rows = sorted((row for row in live if row["devices"] == devices), key=lambda row: row["sent_per_s"])
+        axis.plot([row["sent_per_s"] for row in rows], [row["cores"] for row in rows], "o-",
+                  label=f"{devices:,} devices")
+        for row in rows:
+            if row["freshness_p95_s"] is None or row["freshness_p95_s"] > KEPT_UP_P95_S:
+                axis.annotate("fell behind", (row["sent_per_s"], row["cores"]), textcoords="offset points",
+                              xytext=(-60, 0), va="center")
     axis.set_xscale("log")
-    axis.set_xlabel("events/s")
+    axis.set_xlabel("events/s sent")
     axis.set_ylabel("cores used (CPU-s per s)")
     axis.legend()
     fig.tight_layout()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from benchmarks import sizing
+from benchmarks import scale_out, sizing
 
 from streamdash_toolbox.testing import REPO
 
@@ -97,3 +97,14 @@ def test_the_sizing_drain_table_gives_each_side_s_ratios_to_the_ceiling_and_tele
              {"side": "(b) the job", "events_per_s": 10_000.0, "cpu_s_per_1k": 0.3, "seconds": 200.0},
              {"side": "(c) Telegraf", "events_per_s": 20_000.0, "cpu_s_per_1k": 0.02, "seconds": 100.0}]
     assert "| (b) the job | 10,000 | 0.25 | 0.50 | 0.300 | 200.0 |" in sizing.drain_table(sides).splitlines()
+
+
+def test_the_scale_out_table_names_each_place_and_its_ratio_to_local_mode():
+    row = {"cpu_s_per_1k": 0.1, "batches": 10, "median_batch_ms": 8000.0, "load": 2.0}
+    lines = scale_out.table([{**row, "workers": 0, "events_per_s": 20_000.0},
+                             {**row, "workers": 1, "events_per_s": 15_000.0},
+                             {**row, "workers": 2, "events_per_s": 30_000.0}]).splitlines()
+    assert lines[2:] == ["| local[2] | 20,000 | 1.00 | 0.100 | 10 | 8.0 | 2.0 |",
+                         "| 1 worker | 15,000 | 0.75 | 0.100 | 10 | 8.0 | 2.0 |",
+                         "| 2 workers | 30,000 | 1.50 | 0.100 | 10 | 8.0 | 2.0 |"]
+    assert "| 1 worker | 15,000 | - |" in scale_out.table([{**row, "workers": 1, "events_per_s": 15_000.0}])

@@ -32,7 +32,7 @@ from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
 from streamdash.sinks.points import aggregate_line
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import parse_events, reference_time, valid_events
+from streamdash.transforms.parse import READ_AT, parse_events, reference_time, valid_events
 
 log = logging.getLogger("streamdash.backfill")
 BACKFILL_BATCH_ID = -1  # the gold table's batch_id of a backfilled window
@@ -52,8 +52,8 @@ def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: d
     first = start - dt.timedelta(seconds=duration_seconds(settings.validation.max_event_time_ahead))
     records = (delta.read(spark, bronze)
                .where(F.col("ingest_date").between(first.date(), (end + after).date()))
-               .where(F.col("ingested_at").between(first, end + after)))
-    parsed = parse_events(records, settings.validation, settings.contract, reference_time(F.col("ingested_at")))
+               .where(F.col(READ_AT).between(first, end + after)))
+    parsed = parse_events(records, settings.validation, settings.contract, reference_time(F.col(READ_AT)))
     events = deduplicate(valid_events(parsed), settings.aggregation.watermark, settings.contract.deduplicate)
     windows = (windowed_aggregates(events, sizes, settings.aggregation.quantile_sketch_k, settings.contract)
                .where(F.col("window_start_ns").between(_ns(start), _ns(end) - 1)).persist())

@@ -18,14 +18,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from streamdash.events import DEDUPLICATION_KEY
-from streamdash.transforms.parse import dead_letter_columns, evaluated_once, event_columns
+from streamdash.transforms.parse import READ_AT, dead_letter_columns, evaluated_once, event_columns
 
 DEAD_LETTER = "dead_letter"
 RECORD = "record"
 # A raw record as the bronze table keeps it: where it was, what it said, when the job read it (the batch's time,
 # which the parse judged its event time against) and why it was a dead letter (null: it was valid).
 RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type",
-                  "ingested_at", "reason")
+                  READ_AT, "reason")
 
 
 def split_once(parsed: DataFrame, keep_records: bool = False) -> tuple[DataFrame, DataFrame]:

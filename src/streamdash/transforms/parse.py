@@ -90,7 +90,8 @@ def reference_time(read_at: Column | None = None) -> Column:
     and never later than the micro-batch's own time (`current_timestamp()` in a stream: Spark keeps it in the
     offset log, so a replayed batch judges alike). A producer's own timestamp (Kafka's default CreateTime) is the
     device's clock, so it is not used. The broker's and the job's clocks are assumed to be NTP-synchronised.
-    `read_at` replaces the batch's time for records read earlier (the bronze table's `ingested_at`)."""
+    `read_at` replaces the batch's time with a column of when each record was read (`READ_AT`: the bronze table's,
+    which the stream stamps beside the source when it keeps the records)."""
     append_time = F.when(F.col("kafka_timestamp_type") == LOG_APPEND_TIME, F.col("kafka_timestamp"))
     batch_time = F.current_timestamp() if read_at is None else read_at
     return F.least(batch_time, append_time)  # least() skips the null of a CreateTime record
@@ -135,8 +136,9 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
 
     An event time more than `validation.max_event_time_ahead` after `reference_time()` is a dead letter, or with
     `early_events = "adjust"` is taken as the reference time (and flagged); so no device's clock can move the
-    watermark further than that ahead of real time. `reference` replaces `reference_time()` for records read
-    earlier (a backfill judges each record of the bronze table as the stream did: `reference_time(ingested_at)`).
+    watermark further than that ahead of real time. `reference` replaces `reference_time()` where the records carry
+    the time they were read (a backfill judges each record of the bronze table as the stream did:
+    `reference_time(ingested_at)`).
     `typed_first=False` sends every record through the exact parse (the property tests compare both)."""
     c = contract or Contract()
     paths = {"device_id": c.device_id, "site": c.site, "event_time": c.event_time,

@@ -136,7 +136,7 @@ def processes() -> list[tuple[int, int, bytes]]:
     return found
 
 
-def job_driver(spark_submit_pid: int) -> int | None:
-    """The job's Python driver: the child of spark-submit's JVM that runs `jobs/stream_to_influx.py`."""
+def job_driver(spark_submit_pid: int, script: str = "stream_to_influx.py") -> int | None:
+    """The job's Python driver: the child of spark-submit's JVM that runs `script` (`jobs/stream_to_influx.py`)."""
     return next((pid for pid, ppid, cmdline in processes()
-                 if ppid == spark_submit_pid and b"stream_to_influx.py" in cmdline), None)
+                 if ppid == spark_submit_pid and script.encode() in cmdline), None)

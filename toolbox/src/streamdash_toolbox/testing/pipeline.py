@@ -28,12 +28,13 @@ SIMULATION = ["--devices", "8", "--sites", "3", "--rate", "100", "--duration", "
 
 
 class Job:
-    """`spark-submit jobs/stream_to_influx.py` in its own process group; `master` as spark-submit takes it."""
+    """`spark-submit jobs/stream_to_influx.py` (or another `script` that takes the job's arguments) in its own
+    process group; `master` as spark-submit takes it."""
 
     def __init__(self, args: list[str], env: dict[str, str], log: Path, java_options: str = "",
-                 master: str = "local[2]"):
-        argv = submit_argv(REPO / "jobs" / "stream_to_influx.py", args, master, log_config=LOG_CONFIG,
-                           java_options=java_options)
+                 master: str = "local[2]", script: Path = REPO / "jobs" / "stream_to_influx.py"):
+        argv = submit_argv(script, args, master, log_config=LOG_CONFIG, java_options=java_options)
+        self.script = script
         self.log = log
         self.log_start = log.stat().st_size if log.exists() else 0
         with log.open("ab") as out:
@@ -56,7 +57,7 @@ class Job:
         raise AssertionError("job did not start")
 
     def driver_pid(self) -> int:
-        pid = job_driver(self.proc.pid)
+        pid = job_driver(self.proc.pid, self.script.name)
         assert pid is not None, "no driver process"
         return pid
 

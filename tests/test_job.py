@@ -70,7 +70,7 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
     now_ms = int(time.time() * 1000)
     for seq in range(9):
         producer.produce(topic, with_(seq=seq, eventTime=now_ms).encode(), key=b"dev-1")
-    producer.produce(topic, b"{not json", key=b"dev-1")
+    producer.produce(topic, b"{not json", key=b"dev-1", timestamp=1_000)  # its producer's clock says 1970
     assert producer.flush(30) == 0
     monkeypatch.setenv("INFLUXDB_TOKEN", stack.secrets["influxdb_token"])
     settings = load_settings("local", REPO / "conf", [
@@ -85,28 +85,45 @@ def test_each_trigger_reads_and_parses_the_topic_once(spark, stack, topic, influ
         query = start()
     finally:
         spark.conf.unset(NO_DATA_BATCHES)
+    tracker = spark.sparkContext.statusTracker()
     try:
         assert wait_for(lambda: query.recentProgress, 120, every_s=0.2), "the first batch"
         plan = query._jsq.explainInternal(False)  # the last batch's executed plan
         [progress] = query.recentProgress
+        # A batch without dead letters is one Spark job: the windows are written and the dead letters counted in
+        # one pass, and no dead letter is read again.
+        jobs_before = len(tracker.getJobIdsForGroup(str(query.runId)))
+        producer.produce(topic, with_(seq=9, eventTime=now_ms).encode(), key=b"dev-1")
+        assert producer.flush(30) == 0
+        assert wait_for(lambda: len(query.recentProgress) == 2, 120, every_s=0.2), "the second batch"
+        second_batch_jobs = len(tracker.getJobIdsForGroup(str(query.runId))) - jobs_before
     finally:
         query.stop()
     assert plan.count("MicroBatchScan") == 1 and "ReusedExchange" in plan, plan
+    # Two shuffles, as Spark's own deduplicated windows take: by the deduplication key (shared by the dead letters'
+    # branch), then by the windows' keys; the watermark above the first would have cost a third.
+    assert plan.count("- Exchange hashpartitioning") == 2, plan
     assert progress["numInputRows"] == 10, "a second scan would count each record again"
     assert [(r["offset"], r["reason"]) for r in dead_letter_records(tmp_path / "dl", "once_dead_letters")] == [
         (9, "malformed_json")]
     assert progress["observedMetrics"]["dead_letters"]["dead_letters"] == 1
+    # Its counter is dated by the batch (the job's clock), not by the record's 1970 timestamp.
+    [counted] = influx.query("SELECT * FROM pipeline_deadletter", database)
+    started_ns = epoch_ns(progress["timestamp"])
+    assert (counted["reason"], counted["count"]) == ("malformed_json", 1)
+    assert started_ns <= counted["time"] < started_ns + progress["batchDuration"] * 1_000_000
     [site] = influx.query("SELECT * FROM telemetry_site WHERE \"window\" = '10s'", database)
-    assert site["count"] == 9
+    assert site["count"] == 10
+    if not lakehouse:
+        assert second_batch_jobs == 1
     if lakehouse:
-        assert delta.read(spark, str(tmp_path / "bronze")).count() == 10
+        assert delta.read(spark, str(tmp_path / "bronze")).count() == 11
         assert delta.read(spark, str(tmp_path / "gold")).count() == 4
     # The handler writes what it saw: when the windows were written (within the batch, before its dead letters),
     # how fresh they were, and what it wrote.
-    [writes] = influx.query("SELECT * FROM pipeline_writes", database)
+    [writes, _] = influx.query("SELECT * FROM pipeline_writes", database)
     assert (writes["stream"], writes["batch_id"]) == ("once_aggregates", progress["batchId"])
     assert (writes["points_written"], writes["points_refused"], writes["dead_letters_written"]) == (4, 0, 1)
-    started_ns = epoch_ns(progress["timestamp"])
     letters_written_ns = max(path.stat().st_mtime_ns for path in (tmp_path / "dl").rglob("*.json"))
     coarse_clock_ns = 10_000_000  # a file's time is the kernel's coarse clock, up to a tick behind; a Spark job is not
     assert started_ns < writes["time"] <= letters_written_ns + coarse_clock_ns
@@ -238,3 +255,22 @@ def test_a_failed_query_is_summed_up_by_spark_s_error_class_and_message(spark, t
     summary = failure_summary(query.exception())
     assert summary.startswith("[KLL_SKETCH_INVALID_INPUT] ") and "must not be empty" in summary
     assert "\n" not in summary and "Traceback" not in summary
+
+
+def test_a_full_disk_in_the_handler_is_named_in_the_one_line(spark, tmp_path):
+    """A write to a full file system inside foreachBatch (here /dev/full, which is always full) fails the query
+    through py4j's 'Python Proxy' text; the one line names the cause, not the wrapper."""
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "1.json").write_text('{"x": 1}\n')
+
+    def write_to_a_full_disk(batch, batch_id):
+        with open("/dev/full", "w") as full:
+            full.write(json.dumps([row.x for row in batch.collect()]))
+
+    query = (spark.readStream.schema("x double").json(str(source)).writeStream.foreachBatch(write_to_a_full_disk)
+             .option("checkpointLocation", str(tmp_path / "cp")).start())
+    with pytest.raises(StreamingQueryException):
+        query.awaitTermination(120)
+    assert "Python Proxy" in str(query.exception())
+    assert failure_summary(query.exception()) == "OSError: [Errno 28] No space left on device"

@@ -131,7 +131,7 @@ def test_delta_dead_letters_are_idempotent_and_gain_the_detail_column_by_merge_s
     table = str(tmp_path / "dead_letters")
     # A table as streamdash 0.1 wrote it, before dead letters had `detail`.
     letters = invalid_records(dead_letters(parse_events(raw(spark, b"{oops", with_(seq="x")), Validation())))
-    letters.drop("detail", "time_us").write.format("delta").save(table)
+    letters.drop("detail").write.format("delta").save(table)
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
     config = DeadLetterSink(path=table, format="delta")
     sink = DeadLetters(config, writer, "s_dead_letters", lambda: "query-1")

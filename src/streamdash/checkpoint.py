@@ -57,3 +57,33 @@ def query_id(spark: SparkSession, query_checkpoint: str) -> str:
     if text is None:
         raise StreamdashError(f"{query_checkpoint} has no metadata: the query has not started from it")
     return json.loads(text.splitlines()[0])["id"]
+
+
+def _batch_ids(spark: SparkSession, folder: str) -> list[int]:
+    fs = file_system(spark, folder)
+    path = hadoop_path(spark, folder)
+    if not fs.exists(path):
+        return []
+    return [int(status.getPath().getName()) for status in fs.listStatus(path) if status.getPath().getName().isdigit()]
+
+
+def uncommitted_batch(spark: SparkSession, query_checkpoint: str) -> int | None:
+    """The batch whose offsets the query has logged but not committed: the one it is running (or, after a crash,
+    the one it will run again first); None when every logged batch is committed."""
+    root = query_checkpoint.rstrip("/")
+    newest = max(_batch_ids(spark, f"{root}/offsets"), default=None)
+    return newest if newest is not None and newest > max(_batch_ids(spark, f"{root}/commits"), default=-1) else None
+
+
+def is_committed(spark: SparkSession, query_checkpoint: str, batch_id: int) -> bool:
+    fs = file_system(spark, query_checkpoint)
+    return fs.exists(hadoop_path(spark, f"{query_checkpoint.rstrip('/')}/commits/{batch_id}"))
+
+
+def batch_time_ms(spark: SparkSession, query_checkpoint: str, batch_id: int) -> int:
+    """When the query planned batch `batch_id` (its offset log's `batchTimestampMs`: the job's clock, the same on a
+    replay of the batch)."""
+    text = read_text(spark, f"{query_checkpoint.rstrip('/')}/offsets/{batch_id}")
+    if text is None:
+        raise StreamdashError(f"{query_checkpoint} has no offsets for batch {batch_id}")
+    return int(json.loads(text.splitlines()[1])["batchTimestampMs"])

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from streamdash.checkpoint import check_checkpoint, query_id
+from streamdash.checkpoint import batch_time_ms, check_checkpoint, query_id
 from streamdash.config import Settings
 from streamdash.metrics import metrics_writer
 from streamdash.sinks.dead_letter import DeadLetters
@@ -38,6 +38,11 @@ def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
     return kafka.read_stream(spark, settings.source)
 
 
+def query_checkpoints(settings: Settings) -> dict[str, str]:
+    """Each streaming query's name and checkpoint (there is one query)."""
+    return {f"{settings.job.name}_aggregates": f"{settings.job.checkpoint_location.rstrip('/')}/aggregates"}
+
+
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
     """One function per streaming query (there is one) that starts it, again after a failure, from its checkpoint."""
     contract, job = settings.contract, settings.job
@@ -52,15 +57,15 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     parsed = parse_events(raw, settings.validation, contract, reference)
     if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
         parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
-    events, records = split_once(parsed, keep_records)
+    events, records = split_once(parsed, keep_records, settings.aggregation.watermark)
     unique = deduplicate(events, settings.aggregation.watermark, contract.deduplicate)
     windows = windowed_aggregates(unique, settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
                                   contract)
     output = query_output(windows, records)
 
-    name = f"{job.name}_aggregates"
+    [(name, query_checkpoint)] = query_checkpoints(settings).items()
     return {name: partial(output.writeStream.outputMode("update").queryName(name)
-                          .option("checkpointLocation", f"{checkpoint}/aggregates")
+                          .option("checkpointLocation", query_checkpoint)
                           .trigger(processingTime=job.trigger_interval)
                           .foreachBatch(batch_handler(spark, settings, name)).start)}
 
@@ -70,12 +75,14 @@ def batch_handler(spark: SparkSession, settings: Settings, stream: str) -> Micro
     influxdb = InfluxWriter.from_config(settings.influxdb)
     views = (GrafanaLivePusher.from_config(settings.grafana_live),) if settings.grafana_live else ()
     lakehouse = settings.lakehouse
-    this_query = cache(partial(query_id, spark, f"{settings.job.checkpoint_location.rstrip('/')}/aggregates"))
+    checkpoint = query_checkpoints(settings)[stream]
+    this_query, batch_ms = cache(partial(query_id, spark, checkpoint)), partial(batch_time_ms, spark, checkpoint)
     return MicroBatchWriter(
         stream=stream,
         windows=LineSinks(partial(aggregate_line, settings.contract), influxdb, views),
-        refused=DeadLetters(settings.dead_letter, influxdb, stream, this_query),
-        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", this_query),
+        refused=DeadLetters(settings.dead_letter, influxdb, stream, this_query, batch_ms),
+        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", this_query,
+                            batch_ms),
         metrics=metrics_writer(influxdb) if settings.job.self_metrics else None,
         gold=GoldTable(lakehouse.gold) if lakehouse.gold else None,
         bronze=BronzeTable(lakehouse.bronze, this_query)

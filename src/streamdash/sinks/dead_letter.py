@@ -12,10 +12,11 @@ message for refused points), batch_id, dead_lettered_at.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.config import DeadLetterSink
@@ -29,24 +30,34 @@ from streamdash.transforms.parse import DEAD_LETTER_COLUMNS
 log = logging.getLogger(__name__)
 RECORD_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason", "detail")
 REJECTED_SCHEMA = ("payload string, topic string, partition int, offset long, kafka_timestamp timestamp, "
-                   "reason string, detail string, time_us long")
+                   "reason string, detail string")
 # Up to this much JSON, a batch's dead letters are written from the driver as one file: a Spark write job costs
 # about half a second, which a live batch with a few dead letters would pay every time. Above it (a flood of
 # malformed records), Spark's writer writes them from the executors.
 MAX_JSON_BYTES_FROM_DRIVER = 16 * 1024 * 1024
 
 
+def _json_bytes(record: list[Column]) -> Column:
+    """The size of a dead letter's JSON line without its stamp (what chooses the driver or the executors)."""
+    return F.octet_length(F.to_json(F.struct(*record)))
+
+
+def tally(letter: Column) -> Column:
+    """A dead letter (a struct of `DEAD_LETTER_COLUMNS`) as what its count needs (`sinks.lines.TALLY`): its reason
+    and the size of its JSON line; so the handler's one pass over a batch counts the dead letters as it writes
+    the windows."""
+    record = [*(letter[name].alias(name) for name in DEAD_LETTER_COLUMNS), F.lit(None).cast("string").alias("detail")]
+    return F.struct(letter["reason"].alias("reason"), _json_bytes(record).alias("json_bytes"))
+
+
 def invalid_records(letters: DataFrame) -> DataFrame:
-    """Records that failed validation (`transforms.parse.DEAD_LETTER_COLUMNS`) as dead letters, dated by their
-    Kafka timestamp."""
-    return letters.select(*DEAD_LETTER_COLUMNS, F.lit(None).cast("string").alias("detail"),
-                          F.unix_micros("kafka_timestamp").alias("time_us"))
+    """Records that failed validation (`transforms.parse.DEAD_LETTER_COLUMNS`) as dead letters."""
+    return letters.select(*DEAD_LETTER_COLUMNS, F.lit(None).cast("string").alias("detail"))
 
 
 def refused_points(spark: SparkSession, rejected: list[tuple[str, str]]) -> DataFrame:
-    """Points InfluxDB refused (field-type conflict, beyond retention, too large) as dead letters (`sink_rejected`),
-    dated by their own time."""
-    rows = [(line, None, None, None, None, Reason.SINK_REJECTED, why, _line_time_us(line)) for line, why in rejected]
+    """Points InfluxDB refused (field-type conflict, beyond retention, too large) as dead letters (`sink_rejected`)."""
+    rows = [(line, None, None, None, None, Reason.SINK_REJECTED, why) for line, why in rejected]
     return spark.createDataFrame(rows, REJECTED_SCHEMA)
 
 
@@ -61,45 +72,43 @@ class DeadLetters:
     # The query's id (`checkpoint.query_id`), part of a Delta table's `txnAppId`: a new checkpoint numbers its
     # batches from 0 again, and Delta would skip them as replays of the old checkpoint's.
     query_id: Callable[[], str] | None = None
+    # When the query planned a batch (`checkpoint.batch_time_ms`), which dates its count points: the job's clock,
+    # never a device's, and the same on a replay. None: the time of the write (nothing replays it).
+    batch_time_ms: Callable[[int], int] | None = None
 
-    def write(self, records: DataFrame, batch_id: int) -> WriteReport:
-        """Write one micro-batch's dead letters (`RECORD_COLUMNS` plus `time_us`, which dates them for the count
-        points) and their count per reason; reports how many records it wrote.
+    def write(self, records: DataFrame, batch_id: int, counts: list[dict] | None = None) -> WriteReport:
+        """Write one micro-batch's dead letters (`RECORD_COLUMNS`) and their count per reason; reports how many
+        records it wrote. `counts` are those counts when a pass over the batch has already made them (`tally`;
+        {"reason", "count", "json_bytes"} each): without dead letters, nothing is read at all.
 
-        A count point's identity (stream, reason, newest time, batch id) is the same on a replay, so a replay
+        A count point's identity (stream, reason, the batch's time, batch id) is the same on a replay, so a replay
         overwrites it. `records` is read more than once: it must be cheap to read again (a persisted batch, or rows
         from the driver).
         """
         sink, stream = self.config, self.stream
         stamped = records.select(*RECORD_COLUMNS, F.lit(batch_id).alias("batch_id"),
-                                 F.current_timestamp().alias("dead_lettered_at"), "time_us")
+                                 F.current_timestamp().alias("dead_lettered_at"))
         as_json = F.to_json(F.struct(*RECORD_COLUMNS, "dead_lettered_at"))  # what Spark's JSON writer writes
         # Counted before the stamp, which adds the same few bytes to each line: Spark writes a query's time into its
         # generated code as a constant, so an aggregate that read it would be compiled anew for every batch.
-        counts = records.groupBy("reason").agg(
-            F.count(F.lit(1)).alias("count"), F.max("time_us").alias("max_time_us"),
-            F.sum(F.octet_length(F.to_json(F.struct(*RECORD_COLUMNS)))).alias("json_bytes")).collect()
+        if counts is None:
+            counts = [row.asDict() for row in records.groupBy("reason").agg(
+                F.count(F.lit(1)).alias("count"), F.sum(_json_bytes(list(RECORD_COLUMNS))).alias("json_bytes"))
+                .collect()]
         if not counts:
             return WriteReport()
         folder = f"{sink.path.rstrip('/')}/stream={stream}/batch_id={batch_id}"
         if sink.format == "delta":
             app_id = stream if self.query_id is None else f"{stream}-{self.query_id()}"
-            (stamped.drop("time_us").write.format("delta").mode("append").option("txnAppId", app_id)
+            (stamped.write.format("delta").mode("append").option("txnAppId", app_id)
              .option("txnVersion", batch_id).option("mergeSchema", "true").save(sink.path))
         elif sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
             text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())
             replace_folder_with_file(records.sparkSession, folder, "part-00000.json", text.encode())
         else:
-            stamped.drop("batch_id", "time_us").write.mode("overwrite").json(folder)
-        report = self.counts.write_lines([dead_letter_count_line({**row.asDict(), "batch_id": batch_id}, stream)
-                                          for row in counts])
+            stamped.drop("batch_id").write.mode("overwrite").json(folder)
+        batch_ms = self.batch_time_ms(batch_id) if self.batch_time_ms else time.time_ns() // 1_000_000
+        report = self.counts.write_lines([dead_letter_count_line(row, stream, batch_id, batch_ms) for row in counts])
         for line, why in report.rejected:
             log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
         return WriteReport(written=sum(row["count"] for row in counts), blocked_s=report.blocked_s)
-
-
-def _line_time_us(line: str) -> int | None:
-    try:
-        return int(line.rsplit(" ", 1)[1]) // 1000
-    except (IndexError, ValueError):
-        return None

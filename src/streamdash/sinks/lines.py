@@ -15,7 +15,10 @@ from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
 
-from streamdash.sinks.report import WriteReport
+from streamdash.sinks.report import WriteReport, add_to_tally
+
+# A row's dead-letter tally (`dead_letter.tally`): a struct of reason and json_bytes, null on rows to write.
+TALLY = "dead_letter_tally"
 
 
 class LineSink(Protocol):
@@ -29,13 +32,20 @@ class LineSink(Protocol):
 def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineSink],
                     rows: Iterable[Any]) -> Iterator[list[WriteReport]]:
     """`mapPartitions` body: rows -> lines -> each sink in order; yields one report per sink for the driver, each
-    with the newest `newest_event_ns` among the rows."""
-    dicts = [row.asDict(recursive=True) for row in rows]
+    with the newest `newest_event_ns` among the rows. A row whose `TALLY` column is set is a dead letter: it is
+    counted into the reports' `dead_letters`, not written, so that one pass over a batch serves both."""
+    dicts, tallies = [], {}
+    for row in rows:
+        letter = row[TALLY] if TALLY in row.__fields__ else None
+        if letter is None:
+            dicts.append(row.asDict(recursive=True))
+        else:
+            add_to_tally(tallies, letter["reason"], 1, letter["json_bytes"])
     lines = [to_line(row) for row in dicts]
     newest = max((row["newest_event_ns"] for row in dicts if row.get("newest_event_ns") is not None), default=None)
     reports = [sink.write_lines(lines) for sink in sinks]
     for report in reports:
-        report.newest_event_ns = newest
+        report.newest_event_ns, report.dead_letters = newest, tallies
     yield reports
 
 

@@ -1,10 +1,12 @@
 """The query's `foreachBatch` handler: one micro-batch (`transforms.batch`) to its sinks, in order.
 
-1. the windows to InfluxDB, then to the views (Grafana Live): freshness is what the dashboards feel;
+1. the windows to InfluxDB, then to the views (Grafana Live): freshness is what the dashboards feel. The same
+   pass over the batch counts its dead letters, so a batch without any is one Spark job;
 2. the windows to the gold table and every raw record to the bronze table, when configured (`sinks.delta`),
    both at once;
 3. the points InfluxDB refused, to the dead letters of the query's stream;
-4. the records that failed validation, to the dead letters of `<job>_dead_letters`;
+4. the records that failed validation (when the first pass counted any), to the dead letters of
+   `<job>_dead_letters`;
 5. what it saw of these writes, to `pipeline_writes` (`metrics.writes_line`).
 
 The batch is kept in memory while it is written, so its source is read and its state updated once. Every write is
@@ -22,7 +24,7 @@ from pyspark import InheritableThread
 from pyspark.sql import DataFrame, SparkSession
 
 from streamdash.metrics import writes_line
-from streamdash.sinks.dead_letter import DeadLetters, invalid_records, refused_points
+from streamdash.sinks.dead_letter import DeadLetters, invalid_records, refused_points, tally
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
 from streamdash.sinks.report import BatchSink, WriteReport
@@ -69,7 +71,8 @@ class MicroBatchWriter:
     def __call__(self, batch: DataFrame, batch_id: int) -> None:
         batch.persist()
         try:
-            windows = self.windows.write(batch_shape.windows(batch), batch_id)
+            # One pass: the windows are written and the dead letters counted; without any, none is read again.
+            windows = self.windows.write(batch_shape.windows_and_tallies(batch, tally), batch_id)
             windows_written_ns = time.time_ns()
             together([lambda sink=sink, rows=rows: sink.write(rows(batch), batch_id)
                       for sink, rows in ((self.gold, batch_shape.windows), (self.bronze, batch_shape.records)) if sink],
@@ -79,7 +82,10 @@ class MicroBatchWriter:
                 log.warning("%s batch %d: InfluxDB refused %d points; they are dead letters, e.g. %s", self.stream,
                             batch_id, len(windows.rejected), windows.rejected[0][1])
                 refused = self.refused.write(refused_points(batch.sparkSession, windows.rejected), batch_id)
-            letters = self.invalid.write(invalid_records(batch_shape.dead_letters(batch)), batch_id)
+            letters = WriteReport()
+            if windows.dead_letters:  # else not even a DataFrame to plan
+                counted = [{"reason": reason, **seen} for reason, seen in windows.dead_letters.items()]
+                letters = self.invalid.write(invalid_records(batch_shape.dead_letters(batch)), batch_id, counted)
         finally:
             batch.unpersist()
         if self.metrics:

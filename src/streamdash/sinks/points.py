@@ -47,13 +47,13 @@ def aggregate_line(contract: Contract, row: dict) -> str | None:
     return line(measurement, tags, fields, row["window_start_ns"])
 
 
-def dead_letter_count_line(row: dict, stream: str) -> str | None:
-    """Dead letters of one reason in one micro-batch of one query -> one point.
+def dead_letter_count_line(row: dict, stream: str, batch_id: int, batch_ms: int) -> str | None:
+    """Dead letters of one reason (`row`: reason, count) in one micro-batch of one query -> one point.
 
-    Its time is the newest time among those records (their Kafka timestamp, or a refused point's own time)
-    plus the batch id in the sub-millisecond digits: the same on a replay of that batch, different from every
-    other batch.
+    Its time is the batch's (`batch_ms`: when the job planned it, by its own clock; never a device's, so an
+    alert over the last hour sees a record stamped 1970 or 2200 too) plus the batch id in the sub-millisecond
+    digits: the same on a replay of that batch, different from every other batch.
     """
-    timestamp_ns = (row["max_time_us"] or 0) // 1000 * 1_000_000 + row["batch_id"] % 1_000_000
+    timestamp_ns = batch_ms * 1_000_000 + batch_id % 1_000_000
     return line(DEAD_LETTER_MEASUREMENT, {"stream": stream, "reason": row["reason"]}, {"count": int(row["count"])},
                 timestamp_ns)

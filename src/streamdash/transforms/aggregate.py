@@ -48,16 +48,28 @@ STATISTICS = (
 )
 
 
+# Where Spark marks a column as a watermark's event time (`EventTimeWatermark.delayKey`).
+WATERMARK_DELAY_KEY = "spark.watermarkDelayMs"
+
+
+def with_watermark(events: DataFrame, watermark: str) -> DataFrame:
+    """`events` with the watermark on `event_time`, unless it has one already (set before a shuffle:
+    `batch.split_once`)."""
+    if WATERMARK_DELAY_KEY in events.schema["event_time"].metadata:
+        return events
+    return events.withWatermark("event_time", watermark)
+
+
 def deduplicate(events: DataFrame, watermark: str, enabled: bool = True) -> DataFrame:
     """Drop exact re-deliveries: the same `DEDUPLICATION_KEY` seen again within the watermark delay (a null seq,
     without a sequence field, is one value: then the key is the device and the event time). A batch (a notebook's
     read of the topic) has no watermark to bound its state, so there every repeat is dropped. With `enabled` false
     (`contract.deduplicate`), events only get the watermark."""
     if not enabled:
-        return events.withWatermark("event_time", watermark) if events.isStreaming else events
+        return with_watermark(events, watermark) if events.isStreaming else events
     if not events.isStreaming:
         return events.dropDuplicates(list(DEDUPLICATION_KEY))
-    return events.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(list(DEDUPLICATION_KEY))
+    return with_watermark(events, watermark).dropDuplicatesWithinWatermark(list(DEDUPLICATION_KEY))
 
 
 def state_layout(contract: Contract) -> dict:

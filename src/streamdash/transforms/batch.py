@@ -14,10 +14,13 @@ checkpoint for both, so a restart replays a batch's windows and its dead letters
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from collections.abc import Callable
+
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from streamdash.events import DEDUPLICATION_KEY
+from streamdash.sinks.lines import TALLY
 from streamdash.transforms.parse import READ_AT, dead_letter_columns, evaluated_once, event_columns
 
 DEAD_LETTER = "dead_letter"
@@ -28,15 +31,18 @@ RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timesta
                   READ_AT, "reason")
 
 
-def split_once(parsed: DataFrame, keep_records: bool = False) -> tuple[DataFrame, DataFrame]:
+def split_once(parsed: DataFrame, keep_records: bool = False, watermark: str | None = None
+               ) -> tuple[DataFrame, DataFrame]:
     """`parse.valid_events` and the dead letters (with `keep_records`: every record, and `parsed` has the time each
     was read as `parse.READ_AT`) of a stream, from one read and one parse of each record.
 
     Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
     that the two must ask the same of it: each filter stays above it (`parse.evaluated_once`), and each branch keeps
     every column it carries, or Spark would prune them below it differently and read and parse the topic twice.
-    So the dead letters carry `parsed` too. (Spark then shuffles the valid events once more, by the same key, for
-    the deduplication: the watermark between them does not pass its input's partitioning on.)
+    So the dead letters carry `parsed` too. The `watermark` (a streaming query's) is set below the shuffle: Spark's
+    watermark operator does not pass its input's partitioning on, so above it the deduplication would shuffle the
+    events once more. Its event-time statistics then count a dead letter's missing time as 1970 (its minimum and
+    mean in Spark's progress; the maximum, which moves the watermark, is the events').
     """
     columns = event_columns(parsed)
     letter = F.when(F.col("error").isNotNull(), F.struct(*dead_letter_columns()))
@@ -46,7 +52,10 @@ def split_once(parsed: DataFrame, keep_records: bool = False) -> tuple[DataFrame
                   "reason": F.col("error")}
         kept = [evaluated_once(F.struct(*[fields.get(name, F.col(name)).alias(name) for name in RECORD_COLUMNS]))
                 .alias(RECORD)]
-    shuffled = parsed.select(*columns, letter.alias(DEAD_LETTER), *kept).repartition(*DEDUPLICATION_KEY)
+    selected = parsed.select(*columns, letter.alias(DEAD_LETTER), *kept)
+    if watermark is not None:
+        selected = selected.withWatermark("event_time", watermark)
+    shuffled = selected.repartition(*DEDUPLICATION_KEY)
     is_letter = F.col(DEAD_LETTER).isNotNull()
     is_record = F.col(RECORD).isNotNull() if keep_records else F.lit(True)
     events = shuffled.where(evaluated_once(~is_letter & is_record)).select(*columns)
@@ -64,6 +73,15 @@ def query_output(windows: DataFrame, records: DataFrame) -> DataFrame:
 def windows(batch: DataFrame) -> DataFrame:
     """A micro-batch's windows (with the record rows' columns null, which no sink reads)."""
     return batch.where(F.col("level").isNotNull())
+
+
+def windows_and_tallies(batch: DataFrame, tally: Callable[[Column], Column]) -> DataFrame:
+    """A micro-batch's windows and, for each dead letter, `tally` of it (`sinks.lines.TALLY`, null on windows):
+    what the handler's one pass writes and counts."""
+    letter = F.col(DEAD_LETTER)
+    return (batch.where(F.col("level").isNotNull() | letter.isNotNull())
+            .select(*[name for name in batch.columns if name not in (DEAD_LETTER, RECORD, "parsed")],
+                    F.when(letter.isNotNull(), tally(letter)).alias(TALLY)))
 
 
 def records(batch: DataFrame) -> DataFrame:

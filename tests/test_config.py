@@ -99,6 +99,30 @@ def test_unknown_environment_lists_the_known_ones():
         load_settings("staging", CONF)
 
 
+def test_a_fleet_s_file_extends_an_environment_with_its_contract_alone(monkeypatch, tmp_path):
+    """A new fleet on the local stack: its file names what differs (`extends = "local"`); the rest is local's,
+    and its measurements replace the simulator's instead of joining them."""
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    (tmp_path / "local.toml").write_text((CONF / "local.toml").read_text())
+    (tmp_path / "pumps.toml").write_text('extends = "local"\n[source]\ntopic = "pumps"\n'
+                                         '[contract]\ndevice_id = "$.pump"\nsequence = ""\nschema_version = false\n'
+                                         '[contract.measurements.pressure]\npath = "$.bar"\n')
+    local, pumps = load_settings("local", tmp_path), load_settings("pumps", tmp_path, ["job.name=pumps"])
+    assert (pumps.source.topic, pumps.contract.device_id, list(pumps.contract.measurements)) == (
+        "pumps", "$.pump", ["pressure"])
+    assert pumps.source.bootstrap_servers == local.source.bootstrap_servers and pumps.job.name == "pumps"
+    assert pumps.contract.site == local.contract.site and pumps.influxdb == local.influxdb
+    (tmp_path / "loop.toml").write_text('extends = "loop"\n')
+    with pytest.raises(ConfigError, match="no file may extend itself"):
+        load_settings("loop", tmp_path)
+    (tmp_path / "orphan.toml").write_text('extends = "staging"\n')
+    with pytest.raises(ConfigError, match="no configuration for environment 'staging'"):
+        load_settings("orphan", tmp_path)
+    (tmp_path / "slow.toml").write_text('extends = "pumps"\n[job]\ntrigger_interval = "1 week"\n')
+    with pytest.raises(ConfigError, match=r"trigger_interval \(.*slow\.toml on .*pumps\.toml on .*local\.toml\)"):
+        load_settings("slow", tmp_path)
+
+
 @pytest.mark.parametrize("sizes", ['["10 seconds", "15 seconds"]', '["7 seconds", "1 minute"]', '["1500 ms"]'])
 def test_window_sizes_must_divide_the_largest_and_be_whole_seconds(monkeypatch, sizes):
     """Every size is aggregated under the largest window in one stateful pass (`transforms.aggregate`)."""

@@ -72,7 +72,8 @@ def test_sigterm_stops_sending_and_the_manifest_holds_every_record_sent(stack, t
     manifest = tmp_path / "manifest.jsonl"
     bootstrap = stack.info["kafka"]["bootstrap_servers"]
     sender = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "simulate", "--bootstrap", bootstrap,
-                               "--topic", topic, *pace, "--duration", "60", "--manifest", str(manifest)],
+                               "--topic", topic, *pace, "--duration", "60", "--manifest", str(manifest),
+                               "--summary", str(tmp_path / "summary.json")],
                               env=os.environ.copy())
     time.sleep(4)
     sender.send_signal(signal.SIGTERM)
@@ -86,6 +87,9 @@ def test_sigterm_stops_sending_and_the_manifest_holds_every_record_sent(stack, t
     consumer.close()
     assert 500 < len(recorded) < int(pace[1]) * 60, "stopped, and after sending"
     assert recorded == in_topic
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["delivered"], summary["interrupted"]) == (len(recorded), True)
+    assert summary["settings"]["contract"]["device_id"] == "$.deviceId"
 
 
 def test_an_unreachable_broker_is_one_line_naming_the_address():

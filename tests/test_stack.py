@@ -77,6 +77,22 @@ def test_an_eventhub_like_topic_stamps_records_with_the_append_time_not_the_prod
             assert timestamp_ms == an_hour_ahead_ms
 
 
+def test_stack_topic_creates_a_topic_like_the_stack_s_own(stack):
+    """A new fleet's topic on the local stack (the broker creates none on first use): `streamdash stack topic`."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    name = f"fleet-{uuid.uuid4().hex[:8]}"
+    run = subprocess.run([*CLI, "stack", "--dir", str(stack.dir), "topic", name, "--partitions", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    admin = AdminClient({"bootstrap.servers": stack.info["kafka"]["bootstrap_servers"]})
+    assert len(admin.list_topics(name, timeout=15).topics[name].partitions) == 2
+    [configs] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, name)]).values()
+    assert configs.result(timeout=15)["message.timestamp.type"].value == "LogAppendTime"
+    config = client_config(stack.info["kafka"]["bootstrap_servers"])
+    assert _roundtrip(config, name, b"mine") == [b"mine"]
+
+
 def test_eventhubs_listener_refuses_a_wrong_key(stack_env, topic):
     wrong = stack_env["EVENTHUBS_CONNECTION_STRING"].replace("SharedAccessKey=", "SharedAccessKey=wrong")
     errors: list[KafkaError] = []

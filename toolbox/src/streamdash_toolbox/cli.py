@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from streamdash.config import Contract, Validation, duration_seconds
+from streamdash.config import Contract, Validation, duration_seconds, read_layers
 from streamdash.errors import StreamdashError
 from streamdash.events import Reason
 
@@ -67,6 +67,15 @@ def cmd_stack_env(args: argparse.Namespace) -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
+def cmd_stack_topic(args: argparse.Namespace) -> None:
+    from streamdash_toolbox.stack import create_topic
+
+    create_topic(_stack(args).info["kafka"]["bootstrap_servers"], args.name, args.partitions,
+                 append_time=not args.create_time)
+    stamp = "its producers' timestamps (CreateTime)" if args.create_time else "the broker's append time, as Event Hubs"
+    print(f"topic {args.name}: {args.partitions} partitions, records stamped with {stamp}")
+
+
 def cmd_stack_install(args: argparse.Namespace) -> None:
     from streamdash_toolbox.stack import install
 
@@ -96,12 +105,16 @@ def spark_submit(script: Path, args: argparse.Namespace, script_args: list[str])
     job = subprocess.Popen(argv, env=env, start_new_session=True)
 
     def stop(signum, frame) -> None:
+        """The signal first, the word after: Ctrl-C of `... | tee log` closes the pipe this would print to."""
         driver = job_driver(job.pid)
         if driver is None:  # still starting: there is no batch to finish
             os.killpg(job.pid, signal.SIGTERM)
-        else:
-            print("streamdash: stopping the job after its batch in flight", file=sys.stderr)
-            os.kill(driver, signal.SIGTERM)
+            return
+        os.kill(driver, signal.SIGTERM)
+        try:
+            print("streamdash: stopping the job after its batch in flight", file=sys.stderr, flush=True)
+        except OSError:  # nobody reads it any more: what is left to say goes nowhere, not into an error at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
@@ -131,7 +144,7 @@ def fleet_contract(path: Path | None) -> tuple[Contract, Validation]:
     if path is None:
         return Contract(), Validation()
     try:
-        raw = tomllib.loads(path.read_text())
+        raw, _ = read_layers(path.parent, path.stem)  # with what it `extends`
         return (Contract.model_validate(raw.get("contract", {})),
                 Validation.model_validate(raw.get("validation", {})))
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as err:
@@ -185,7 +198,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 def cmd_notebook(args: argparse.Namespace) -> None:
     from streamdash_toolbox import notebook_runtime
 
-    widgets = {}
+    widgets = {"env": "local"}  # run here, a notebook reads the local stack (its own default, dev, is Databricks')
     for pair in args.widget:
         name, sep, value = pair.partition("=")
         if not sep:
@@ -293,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
                        ).set_defaults(func=cmd_stack_env)
     actions.add_parser("jars", help="spark-submit --jars: Spark's Kafka connector and Delta Lake"
                        ).set_defaults(func=cmd_stack_jars)
+    topic = actions.add_parser("topic", help="create a topic like the stack's own (the broker does not create one "
+                               "on first use): 4 partitions, stamped with the append time as an event hub")
+    topic.add_argument("name")
+    topic.add_argument("--partitions", type=int, default=4)
+    topic.add_argument("--create-time", action="store_true",
+                       help="keep the producers' timestamps (Kafka's default; the job then judges event times by "
+                            "its own clock)")
+    topic.set_defaults(func=cmd_stack_topic)
     simulate = commands.add_parser("simulate", help="send simulated device telemetry to Kafka or Event Hubs")
     target = simulate.add_argument_group("target")
     target.add_argument("--bootstrap", help="host:port (default: $STREAMDASH_KAFKA_BOOTSTRAP, or "
@@ -352,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(spark, dbutils.widgets/secrets and display provided)")
     run_notebook.add_argument("path")
     run_notebook.add_argument("--widget", action="append", default=[], metavar="NAME=VALUE",
-                              help="a widget value, e.g. env=local or overrides='source.topic=t;...' (repeatable)")
+                              help="a widget value, e.g. env=dev (default: env=local) or "
+                              "overrides='source.topic=t;...' (repeatable)")
     run_notebook.set_defaults(func=cmd_notebook)
     query = commands.add_parser("query", help="run one InfluxQL statement on InfluxDB and print its rows")
     query.add_argument("statement", help='e.g. "SELECT * FROM telemetry_site WHERE time > now() - 5m"')

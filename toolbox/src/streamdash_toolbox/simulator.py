@@ -447,7 +447,9 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
                "first_error": failures[0] if failures else None, "by_category": counts,
                "interrupted": interrupted,
                "elapsed_s": round(elapsed, 3), "events_per_s": round(sent / elapsed, 1) if elapsed else None,
-               "start_time_ms": generator.start_ms, "settings": asdict(settings)}
+               "start_time_ms": generator.start_ms, "settings": {
+                   name: value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+                   for name, value in asdict(settings).items()}}
     if progress:
         print(f"simulate: done, {summary['delivered']} delivered in {elapsed:.1f}s "
               f"({summary['events_per_s']} events/s); {counts}", file=progress, flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -62,7 +63,9 @@ def test_an_outage_mid_stream_is_ridden_out(stack, stack_env, influx, topic, dat
         GroundTruth(tmp_path / "manifest.jsonl").assert_matches(influx, database, tmp_path)
         assert job.proc.poll() is None
         if service == "influxdb":
-            assert "unavailable for" in job.output()
+            # One line as the outage begins, then one every 30 s, each with how long it has lasted.
+            outage = re.findall(r"unavailable for (\d+) s", job.output())
+            assert len(outage) >= 2 and int(outage[-1]) >= 30, outage
             blocked = influx.query("SELECT max(sink_blocked_ms) FROM pipeline_writes", database)
             assert blocked and blocked[0]["max"] >= 60_000, "pipeline_writes says how long writes were blocked"
         assert job.terminate() == 0
@@ -196,6 +199,57 @@ def test_ctrl_c_on_streamdash_job_finishes_the_batch_and_stops_cleanly(stack, st
             if ppid == command.pid:  # spark-submit, in a session of its own
                 os.killpg(pid, signal.SIGKILL)
         command.kill()
+
+
+def test_ctrl_c_stops_the_job_when_its_output_pipe_is_closed(stack, stack_env, topic, database, tmp_path):
+    """`streamdash job 2>&1 | tee run.log` and Ctrl-C: the terminal's SIGINT ends `tee` too, so the command's
+    output pipe is closed when it would say that it stops the job. The job must stop all the same, and no process
+    of it be left running."""
+    command = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "job", "--",
+                                *job_args(stack, topic, database, tmp_path)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **stack_env})
+
+    def job_processes() -> list[int]:
+        return [pid for pid, _, cmdline in processes() if str(tmp_path).encode() in cmdline]
+
+    try:
+        for text in command.stdout:  # what tee would read, until the job has started
+            if b"streamdash.job: started" in text:
+                break
+        command.stdout.close()  # tee is gone
+        command.send_signal(signal.SIGINT)
+        command.wait(timeout=120)
+        assert wait_for(lambda: job_processes() == [], 120), "the job was left running"
+    finally:
+        for pid, ppid, _ in processes():
+            if ppid == command.pid:  # spark-submit, in a session of its own
+                os.killpg(pid, signal.SIGKILL)
+        command.kill()
+
+
+def test_a_stop_that_must_cancel_a_batch_says_which_and_exits_1(stack, stack_env, topic, database, tmp_path):
+    """A batch that outlasts `job.stop_timeout` (here: its windows wait for an InfluxDB that is not there) is
+    cancelled, and the job says so in one line and exits 1, instead of "stopped cleanly"; the batch has no commit,
+    so the next start replays it."""
+    from streamdash_toolbox.stack.process import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    job = Job(job_args(stack, topic, database, tmp_path, f"influxdb.url={nowhere}", "job.stop_timeout=2 seconds"),
+              stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env, extra=("--duration", "2"))
+        assert sender.wait(timeout=120) == 0
+        assert wait_for(lambda: "unavailable" in job.output(), 300), job.output()[-3000:]  # the batch is stuck
+        assert job.terminate() == 1
+        errors = [line for line in job.output().splitlines() if " ERROR streamdash.job: " in line]
+        assert len(errors) == 1 and "stopped cleanly" not in job.output(), errors
+        [batch] = re.findall(r"batch (\d+) was still running and is cancelled", errors[0])
+        assert "replayed from the checkpoint" in errors[0]
+        checkpoint = tmp_path / "checkpoints" / "aggregates"
+        assert (checkpoint / "offsets" / batch).exists() and not (checkpoint / "commits" / batch).exists()
+    finally:
+        job.cleanup()
 
 
 def test_past_max_outage_the_job_fails_with_one_clear_line(stack, stack_env, topic, database, tmp_path):

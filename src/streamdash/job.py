@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 
 from pyspark.errors import StreamingQueryException
+from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streamdash import lifetime
-from streamdash.config import Settings, load_settings
+from streamdash.checkpoint import is_committed, uncommitted_batch
+from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
-from streamdash.pipeline import query_starters
+from streamdash.pipeline import query_checkpoints, query_starters
 from streamdash.session import failure_summary, finish_state_store_maintenance, hit_kafka_metrics_bug, spark_session
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sources import kafka
@@ -58,7 +60,8 @@ def run(settings: Settings, verbose: bool = False) -> None:
                 restarted.add(name)
                 queries[name] = starters[name]()
     finally:
-        stop_gracefully(list(queries.values()))
+        cancelled = stop_gracefully(spark, queries, query_checkpoints(settings),
+                                    duration_seconds(settings.job.stop_timeout))
         # Detached once it has heard every query end, while the gateway is still up: the JVM's listener bus
         # would otherwise call back into a Python process that is going away, and print a stack trace.
         if listener:
@@ -68,16 +71,37 @@ def run(settings: Settings, verbose: bool = False) -> None:
     failed = [q for q in queries.values() if q.exception() is not None]
     if failed:
         raise StreamdashError(f"query {failed[0].name} failed: {failure_summary(failed[0].exception())}")
+    if cancelled:
+        raise StreamdashError(f"stopped, but {cancelled[0]}; it will be replayed from the checkpoint on the next "
+                              f"start (job.stop_timeout is {settings.job.stop_timeout})")
     log.info("stopped cleanly")
 
 
-def stop_gracefully(queries: list[StreamingQuery], timeout_s: float = 60.0) -> None:
-    """Let each query finish the micro-batch in flight (so its commit lands), then stop it."""
+def stop_gracefully(spark: SparkSession, queries: dict[str, StreamingQuery], checkpoints: dict[str, str],
+                    timeout_s: float) -> list[str]:
+    """Let each query's batch in flight when the stop came commit (within `timeout_s` in all), then stop the
+    query at once, before another batch gets far; returns one phrase for each batch it had to cancel instead.
+
+    A stream runs its batches back to back when it is behind, so a gap between them is no signal: the commit log
+    is. A batch that began after the stop is interrupted, having written nothing a replay does not overwrite."""
     deadline = time.monotonic() + timeout_s
-    for query in queries:
-        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
-            time.sleep(0.2)
+    in_flight = {name: uncommitted_batch(spark, checkpoints[name]) for name, query in queries.items()
+                 if query.isActive}
+    cancelled = []
+    for name, query in queries.items():
+        batch = in_flight.get(name)
+        if batch is not None:
+            log.info("stopping %s after its batch %d", name, batch)
+        while (batch is not None and query.isActive and not is_committed(spark, checkpoints[name], batch)
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        unfinished = batch is not None and query.isActive and not is_committed(spark, checkpoints[name], batch)
         query.stop()
+        if unfinished:
+            cancelled.append(f"query {name}'s batch {batch} was still running and is cancelled")
+        elif batch is not None and uncommitted_batch(spark, checkpoints[name]) is not None:
+            log.info("%s: the batch begun after the stop is left to the next start", name)
+    return cancelled
 
 
 def configuration_arguments(parser: argparse.ArgumentParser, default_conf_dir: Path) -> argparse.ArgumentParser:

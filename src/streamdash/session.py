@@ -93,15 +93,26 @@ def session_settings(settings: Settings, cores: int, local_checkpoint: bool = Fa
 _STREAMDASH_ERROR = re.compile(r"streamdash\.[\w.]+Error: (.+)")
 # Spark's error classes: `[KLL_SKETCH_INVALID_INPUT] For function ...`, `[CAST_INVALID_INPUT.X] ...`.
 _SPARK_ERROR = re.compile(r"(\[[A-Z][A-Z0-9_]*(?:\.[A-Z0-9_]+)*\] .+)")
+# The exception a Python traceback ends in (its frames are indented); the first in the text is the chain's root.
+_PYTHON_ERROR = re.compile(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)*([A-Za-z_][\w.]*): (.+)")
+# A task's failure as Spark reports it: `... most recent failure: Lost task 2.0 in stage 0.0 (...): java.X: msg`.
+_TASK_ERROR = re.compile(r"most recent failure: Lost task [^\n]*?\): ([\w.$]+: [^\n]+)")
 
 
 def failure_summary(error: Exception) -> str:
-    """One line: the message of a streamdash error raised in a task (what the user can act on, such as an
-    InfluxDB outage past `influxdb.max_outage`), else the first of Spark's error classes with its message (an
-    error inside `foreachBatch` arrives wrapped in py4j's "An exception was raised by the Python Proxy" and a
-    Python traceback), else the first line."""
+    """One line that names the cause: the message of a streamdash error raised in a task (what the user can act
+    on, such as an InfluxDB outage past `influxdb.max_outage`); else the exception at the root of a Python
+    traceback (an error inside `foreachBatch` arrives wrapped in py4j's "An exception was raised by the Python
+    Proxy": a full disk is `OSError: [Errno 28] No space left on device`), or its Spark error class and message
+    when it is Spark's; else the exception that failed a task (`java.lang.ArithmeticException: long overflow`);
+    else the first of Spark's error classes with its message; else the first line."""
     text = str(error)
-    match = _STREAMDASH_ERROR.search(text) or _SPARK_ERROR.search(text)
+    if match := _STREAMDASH_ERROR.search(text):
+        return match.group(1)[:500]
+    if match := _PYTHON_ERROR.search(text):
+        kind, message = match.groups()
+        return (message if _SPARK_ERROR.match(message) else f"{kind.rsplit('.', 1)[-1]}: {message}")[:500]
+    match = _TASK_ERROR.search(text) or _SPARK_ERROR.search(text)
     return (match.group(1) if match else (text.strip().splitlines() or [""])[0])[:500]
 
 

@@ -7,7 +7,6 @@ its defaults is the measurement.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 
@@ -62,11 +61,18 @@ def test_the_parse_benchmark_times_each_variant():
 
 
 @pytest.mark.stack  # starts a stack of its own
-def test_the_per_batch_benchmark_splits_the_cpu_by_thread():
-    argv = [sys.executable, "-m", "benchmarks.per_batch", "--rate", "200", "--warmup-s", "20", "--span-s", "10"]
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)
+def test_the_per_batch_benchmark_puts_the_job_beside_spark_s_floor(tmp_path):
+    argv = [sys.executable, "-m", "benchmarks.per_batch", "--queries", "job,f3", "--rate", "200", "--warmup-s", "20",
+            "--span-s", "10", "--json", str(tmp_path / "rows.json")]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert re.search(r"CPU-s per 1,000 events, [1-9]\d* batches", run.stdout), run.stdout[-2000:]
+    job, floor = json.loads((tmp_path / "rows.json").read_text())
+    assert (job["query"], floor["query"]) == ("job", "f3")
+    for row in (job, floor):  # each read the live stream in batches that Spark ran as jobs
+        assert row["batches"] > 0 and row["events"] > 0 and row["jobs_per_batch"] >= 1 and row["cpu_s"] > 0, row
+    assert job["freshness_p95_ms"] is not None  # the job's own pipeline_writes
+    assert f"| job | {job['cpu_s_per_batch']:.2f} | {job['cpu_s_per_batch'] / floor['cpu_s_per_batch']:.2f} |" in (
+        run.stdout)
     threads = [line for line in run.stdout.splitlines() if line.startswith("| java: ")]
     assert threads and all(float(line.split("|")[2]) >= 0 for line in threads)
 

@@ -29,10 +29,11 @@ def test_the_driver_and_spark_write_the_same_dead_letters_and_counts(spark, infl
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
     driver, executors = DeadLetterSink(path=str(tmp_path / "driver")), DeadLetterSink(path=str(tmp_path / "spark"))
 
-    assert DeadLetters(driver, writer, "driver").write(letters, 7).written == 3
-    DeadLetters(driver, writer, "driver").write(letters, 7)  # a replay replaces the batch's file
+    planned = {7: 1_796_000_000_000}.get  # when the query planned batch 7
+    assert DeadLetters(driver, writer, "driver", planned).write(letters, 7).written == 3
+    DeadLetters(driver, writer, "driver", planned).write(letters, 7)  # a replay replaces the batch's file and point
     monkeypatch.setattr(dead_letter, "MAX_JSON_BYTES_FROM_DRIVER", 0)
-    DeadLetters(executors, writer, "spark").write(letters, 7)
+    DeadLetters(executors, writer, "spark", planned).write(letters, 7)
 
     assert [p.name for p in (tmp_path / "driver").glob("stream=driver/batch_id=7/[!._]*")] == ["part-00000.json"]
     assert records(tmp_path / "driver") == records(tmp_path / "spark")
@@ -41,13 +42,13 @@ def test_the_driver_and_spark_write_the_same_dead_letters_and_counts(spark, infl
         (2, Reason.INVALID_IDENTIFIER, "telemetry")]
     assert records(tmp_path / "driver")[0]["payload"] == "{oops"
     counts = influx.query('SELECT "count" FROM pipeline_deadletter GROUP BY stream, reason', database)
-    by_stream = {(row["stream"], row["reason"]): row["count"] for row in counts}
-    assert by_stream == {(stream, reason): 1 for stream in ("driver", "spark")
-                         for reason in (Reason.MALFORMED_JSON, Reason.WRONG_TYPE, Reason.INVALID_IDENTIFIER)}
+    assert sorted((row["stream"], row["reason"], row["count"], row["time"]) for row in counts) == sorted(
+        (stream, reason, 1, 1_796_000_000_000 * 1_000_000 + 7) for stream in ("driver", "spark")
+        for reason in (Reason.MALFORMED_JSON, Reason.WRONG_TYPE, Reason.INVALID_IDENTIFIER))
 
 
 def test_a_batch_without_dead_letters_writes_nothing(spark, influx, database, tmp_path):
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
     none = dead_letter.invalid_records(dead_letters(parse_events(raw(spark, with_()), Validation())))
-    report = DeadLetters(DeadLetterSink(path=str(tmp_path)), writer, "s").write(none, 1)
+    report = DeadLetters(DeadLetterSink(path=str(tmp_path)), writer, "s", lambda batch_id: 0).write(none, 1)
     assert report.written == 0 and not list(tmp_path.iterdir())

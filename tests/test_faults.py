@@ -12,6 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -157,9 +160,6 @@ def test_poison_event_times_and_refused_points_never_stop_the_stream(stack, stac
 
 
 def test_no_process_of_the_job_outlives_the_others(stack, stack_env, topic, database, tmp_path):
-    def job_processes() -> list[int]:
-        return [pid for pid, _, cmdline in processes() if str(tmp_path).encode() in cmdline]
-
     args = job_args(stack, topic, database, tmp_path)
     job = Job(args, stack_env, tmp_path / "job.log")
     try:
@@ -168,7 +168,7 @@ def test_no_process_of_the_job_outlives_the_others(stack, stack_env, topic, data
         os.kill(job.proc.pid, signal.SIGKILL)  # the JVM alone
         job.proc.wait(timeout=30)
         assert wait_for(lambda: driver not in [pid for pid, _, _ in processes()], 30), "the Python driver was orphaned"
-        assert job_processes() == []
+        assert job_processes(tmp_path) == []
     finally:
         job.cleanup()
     job = Job(args, stack_env, tmp_path / "job.log")
@@ -176,97 +176,101 @@ def test_no_process_of_the_job_outlives_the_others(stack, stack_env, topic, data
         job.wait_started()
         os.kill(job.driver_pid(), signal.SIGKILL)  # the Python driver alone
         job.proc.wait(timeout=60)
-        assert wait_for(lambda: job_processes() == [], 30), "the JVM was left behind"
+        assert wait_for(lambda: job_processes(tmp_path) == [], 30), "the JVM was left behind"
     finally:
         job.cleanup()
+
+
+@contextmanager
+def streamdash_job(stack, stack_env, topic: str, database: str, work: Path, output) -> Iterator[subprocess.Popen]:
+    """`streamdash job -- <the tests' job arguments>`, as a person runs it, its output to `output`; on the way out,
+    whatever is left of it is killed."""
+    command = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "job", "--",
+                                *job_args(stack, topic, database, work)], stdout=output, stderr=subprocess.STDOUT,
+                               cwd=REPO, env={**os.environ, **stack_env})
+    try:
+        yield command
+    finally:
+        for pid, ppid, _ in processes():
+            if ppid == command.pid:  # spark-submit, in a session of its own
+                os.killpg(pid, signal.SIGKILL)
+        command.kill()
+
+
+def job_processes(work: Path) -> list[int]:
+    """The processes of a job whose folder is `work` (the folder is in their command lines)."""
+    return [pid for pid, _, cmdline in processes() if str(work).encode() in cmdline]
 
 
 def test_ctrl_c_on_streamdash_job_finishes_the_batch_and_stops_cleanly(stack, stack_env, topic, database, tmp_path):
     """A hand-run job (`streamdash job`, as the README shows it) stops as `make run` does: Ctrl-C reaches only the
     command, which asks the driver to finish its batch; spark-submit's JVM does not die under it."""
     log = tmp_path / "job.log"
-    with log.open("wb") as out:
-        command = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "job", "--",
-                                    *job_args(stack, topic, database, tmp_path)], stdout=out, stderr=subprocess.STDOUT,
-                                   cwd=REPO, env={**os.environ, **stack_env})
-    try:
+    with log.open("wb") as out, streamdash_job(stack, stack_env, topic, database, tmp_path, out) as command:
         assert wait_for(lambda: "streamdash.job: started" in log.read_text(errors="replace"), 180), log.read_text()
         command.send_signal(signal.SIGINT)
         assert command.wait(timeout=120) == 0, log.read_text()[-3000:]
         assert "stopped cleanly" in log.read_text() and "Traceback" not in log.read_text()
-    finally:
-        for pid, ppid, _ in processes():
-            if ppid == command.pid:  # spark-submit, in a session of its own
-                os.killpg(pid, signal.SIGKILL)
-        command.kill()
 
 
 def test_ctrl_c_stops_the_job_when_its_output_pipe_is_closed(stack, stack_env, topic, database, tmp_path):
     """`streamdash job 2>&1 | tee run.log` and Ctrl-C: the terminal's SIGINT ends `tee` too, so the command's
     output pipe is closed when it would say that it stops the job. The job must stop all the same, and no process
     of it be left running."""
-    command = subprocess.Popen([sys.executable, "-m", "streamdash_toolbox.cli", "job", "--",
-                                *job_args(stack, topic, database, tmp_path)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **stack_env})
-
-    def job_processes() -> list[int]:
-        return [pid for pid, _, cmdline in processes() if str(tmp_path).encode() in cmdline]
-
-    try:
+    with streamdash_job(stack, stack_env, topic, database, tmp_path, subprocess.PIPE) as command:
         for text in command.stdout:  # what tee would read, until the job has started
             if b"streamdash.job: started" in text:
                 break
         command.stdout.close()  # tee is gone
         command.send_signal(signal.SIGINT)
         command.wait(timeout=120)
-        assert wait_for(lambda: job_processes() == [], 120), "the job was left running"
+        assert wait_for(lambda: job_processes(tmp_path) == [], 120), "the job was left running"
+
+
+@contextmanager
+def job_without_influxdb(stack, stack_env, topic: str, database: str, work: Path, *overrides: str
+                         ) -> Iterator[tuple[Job, str]]:
+    """The job pointed at an address where no InfluxDB listens (`nowhere`), started and fed a few seconds of the
+    simulator; cleaned up on the way out."""
+    from streamdash_toolbox.stack.process import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    job = Job(job_args(stack, topic, database, work, f"influxdb.url={nowhere}", *overrides), stack_env,
+              work / "job.log")
+    try:
+        job.wait_started()
+        sender = simulate(plaintext(stack), topic, work / "manifest.jsonl", stack_env, extra=("--duration", "3"))
+        assert sender.wait(timeout=120) == 0
+        yield job, nowhere
     finally:
-        for pid, ppid, _ in processes():
-            if ppid == command.pid:  # spark-submit, in a session of its own
-                os.killpg(pid, signal.SIGKILL)
-        command.kill()
+        job.cleanup()
+
+
+def error_lines(job: Job) -> list[str]:
+    return [line for line in job.output().splitlines() if " ERROR streamdash.job: " in line]
 
 
 def test_a_stop_that_must_cancel_a_batch_says_which_and_exits_1(stack, stack_env, topic, database, tmp_path):
     """A batch that outlasts `job.stop_timeout` (here: its windows wait for an InfluxDB that is not there) is
     cancelled, and the job says so in one line and exits 1, instead of "stopped cleanly"; the batch has no commit,
     so the next start replays it."""
-    from streamdash_toolbox.stack.process import free_port
-
-    nowhere = f"http://127.0.0.1:{free_port()}"
-    job = Job(job_args(stack, topic, database, tmp_path, f"influxdb.url={nowhere}", "job.stop_timeout=2 seconds"),
-              stack_env, tmp_path / "job.log")
-    try:
-        job.wait_started()
-        sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env, extra=("--duration", "2"))
-        assert sender.wait(timeout=120) == 0
+    with job_without_influxdb(stack, stack_env, topic, database, tmp_path, "job.stop_timeout=2 seconds") as (job, _):
         assert wait_for(lambda: "unavailable" in job.output(), 300), job.output()[-3000:]  # the batch is stuck
         assert job.terminate() == 1
-        errors = [line for line in job.output().splitlines() if " ERROR streamdash.job: " in line]
+        errors = error_lines(job)
         assert len(errors) == 1 and "stopped cleanly" not in job.output(), errors
         [batch] = re.findall(r"batch (\d+) was still running and is cancelled", errors[0])
         assert "replayed from the checkpoint" in errors[0]
         checkpoint = tmp_path / "checkpoints" / "aggregates"
         assert (checkpoint / "offsets" / batch).exists() and not (checkpoint / "commits" / batch).exists()
-    finally:
-        job.cleanup()
 
 
 def test_past_max_outage_the_job_fails_with_one_clear_line(stack, stack_env, topic, database, tmp_path):
-    from streamdash_toolbox.stack.process import free_port
-
-    nowhere = f"http://127.0.0.1:{free_port()}"
-    job = Job(job_args(stack, topic, database, tmp_path, f"influxdb.url={nowhere}", "influxdb.max_outage=5 seconds"),
-              stack_env, tmp_path / "job.log")
-    try:
-        job.wait_started()
-        sender = simulate(plaintext(stack), topic, tmp_path / "manifest.jsonl", stack_env, extra=("--duration", "5"))
-        assert sender.wait(timeout=120) == 0
+    with job_without_influxdb(stack, stack_env, topic, database, tmp_path, "influxdb.max_outage=5 seconds") as (
+            job, nowhere):
         assert job.proc.wait(timeout=300) == 1
-        errors = [line for line in job.output().splitlines() if " ERROR streamdash.job: " in line]
+        errors = error_lines(job)
         assert len(errors) == 1, errors
         assert f"InfluxDB at {nowhere} was unavailable for" in errors[0]
         assert "longer than influxdb.max_outage allows" in errors[0]
         assert stack_env["INFLUXDB_TOKEN"] not in job.output()
-    finally:
-        job.cleanup()

@@ -134,17 +134,21 @@ def test_delta_dead_letters_are_idempotent_and_gain_the_detail_column_by_merge_s
     letters.drop("detail").write.format("delta").save(table)
     writer = InfluxWriter(url=influx.url, org="streamdash", bucket=f"{database}/autogen", token=influx.token)
     config = DeadLetterSink(path=table, format="delta")
-    sink = DeadLetters(config, writer, "s_dead_letters", lambda: "query-1")
+    planned_ms = 1_796_000_000_000  # when query-1 planned its batch 3 (its offset log's time)
+    sink = DeadLetters(config, writer, "s_dead_letters", lambda batch_id: planned_ms, lambda: "query-1")
     assert sink.write(letters, 3).written == 2
     sink.write(letters, 3)  # replayed: skipped
     written = delta.read(spark, table)
     assert "detail" in written.columns and written.count() == 4  # the two old rows and the batch, once
     assert sorted(r.reason for r in written.where("batch_id = 3").collect()) == ["malformed_json", "wrong_type"]
-    # A new checkpoint's batch 3 is new data, not a replay of the old checkpoint's.
-    DeadLetters(config, writer, "s_dead_letters", lambda: "query-2").write(letters, 3)
-    assert delta.read(spark, table).count() == 6
     counts = influx.query('SELECT "count" FROM pipeline_deadletter', database)
     assert sum(row["count"] for row in counts) == 2  # a count point per (stream, reason, batch): replays overwrite
+    # A new checkpoint's batch 3 is new data, not a replay of the old checkpoint's, planned at another time.
+    DeadLetters(config, writer, "s_dead_letters", lambda batch_id: planned_ms + 60_000, lambda: "query-2").write(
+        letters, 3)
+    assert delta.read(spark, table).count() == 6
+    counts = influx.query('SELECT "count" FROM pipeline_deadletter', database)
+    assert sum(row["count"] for row in counts) == 4
 
 
 def test_bronze_and_gold_survive_a_sigkill_and_a_backfill_rebuilds_influxdb_from_bronze(

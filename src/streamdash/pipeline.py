@@ -80,9 +80,9 @@ def batch_handler(spark: SparkSession, settings: Settings, stream: str) -> Micro
     return MicroBatchWriter(
         stream=stream,
         windows=LineSinks(partial(aggregate_line, settings.contract), influxdb, views),
-        refused=DeadLetters(settings.dead_letter, influxdb, stream, this_query, batch_ms),
-        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", this_query,
-                            batch_ms),
+        refused=DeadLetters(settings.dead_letter, influxdb, stream, batch_ms, this_query),
+        invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", batch_ms,
+                            this_query),
         metrics=metrics_writer(influxdb) if settings.job.self_metrics else None,
         gold=GoldTable(lakehouse.gold) if lakehouse.gold else None,
         bronze=BronzeTable(lakehouse.bronze, this_query)

@@ -12,7 +12,6 @@ message for refused points), batch_id, dead_lettered_at.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -69,12 +68,12 @@ class DeadLetters:
     config: DeadLetterSink
     counts: InfluxWriter
     stream: str
+    # When the query planned a batch (`checkpoint.batch_time_ms`), which dates its count points: the job's clock,
+    # never a device's, and the same on a replay.
+    batch_time_ms: Callable[[int], int]
     # The query's id (`checkpoint.query_id`), part of a Delta table's `txnAppId`: a new checkpoint numbers its
     # batches from 0 again, and Delta would skip them as replays of the old checkpoint's.
     query_id: Callable[[], str] | None = None
-    # When the query planned a batch (`checkpoint.batch_time_ms`), which dates its count points: the job's clock,
-    # never a device's, and the same on a replay. None: the time of the write (nothing replays it).
-    batch_time_ms: Callable[[int], int] | None = None
 
     def write(self, records: DataFrame, batch_id: int, counts: list[dict] | None = None) -> WriteReport:
         """Write one micro-batch's dead letters (`RECORD_COLUMNS`) and their count per reason; reports how many
@@ -107,8 +106,8 @@ class DeadLetters:
             replace_folder_with_file(records.sparkSession, folder, "part-00000.json", text.encode())
         else:
             stamped.drop("batch_id").write.mode("overwrite").json(folder)
-        batch_ms = self.batch_time_ms(batch_id) if self.batch_time_ms else time.time_ns() // 1_000_000
-        report = self.counts.write_lines([dead_letter_count_line(row, stream, batch_id, batch_ms) for row in counts])
+        report = self.counts.write_lines([dead_letter_count_line(row, stream, batch_id, self.batch_time_ms(batch_id))
+                                          for row in counts])
         for line, why in report.rejected:
             log.error("InfluxDB refused a dead-letter count (%s): %s", why, line)
         return WriteReport(written=sum(row["count"] for row in counts), blocked_s=report.blocked_s)

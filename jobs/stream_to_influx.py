@@ -1,6 +1,14 @@
 """Entry point for spark-submit and for a Databricks spark_python_task; the logic lives in streamdash.job.
 
-    spark-submit --jars "$(streamdash stack jars)" jobs/stream_to_influx.py --env local
+    streamdash job -- --env local
+
+runs it under spark-submit with what it needs beside the script: Spark's Kafka connector and Delta Lake's jars,
+and Delta's two session settings (without them a configured Delta table fails at its first write):
+
+    spark-submit --jars "$(streamdash stack jars)" \
+      --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
+      --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+      jobs/stream_to_influx.py --env local
 """
 
 import sys

@@ -83,3 +83,12 @@ def test_every_command_in_the_readme_and_docs_names_what_exists():
             assert field in fields_of(Settings.model_fields[section].annotation), line
             checked += 1
     assert checked >= 10, checked
+
+
+def test_the_entry_point_s_spark_submit_line_turns_delta_on_as_streamdash_job_does():
+    """By hand, spark-submit needs the Delta settings that `streamdash job` passes, or a configured table fails at
+    its first write, minutes in."""
+    from streamdash_toolbox.stack.install import DELTA_SESSION_CONF
+
+    text = (REPO / "jobs" / "stream_to_influx.py").read_text()
+    assert all(f"--conf {key}={value}" in text for key, value in DELTA_SESSION_CONF.items())

@@ -25,6 +25,7 @@ from streamdash.transforms.batch import RECORD_COLUMNS
 from streamdash.transforms.parse import dead_letters, parse_events
 from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.pipeline import (
+    LOG_CONFIG,
     WINDOWS,
     GroundTruth,
     Job,
@@ -220,3 +221,24 @@ def test_bronze_and_gold_survive_a_sigkill_and_a_backfill_rebuilds_influxdb_from
     assert any(e["category"] == "late_beyond" for e in truth.entries)
     problems = backfilled.differences(influx, database, tmp_path)
     assert not problems, (len(problems), problems[:8])
+
+
+def test_a_session_that_cannot_write_delta_is_refused_at_start_in_one_line(stack, stack_env, topic, database,
+                                                                         tmp_path):
+    """spark-submit by hand without Delta's settings, with a table configured: one line at start, not a failure at
+    the first write minutes later."""
+    from streamdash_toolbox.stack.install import spark_submit_conf
+    from streamdash_toolbox.stack.spark import submit_argv
+
+    argv = submit_argv(REPO / "jobs" / "stream_to_influx.py",
+                       job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={tmp_path / 'bronze'}"),
+                       log_config=LOG_CONFIG)
+    delta_values = spark_submit_conf()[1::2]
+    without_delta = [arg for i, arg in enumerate(argv)
+                     if arg not in delta_values and not (arg == "--conf" and argv[i + 1] in delta_values)]
+    assert len(without_delta) == len(argv) - 2 * len(delta_values)
+    run = subprocess.run(without_delta, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, **stack_env, "PYSPARK_PYTHON": sys.executable})
+    errors = [line for line in (run.stdout + run.stderr).splitlines() if " ERROR streamdash.job: " in line]
+    assert run.returncode == 1 and len(errors) == 1, (run.stdout + run.stderr)[-3000:]
+    assert "lakehouse.bronze: this Spark session cannot write Delta tables" in errors[0]

@@ -22,7 +22,13 @@ from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
 from streamdash.pipeline import query_checkpoints, query_starters
-from streamdash.session import failure_summary, finish_state_store_maintenance, hit_kafka_metrics_bug, spark_session
+from streamdash.session import (
+    check_delta,
+    failure_summary,
+    finish_state_store_maintenance,
+    hit_kafka_metrics_bug,
+    spark_session,
+)
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sources import kafka
 
@@ -32,6 +38,7 @@ log = logging.getLogger("streamdash.job")
 def run(settings: Settings, verbose: bool = False) -> None:
     """Run until SIGTERM/SIGINT (then finish the batch in flight and stop) or until a query fails."""
     spark = spark_session(settings, verbose)
+    check_delta(spark, settings)
     listener = None
     if settings.job.self_metrics:
         listener = InfluxProgressListener(InfluxWriter.from_config(settings.influxdb))

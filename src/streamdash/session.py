@@ -23,6 +23,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streamdash.config import Settings
+from streamdash.errors import StreamdashError
 from streamdash.sources import kafka
 from streamdash.storage import file_system
 
@@ -56,6 +57,22 @@ def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
     for key, value in session_settings(settings, spark.sparkContext.defaultParallelism, local).items():
         spark.conf.set(key, value)
     return spark
+
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def check_delta(spark: SparkSession, settings: Settings) -> None:
+    """Refuse at start a session that cannot write the Delta tables the configuration names (a spark-submit without
+    Delta's settings), instead of failing at the first write, minutes in. Databricks' runtime has Delta built in."""
+    tables = [name for name, table in (("lakehouse.bronze", settings.lakehouse.bronze),
+                                       ("lakehouse.gold", settings.lakehouse.gold)) if table]
+    tables += ["dead_letter.format = \"delta\""] if settings.dead_letter.format == "delta" else []
+    if tables and not kafka.on_databricks() and DELTA_EXTENSION not in spark.conf.get("spark.sql.extensions", ""):
+        raise StreamdashError(
+            f"{', '.join(tables)}: this Spark session cannot write Delta tables; run the job with `streamdash job`, "
+            f"or give spark-submit Delta's jars and --conf spark.sql.extensions={DELTA_EXTENSION} --conf "
+            "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog")
 
 
 def session_settings(settings: Settings, cores: int, local_checkpoint: bool = False) -> dict[str, str]:

@@ -352,7 +352,7 @@ def default_of(model: type[BaseModel], field: str) -> Any:
 
 def load_settings(env: str, conf_dir: str | Path = "conf", overrides: list[str] | None = None) -> Settings:
     """`conf/<env>.toml`, on top of the file it `extends` (if any), with `overrides` on top."""
-    raw, sources = read_layers(Path(conf_dir), env, ())
+    raw, sources = read_layers(Path(conf_dir), env)
     overridden = {_apply_override(raw, override) for override in overrides or []}
     return settings_from_dict(_resolve(raw, ""), source=" on ".join(sources), overridden=overridden)
 

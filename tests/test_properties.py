@@ -161,7 +161,7 @@ def oracle_windows(events: list[dict], contract: Contract) -> dict[tuple, dict]:
 
 # ---- what Hypothesis draws -------------------------------------------------------------------------------------
 
-NAMES = ("temperature", "co2", "rpm", "vibration_x", "m2")
+NAMES = ("temperature", "co2", "rpm", "vibration_x", "m2", "Pressure", "Key2")  # any case, as Spark reads
 
 
 @st.composite

@@ -415,6 +415,21 @@ def test_without_a_sequence_duplicates_are_the_same_device_and_event_time_and_st
     assert kept.count() == 4
 
 
+def test_mixed_case_names_the_validation_accepts_run_through_the_parse_and_the_windows(spark):
+    """Spark resolves names in any case: what the contract accepts must not meet a column of the job's own there."""
+    contract = Contract(device_id="$.DeviceId", site="$.Site", event_time="$.Time", sequence="$.SEQ",
+                        device_type=None, schema_version=None, tags={"Firmware": "$.Meta.FW"},
+                        measurements={"Temp": Measurement(path="$.Meta.Temp"), "siteTemp": Measurement(path="$.temp"),
+                                      "Keys": Measurement(path="$.key"), "Ingested": Measurement(path="$.ingested_at")})
+    payload = json.dumps({"DeviceId": "d-1", "Site": "s1", "Time": "2026-11-28T12:00:00Z", "SEQ": 1, "temp": 2,
+                          "key": 3, "ingested_at": 4, "Meta": {"FW": "1.0", "Temp": 21.5}})
+    events = valid_events(parse_events(raw(spark, payload), Validation(), contract))
+    [row] = windowed_aggregates(deduplicate(events, "30 seconds"), ["10 seconds"], contract=contract).where(
+        "level = 'device'").collect()
+    assert (row.Temp_mean, row.siteTemp_last, row.Keys_max, row.Ingested_min, row.tags.Firmware) == (
+        21.5, 2.0, 3.0, 4.0, "1.0")
+
+
 def test_the_contract_offers_exactly_the_statistics_the_aggregation_computes():
     from streamdash.config import STATISTIC_NAMES
     from streamdash.transforms.aggregate import STATISTICS

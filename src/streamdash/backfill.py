@@ -23,6 +23,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from streamdash.columns import READ_AT
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import configuration_arguments, configure_logging
@@ -32,7 +33,7 @@ from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
 from streamdash.sinks.points import aggregate_line
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import READ_AT, parse_events, reference_time, valid_events
+from streamdash.transforms.parse import parse_events, reference_time, valid_events
 
 log = logging.getLogger("streamdash.backfill")
 BACKFILL_BATCH_ID = -1  # the gold table's batch_id of a backfilled window

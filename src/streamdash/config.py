@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from streamdash import columns
 from streamdash.errors import ConfigError
 
 # KLL sketch size behind the p95: normalized rank error about 1.65% (DataSketches' bound, 99% confidence).
@@ -154,14 +155,22 @@ def _check_json_path(path: str) -> str:
 
 
 JsonPath = Annotated[str, AfterValidator(_check_json_path)]
+
+
+def _same_in_any_case(named: list[tuple[str, Any]], exact_too: bool = False) -> str | None:
+    """'a and b' for the first two (field, name) whose names are equal in lower case but differ (`exact_too`: or
+    not), else None. A name is a string or a tuple of payload keys."""
+    seen: dict[Any, tuple[str, Any]] = {}
+    for field, name in named:
+        folded = name.lower() if isinstance(name, str) else tuple(key.lower() for key in name)
+        earlier = seen.setdefault(folded, (field, name))
+        if earlier[0] != field and (exact_too or earlier[1] != name):
+            return f"{earlier[0]} and {field}"
+    return None
+
 # A measurement's or a tag's name: an InfluxDB field or tag key, and a column of the job's DataFrames.
 Name = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
 STATISTIC_NAMES = ("mean", "min", "max", "last", "stddev", "p95")  # `transforms.aggregate.STATISTICS`, in order
-# Columns and InfluxDB keys the job uses itself: no measurement or tag may take these names.
-RESERVED_NAMES = frozenset({
-    "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type", "payload", "error",
-    "device_id", "site", "device_type", "event_time", "seq", "tags", "event_time_adjusted", "dead_letter", "parsed",
-    "level", "window", "window_start_ns", "count", "stats_overflowed", "device", "time"})
 
 
 class Measurement(_Section):
@@ -227,13 +236,40 @@ class Contract(_Section):
             raise ValueError("event_time_formats can have one epoch unit only (a number cannot say which it is)")
         if len(set(self.statistics)) != len(self.statistics):
             raise ValueError("statistics repeat")
-        clash = sorted((set(self.measurements) | set(self.tags)) & RESERVED_NAMES)
+        return self
+
+    @model_validator(mode="after")
+    def _names_apart(self) -> Contract:
+        """Measurements and tags become columns, and Spark resolves columns in any case."""
+        clash = sorted(name for name in [*self.measurements, *self.tags] if columns.reserved(name))
         if clash:
-            raise ValueError(f"{', '.join(clash)}: reserved for the job's own columns and InfluxDB keys")
-        fields = {f"{m}_{s}" for m in self.measurements for s in STATISTIC_NAMES}
-        shared = sorted((set(self.measurements) & set(self.tags)) | (set(self.tags) & fields))
+            raise ValueError(f"{', '.join(clash)}: reserved (in any case) for the job's own columns and InfluxDB keys")
+        named = [*(f"measurements.{name}" for name in self.measurements), *(f"tags.{name}" for name in self.tags)]
+        shared = _same_in_any_case([(field, field.split(".", 1)[1]) for field in named], exact_too=True)
+        fields = {f"{m}_{s}".lower() for m in self.measurements for s in STATISTIC_NAMES}
+        shared = shared or next((f"tags.{name} and a field" for name in self.tags if name.lower() in fields), None)
         if shared:
-            raise ValueError(f"{', '.join(shared)}: a tag and a measurement or a field cannot share a name")
+            raise ValueError(f"{shared}: measurements, tags and fields need names that differ in more than case "
+                             "(Spark's column names do not tell case apart)")
+        return self
+
+    @model_validator(mode="after")
+    def _paths_apart(self) -> Contract:
+        """Payload keys become struct fields of the parse, and Spark resolves those in any case too."""
+        paths = {"device_id": self.device_id, "site": self.site, "device_type": self.device_type,
+                 "event_time": self.event_time, "sequence": self.sequence,
+                 "schema_version": self.schema_version and self.schema_version.path,
+                 **{f"measurements.{name}": m.path for name, m in self.measurements.items()},
+                 **{f"tags.{name}": path for name, path in self.tags.items()}}
+        keys = [(field, tuple(json_path_segments(path))) for field, path in paths.items() if path]
+        shared = _same_in_any_case([(field, segments[:depth]) for field, segments in keys
+                                    for depth in range(1, len(segments) + 1)])
+        if shared:
+            raise ValueError(f"{shared}: payload keys that differ only in case are not supported (Spark's field "
+                             "names do not tell case apart)")
+        corrupt = [field for field, segments in keys if segments[0].lower() == columns.CORRUPT_RECORD]
+        if corrupt:
+            raise ValueError(f"{', '.join(corrupt)}: the key {columns.CORRUPT_RECORD} is the JSON parse's own")
         return self
 
     def stat_columns(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from streamdash.checkpoint import batch_time_ms, check_checkpoint, query_id
+from streamdash.columns import EVENT_TIME_ADJUSTED, READ_AT
 from streamdash.config import Settings
 from streamdash.metrics import metrics_writer
 from streamdash.sinks.dead_letter import DeadLetters
@@ -28,11 +29,11 @@ from streamdash.sinks.points import aggregate_line
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
 from streamdash.transforms.batch import query_output, split_once
-from streamdash.transforms.parse import EVENT_TIME_ADJUSTED, READ_AT, parse_events, reference_time
+from streamdash.transforms.parse import parse_events, reference_time
 
 
 def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The configured source, as `sources.kafka.RAW_COLUMNS`."""
+    """The configured source, as `columns.RAW_COLUMNS`."""
     if settings.source.kind == "eventhubs_native":
         return eventhubs_native.read_stream(spark, settings.source)
     return kafka.read_stream(spark, settings.source)

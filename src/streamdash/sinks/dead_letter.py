@@ -42,7 +42,7 @@ def _json_bytes(record: list[Column]) -> Column:
 
 
 def tally(letter: Column) -> Column:
-    """A dead letter (a struct of `DEAD_LETTER_COLUMNS`) as what its count needs (`sinks.lines.TALLY`): its reason
+    """A dead letter (a struct of `DEAD_LETTER_COLUMNS`) as what its count needs (`columns.TALLY`): its reason
     and the size of its JSON line; so the handler's one pass over a batch counts the dead letters as it writes
     the windows."""
     record = [*(letter[name].alias(name) for name in DEAD_LETTER_COLUMNS), F.lit(None).cast("string").alias("detail")]

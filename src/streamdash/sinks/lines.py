@@ -15,10 +15,8 @@ from typing import Any, Protocol
 
 from pyspark.sql import DataFrame
 
+from streamdash.columns import TALLY  # a row's dead-letter tally (`dead_letter.tally`), null on rows to write
 from streamdash.sinks.report import WriteReport, add_to_tally
-
-# A row's dead-letter tally (`dead_letter.tally`): a struct of reason and json_bytes, null on rows to write.
-TALLY = "dead_letter_tally"
 
 
 class LineSink(Protocol):

@@ -1,1 +1,1 @@
-"""Sources: read the raw telemetry stream into one normalised shape (see `sources.kafka.RAW_COLUMNS`)."""
+"""Sources: read the raw telemetry stream into one normalised shape (see `columns.RAW_COLUMNS`)."""

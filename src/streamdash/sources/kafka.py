@@ -14,7 +14,6 @@ from pyspark.sql import functions as F
 
 from streamdash.config import KafkaSource
 
-RAW_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type")
 # Kafka's record timestamp types (the source's `timestampType`): the producer's clock, or the broker's at append.
 CREATE_TIME, LOG_APPEND_TIME = 0, 1
 PLAIN_LOGIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -63,7 +62,7 @@ def kafka_options(source: KafkaSource, shaded: bool | None = None) -> dict[str, 
 
 
 def read_stream(spark: SparkSession, source: KafkaSource) -> DataFrame:
-    """The topic as raw records (`RAW_COLUMNS`): key (a string: devices key by their id), value (binary), topic,
+    """The topic as raw records (`columns.RAW_COLUMNS`): key (a string: devices key by their id), value (binary), topic,
     partition, offset, kafka_timestamp and kafka_timestamp_type (`CREATE_TIME` or `LOG_APPEND_TIME`)."""
     return _raw_columns(spark.readStream.format("kafka").options(**kafka_options(source)).load())
 

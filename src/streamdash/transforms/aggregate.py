@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from streamdash.columns import GROUP_COLUMNS, GROUP_KEY_PREFIX
 from streamdash.config import DEFAULT_QUANTILE_SKETCH_K, Contract, duration_seconds, window_label
 from streamdash.events import DEDUPLICATION_KEY
 
@@ -82,8 +83,6 @@ def state_layout(contract: Contract) -> dict:
             "tags": list(contract.tags)}
 
 
-# What every group holds besides the contract's statistics.
-GROUP_COLUMNS = ("count", "newest_event_ns")
 
 
 def _groupings(window_sizes: list[str], device_keys: dict[str, str]) -> Column:
@@ -95,7 +94,7 @@ def _groupings(window_sizes: list[str], device_keys: dict[str, str]) -> Column:
         size_us = int(duration_seconds(size)) * 1_000_000
         start_us = event_us - F.pmod(event_us, F.lit(size_us))
         for level in ("device", "site"):
-            keys = [(F.col(key) if level == "device" else F.lit(None).cast(sql_type)).alias(f"key_{key}")
+            keys = [(F.col(key) if level == "device" else F.lit(None).cast(sql_type)).alias(f"{GROUP_KEY_PREFIX}{key}")
                     for key, sql_type in device_keys.items()]
             rows.append(F.struct(F.lit(level).alias("level"), F.lit(window_label(size)).alias("window"),
                                  start_us.alias("start_us"), *keys))
@@ -122,7 +121,7 @@ def windowed_aggregates(events: DataFrame, window_sizes: list[str], sketch_k: in
     states = [statistic.aggregate(F.col(m), F.when(F.col(m).isNotNull(), latest), sketch_k)
               .alias(f"{m}_{statistic.name}") for m in contract.measurements for statistic in statistics]
     grouped = rows.groupBy(F.window("event_time", largest).alias("largest_window"), "level", "window", "start_us",
-                           "site", *[f"key_{key}" for key in device_keys])
+                           "site", *[f"{GROUP_KEY_PREFIX}{key}" for key in device_keys])
     finals = {f"{m}_{statistic.name}": statistic.final(F.col(f"{m}_{statistic.name}"))
               for m in contract.measurements for statistic in statistics}
     newest_ns = F.unix_micros(F.max("event_time")) * 1000

@@ -19,12 +19,10 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from streamdash.columns import DEAD_LETTER, READ_AT, RECORD, TALLY
 from streamdash.events import DEDUPLICATION_KEY
-from streamdash.sinks.lines import TALLY
-from streamdash.transforms.parse import READ_AT, dead_letter_columns, evaluated_once, event_columns
+from streamdash.transforms.parse import dead_letter_columns, evaluated_once, event_columns
 
-DEAD_LETTER = "dead_letter"
-RECORD = "record"
 # A raw record as the bronze table keeps it: where it was, what it said, when the job read it (the batch's time,
 # which the parse judged its event time against) and why it was a dead letter (null: it was valid).
 RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type",
@@ -34,7 +32,7 @@ RECORD_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timesta
 def split_once(parsed: DataFrame, keep_records: bool = False, watermark: str | None = None
                ) -> tuple[DataFrame, DataFrame]:
     """`parse.valid_events` and the dead letters (with `keep_records`: every record, and `parsed` has the time each
-    was read as `parse.READ_AT`) of a stream, from one read and one parse of each record.
+    was read as `columns.READ_AT`) of a stream, from one read and one parse of each record.
 
     Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
     that the two must ask the same of it: each filter stays above it (`parse.evaluated_once`), and each branch keeps
@@ -76,7 +74,7 @@ def windows(batch: DataFrame) -> DataFrame:
 
 
 def windows_and_tallies(batch: DataFrame, tally: Callable[[Column], Column]) -> DataFrame:
-    """A micro-batch's windows and, for each dead letter, `tally` of it (`sinks.lines.TALLY`, null on windows):
+    """A micro-batch's windows and, for each dead letter, `tally` of it (`columns.TALLY`, null on windows):
     what the handler's one pass writes and counts."""
     letter = F.col(DEAD_LETTER)
     return (batch.where(F.col("level").isNotNull() | letter.isNotNull())

@@ -25,6 +25,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, DoubleType, LongType, StringType, StructField, StructType, VariantType
 
+from streamdash.columns import CORRUPT_RECORD as _CORRUPT
+from streamdash.columns import ERROR, EVENT_TIME_ADJUSTED, PAYLOAD, RAW_COLUMNS, READ_AT
 from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
 from streamdash.events import (
     BLANK_IDENTIFIER,
@@ -33,11 +35,10 @@ from streamdash.events import (
     UNREPRESENTABLE_IDENTIFIER,
     Reason,
 )
-from streamdash.sources.kafka import LOG_APPEND_TIME, RAW_COLUMNS
+from streamdash.sources.kafka import LOG_APPEND_TIME
 
 # ISO-8601 with a date, a time and an explicit offset (Z or +hh:mm).
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
-_CORRUPT = "_corrupt_record"
 # Strict JSON: no single quotes, no bare NaN/Infinity. A record that is not a JSON object fills _corrupt_record.
 _JSON_OPTIONS = {"columnNameOfCorruptRecord": _CORRUPT, "allowSingleQuotes": "false",
                  "allowNonNumericNumbers": "false"}
@@ -80,8 +81,6 @@ def evaluated_once(column: Column) -> Column:
     return F.when(F.spark_partition_id() >= 0, column)
 
 
-EVENT_TIME_ADJUSTED = "event_time_adjusted"  # an early event taken at the reference time (`early_events = "adjust"`)
-READ_AT = "ingested_at"  # when the job read a record, where it keeps the records (the bronze table's column)
 
 
 def reference_time(read_at: Column | None = None) -> Column:
@@ -130,7 +129,7 @@ def _typed_schema(keys: dict[str, list[str]]) -> StructType | None:
 
 def parse_events(raw: DataFrame, validation: Validation, contract: Contract | None = None,
                  reference: Column | None = None, typed_first: bool = True) -> DataFrame:
-    """Raw records (see `sources.kafka.RAW_COLUMNS`) -> the same columns plus `payload`, the typed event
+    """Raw records (see `columns.RAW_COLUMNS`) -> the same columns plus `payload`, the typed event
     columns (`event_columns`) of `contract` (default: `Contract()`), `error` (null for a valid event, otherwise one
     of `events.Reason`) and `EVENT_TIME_ADJUSTED`.
 
@@ -295,7 +294,7 @@ def event_columns(parsed: DataFrame) -> list[str]:
     """The typed columns of `parse_events`' events: device_id, site, device_type, event_time, seq (null without a
     sequence field), one column per measurement, and `tags` (a struct of the contract's tags) when it has any."""
     return [name for name in parsed.columns
-            if name not in (*RAW_COLUMNS, READ_AT, "payload", "error", EVENT_TIME_ADJUSTED)]
+            if name not in (*RAW_COLUMNS, READ_AT, PAYLOAD, ERROR, EVENT_TIME_ADJUSTED)]
 
 
 def valid_events(parsed: DataFrame) -> DataFrame:

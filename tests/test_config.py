@@ -8,7 +8,6 @@ import pytest
 
 from streamdash.config import load_settings, window_label
 from streamdash.errors import ConfigError
-from streamdash.secrets import secret_env_name
 from streamdash_toolbox.testing import REPO
 
 CONF = REPO / "conf"
@@ -24,13 +23,36 @@ def test_local_loads_with_defaults(monkeypatch):
     assert [window_label(w) for w in settings.aggregation.window_sizes] == ["10s", "1m"]
 
 
-def test_secret_scope_references_resolve_from_the_environment_outside_databricks(monkeypatch):
+def test_secrets_come_from_the_environment_and_are_never_shown(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
-    monkeypatch.setenv(secret_env_name("streamdash", "eventhubs-connection-string"), SECRET)
+    monkeypatch.setenv("EVENTHUBS_CONNECTION_STRING", SECRET)
     settings = load_settings("local", CONF, ["source.security=eventhubs",
-                                             "source.connection_string={{secrets/streamdash/eventhubs-connection-string}}"])
+                                             "source.connection_string=${EVENTHUBS_CONNECTION_STRING}"])
     assert settings.source.connection_string.get_secret_value() == SECRET
     assert "TOPSECRET" not in repr(settings) and "TOPSECRET" not in str(settings)
+
+
+def test_a_notebook_reads_a_secret_the_environment_lacks_from_the_scope(monkeypatch):
+    """An interactive cluster has not the job cluster's secret variables: the notebook takes them from the scope
+    the job's come from, and says which variable to set when the scope cannot give one."""
+    from streamdash.notebook import ScopeEnvironment
+
+    class Scope:
+        def get(self, scope, key):
+            if (scope, key) != ("streamdash", "eventhubs-connection-string"):
+                raise PermissionError(key)
+            return SECRET
+
+    dbutils = type("Dbutils", (), {"secrets": Scope()})()
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    monkeypatch.delenv("EVENTHUBS_CONNECTION_STRING", raising=False)
+    eventhubs = ["source.security=eventhubs", "source.connection_string=${EVENTHUBS_CONNECTION_STRING}"]
+    settings = load_settings("local", CONF, eventhubs, ScopeEnvironment(dbutils, "streamdash"))
+    assert settings.source.connection_string.get_secret_value() == SECRET
+    monkeypatch.delenv("INFLUXDB_TOKEN")
+    with pytest.raises(ConfigError, match=r"INFLUXDB_TOKEN is not set, and the secret streamdash/influxdb-token is "
+                                          r"unavailable \(PermissionError\): set INFLUXDB_TOKEN"):
+        load_settings("local", CONF, eventhubs, ScopeEnvironment(dbutils, "streamdash"))
 
 
 def test_overrides_take_toml_values_and_bare_strings(monkeypatch):
@@ -86,10 +108,8 @@ def test_missing_environment_variable_and_secret_name_what_to_set(monkeypatch):
     with pytest.raises(ConfigError, match=r"influxdb.token: environment variable INFLUXDB_TOKEN is not set"):
         load_settings("local", CONF)
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
-    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "DATABRICKS_RUNTIME_VERSION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", "/nonexistent/databrickscfg")  # no workspace configured here
-    with pytest.raises(ConfigError, match="STREAMDASH_SECRET_STREAMDASH_EVENTHUBS_CONNECTION_STRING"):
+    with pytest.raises(ConfigError, match=r"source.connection_string: a \{\{secrets/...\}\} reference is read by "
+                                          r"Databricks in a cluster's environment variables"):
         load_settings("local", CONF, ["source.security=eventhubs",
                                       "source.connection_string={{secrets/streamdash/eventhubs-connection-string}}"])
 

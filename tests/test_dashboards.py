@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,14 @@ from streamdash.sinks.retry import RetryPolicy
 from streamdash_toolbox import dashboards
 from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.http_servers import FaultServer
-from streamdash_toolbox.testing.pipeline import Job, job_args, send_with_late_data, wait_for
+from streamdash_toolbox.testing.pipeline import (
+    STALL_S,
+    Job,
+    checkpoint_progress,
+    job_args,
+    send_with_late_data,
+    wait_for,
+)
 
 GRAFANA = REPO / "dashboards" / "grafana"
 ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "streamdash.yml"
@@ -53,12 +61,15 @@ def dashboard_run(stack, stack_env, influx, tmp_path_factory):
         entries = ground_truth.manifest(manifest)
         counted = len(ground_truth.counted_events(entries))
         total = 'SELECT sum("count") FROM telemetry_site WHERE "window" = \'10s\''
-        assert wait_for(lambda: sum(r["sum"] for r in influx.query(total, database)) == counted, 240)
+        moved = partial(checkpoint_progress, work)
+        assert wait_for(lambda: sum(r["sum"] for r in influx.query(total, database)) == counted, STALL_S,
+                        progress=moved)
         # The query's progress, complete: the alert-rule test compares its dead-letter share.
         read = 'SELECT sum("input_rows"), sum("dead_letters") FROM pipeline_progress WHERE "stream" =~ /_aggregates$/'
         dead = sum(1 for entry in entries if entry["category"] == "malformed")
         expected = [(len(entries), dead)]
-        assert wait_for(lambda: [(r["sum"], r["sum_1"]) for r in influx.query(read, database)] == expected, 120)
+        assert wait_for(lambda: [(r["sum"], r["sum_1"]) for r in influx.query(read, database)] == expected, STALL_S,
+                        progress=moved)
         assert job.terminate() == 0
     finally:
         job.cleanup()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 
 import pytest
 from pyspark.sql import functions as F
@@ -26,9 +27,11 @@ from streamdash.transforms.parse import dead_letters, parse_events
 from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.pipeline import (
     LOG_CONFIG,
+    STALL_S,
     WINDOWS,
     GroundTruth,
     Job,
+    checkpoint_progress,
     influx_points,
     job_args,
     send_late_phase,
@@ -172,13 +175,14 @@ def test_bronze_and_gold_survive_a_sigkill_and_a_backfill_rebuilds_influxdb_from
                      extra=("--late-beyond-rate", "0", "--late-beyond-after-s", "100000", "--duration", "300"))
     try:
         job.wait_started()
-        assert wait_for(lambda: batches_with_data() >= 3, 240)
+        assert wait_for(lambda: batches_with_data() >= 3, STALL_S, progress=partial(checkpoint_progress, tmp_path))
         job.kill()  # SIGKILL, most likely mid-batch (a batch takes about its 1 s trigger)
         done_before = batches_with_data()
         job = Job(args, stack_env, tmp_path / "job.log")
         job.wait_started()
         # Two batches with data after the restart: Spark's watermark is the data's again before late events come.
-        assert wait_for(lambda: batches_with_data() >= done_before + 2, 240)
+        assert wait_for(lambda: batches_with_data() >= done_before + 2, STALL_S,
+                        progress=partial(checkpoint_progress, tmp_path))
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 0

@@ -16,7 +16,7 @@ import pytest
 
 from streamdash_toolbox.testing import REPO, bundle
 
-JOB_REQUIREMENTS = {"influxdb-client", "databricks-sdk", "pydantic"}
+JOB_REQUIREMENTS = {"influxdb-client", "pydantic"}
 TOOLBOX_ONLY = {"pyspark", "confluent-kafka", "cryptography"}
 
 

@@ -1,7 +1,8 @@
 """One typed, validated configuration for the job, loaded from `conf/<env>.toml`.
 
-String values may use `${VAR}` / `${VAR:-default}` (environment) and `{{secrets/<scope>/<key>}}` (a Databricks
-secret, see `streamdash.secrets`). `--set section.field=value` overrides a value after the file is read. A bad
+String values may use `${VAR}` / `${VAR:-default}` (environment): the one route for secrets, which Databricks fills
+from a secret scope in the job cluster's environment (`resources/streamdash.job.yml`) and the notebooks from the same
+scope (`streamdash.notebook`). `--set section.field=value` overrides a value after the file is read. A bad
 configuration fails at start with one message naming each bad field, and never echoes a value.
 """
 
@@ -11,6 +12,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -386,11 +388,13 @@ def default_of(model: type[BaseModel], field: str) -> Any:
     return model.model_fields[field].get_default(call_default_factory=True)
 
 
-def load_settings(env: str, conf_dir: str | Path = "conf", overrides: list[str] | None = None) -> Settings:
-    """`conf/<env>.toml`, on top of the file it `extends` (if any), with `overrides` on top."""
+def load_settings(env: str, conf_dir: str | Path = "conf", overrides: list[str] | None = None,
+                  environment: Mapping[str, str] = os.environ) -> Settings:
+    """`conf/<env>.toml`, on top of the file it `extends` (if any), with `overrides` on top; `${VAR}` read from
+    `environment`."""
     raw, sources = read_layers(Path(conf_dir), env)
     overridden = {_apply_override(raw, override) for override in overrides or []}
-    return settings_from_dict(_resolve(raw, ""), source=" on ".join(sources), overridden=overridden)
+    return settings_from_dict(_resolve(raw, "", environment), source=" on ".join(sources), overridden=overridden)
 
 
 def read_layers(conf_dir: Path, env: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], list[str]]:
@@ -451,25 +455,23 @@ def _apply_override(raw: dict[str, Any], override: str) -> str:
     return key.strip()
 
 
-def _resolve(value: Any, where: str) -> Any:
+def _resolve(value: Any, where: str, environment: Mapping[str, str]) -> Any:
     if isinstance(value, dict):
-        return {key: _resolve(item, f"{where}.{key}" if where else key) for key, item in value.items()}
+        return {key: _resolve(item, f"{where}.{key}" if where else key, environment) for key, item in value.items()}
     if isinstance(value, list):
-        return [_resolve(item, where) for item in value]
+        return [_resolve(item, where, environment) for item in value]
     if not isinstance(value, str):
         return value
+    if _SECRET_REF.search(value):
+        raise ConfigError(f"{where}: a {{{{secrets/...}}}} reference is read by Databricks in a cluster's environment "
+                          "variables, not here: set it as one there (resources/streamdash.job.yml) and write ${NAME}")
 
     def from_env(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
+        if name in environment:
+            return environment[name]
         if default is not None:
             return default
         raise ConfigError(f"{where}: environment variable {name} is not set")
 
-    def from_secret_scope(match: re.Match) -> str:
-        from streamdash.secrets import get_secret
-
-        return get_secret(match.group(1), match.group(2), where)
-
-    return _SECRET_REF.sub(from_secret_scope, _ENV_REF.sub(from_env, value))
+    return _ENV_REF.sub(from_env, value)

@@ -6,30 +6,51 @@ DataFrame. On Databricks the notebooks import it from the synced `src/`; locally
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from streamdash.config import Settings, load_settings
+from streamdash.errors import ConfigError
 
 # The environment variables the job cluster fills from the secret scope (resources/streamdash.job.yml).
 SECRET_ENVIRONMENT = {"EVENTHUBS_CONNECTION_STRING": "eventhubs-connection-string", "INFLUXDB_TOKEN": "influxdb-token"}
+
+
+class ScopeEnvironment(Mapping[str, str]):
+    """The process environment, and where it lacks a variable of `SECRET_ENVIRONMENT` (an interactive cluster has
+    not the job cluster's), that secret from `scope`: the job's one route for secrets, taken by a notebook."""
+
+    def __init__(self, dbutils: Any, scope: str):
+        self.dbutils, self.scope = dbutils, scope
+
+    def __getitem__(self, name: str) -> str:
+        if name in os.environ or name not in SECRET_ENVIRONMENT:
+            return os.environ[name]
+        try:
+            return self.dbutils.secrets.get(self.scope, SECRET_ENVIRONMENT[name])
+        except Exception as err:  # noqa: BLE001 - any failure means the secret is unavailable here
+            raise ConfigError(f"{name} is not set, and the secret {self.scope}/{SECRET_ENVIRONMENT[name]} is "
+                              f"unavailable ({type(err).__name__}): set {name}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({*os.environ, *SECRET_ENVIRONMENT})
+
+    def __len__(self) -> int:
+        return len({*os.environ, *SECRET_ENVIRONMENT})
 
 
 def settings_from_widgets(dbutils: Any) -> Settings:
     """The job's configuration for a notebook, from three widgets:
     `env` (conf/<env>.toml), `overrides` (`section.field=value` pairs separated by `;`, as the job's `--set`)
     and `secret_scope`. A secret the job gets from its cluster's environment is read from the scope when the
-    environment lacks it, as on an interactive cluster."""
+    environment lacks it, as on an interactive cluster (`ScopeEnvironment`)."""
     for name, default in (("env", "dev"), ("overrides", ""), ("secret_scope", "streamdash")):
         dbutils.widgets.text(name, default)
     env = dbutils.widgets.get("env")
     conf_dir = Path.cwd().parent / "conf"  # notebooks run with their own folder as working directory
-    conf_text = (conf_dir / f"{env}.toml").read_text() if (conf_dir / f"{env}.toml").is_file() else ""
-    for name, key in SECRET_ENVIRONMENT.items():
-        if f"${{{name}}}" in conf_text and name not in os.environ:
-            os.environ[name] = dbutils.secrets.get(dbutils.widgets.get("secret_scope"), key)
     overrides = [item.strip() for item in dbutils.widgets.get("overrides").split(";") if item.strip()]
-    return load_settings(env, conf_dir, overrides)
+    return load_settings(env, conf_dir, overrides, ScopeEnvironment(dbutils, dbutils.widgets.get("secret_scope")))
 
 
 def influx_database(settings: Settings) -> str:

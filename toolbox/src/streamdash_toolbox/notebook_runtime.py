@@ -3,7 +3,7 @@
 The notebooks are Databricks source files (`# Databricks notebook source`, cells separated by
 `# COMMAND ----------`). On Databricks they find `spark`, `dbutils` and `display` as globals. `run()` provides the
 same three names locally: a local SparkSession with the Kafka connector, a `dbutils` with `widgets` and `secrets`
-(secrets from `STREAMDASH_SECRET_<SCOPE>_<KEY>`, see `streamdash.secrets`), and a `display` that prints a DataFrame
+(secrets from a configured workspace, see `Secrets`), and a `display` that prints a DataFrame
 and keeps what it showed. `streamdash notebook <file>` runs one.
 """
 
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from streamdash.errors import StreamdashError
-from streamdash.secrets import get_secret
 from streamdash.session import PARSE_SETTINGS
 
 HEADER = "# Databricks notebook source"
@@ -39,10 +38,14 @@ class Widgets:
 
 
 class Secrets:
-    """`dbutils.secrets.get`, resolved as everywhere else in streamdash (environment, then the workspace)."""
+    """`dbutils.secrets.get` from a workspace that databricks-sdk finds configured (`~/.databrickscfg`,
+    `DATABRICKS_HOST`...). Notebooks ask it only for a variable the environment lacks (`notebook.ScopeEnvironment`),
+    so on the local stack, whose `streamdash stack env` sets them, never."""
 
     def get(self, scope: str, key: str) -> str:
-        return get_secret(scope, key, where="dbutils.secrets.get")
+        from databricks.sdk import WorkspaceClient
+
+        return WorkspaceClient().dbutils.secrets.get(scope, key)
 
 
 class LocalDbutils:

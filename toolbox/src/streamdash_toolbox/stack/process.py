@@ -136,6 +136,19 @@ def processes() -> list[tuple[int, int, bytes]]:
     return found
 
 
+def cpu_seconds(process_group: int) -> float:
+    """CPU time (user + system) the live processes of `process_group` have used so far."""
+    ticks = 0
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == process_group:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def job_driver(spark_submit_pid: int, script: str = "stream_to_influx.py") -> int | None:
     """The job's Python driver: the child of spark-submit's JVM that runs `script` (`jobs/stream_to_influx.py`)."""
     return next((pid for pid, ppid, cmdline in processes()

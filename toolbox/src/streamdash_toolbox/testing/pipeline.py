@@ -15,7 +15,7 @@ from pathlib import Path
 
 from streamdash.config import Contract
 from streamdash.events import Reason
-from streamdash_toolbox.stack.process import job_driver
+from streamdash_toolbox.stack.process import cpu_seconds, job_driver
 from streamdash_toolbox.stack.spark import submit_argv
 from streamdash_toolbox.testing import REPO, ground_truth
 
@@ -47,14 +47,14 @@ class Job:
             log.seek(self.log_start)
             return log.read().decode(errors="replace")
 
-    def wait_started(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def wait_started(self, stall_s: float = 60) -> None:
+        """Until the job says it started; it fails if the job exits, or stops using CPU for `stall_s` before."""
+        def started() -> bool:
             assert self.proc.poll() is None, f"job exited early:\n{self.output()[-3000:]}"
-            if "streamdash.job: started" in self.output():
-                return
-            time.sleep(1)
-        raise AssertionError("job did not start")
+            return "streamdash.job: started" in self.output()
+
+        assert wait_for(started, stall_s, every_s=1, progress=lambda: int(cpu_seconds(self.proc.pid))), (
+            f"the job did not start, nor use a CPU-second in {stall_s} s:\n{self.output()[-3000:]}")
 
     def driver_pid(self) -> int:
         pid = job_driver(self.proc.pid, self.script.name)
@@ -99,7 +99,8 @@ def send_with_late_data(target: list[str], topic: str, work: Path, env: dict[str
         return bool(counts) and counts[0] >= 2
 
     try:
-        assert wait_for(watermark_set, 240), "the job did not process two batches with data"
+        assert wait_for(watermark_set, STALL_S, progress=lambda: checkpoint_progress(work)), (
+            "the job did not process two batches with data")
     finally:
         first.send_signal(signal.SIGTERM)  # stops sending; every record sent is still delivered and recorded
     assert first.wait(timeout=120) == 0
@@ -152,21 +153,42 @@ def dead_letters(folder: Path) -> dict[tuple[int, int], str]:
     return {(r["partition"], r["offset"]): r["reason"] for r in dead_letter_records(folder)}
 
 
-def wait_for(predicate, timeout_s: float, every_s: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
+# How long a wait on a pipeline's progress lets it stand still, and the most it waits in all.
+STALL_S, MAX_WAIT_S = 120, 1800
+
+
+def wait_for(predicate: Callable[[], object], timeout_s: float, every_s: float = 2.0,
+             progress: Callable[[], object] | None = None) -> bool:
+    """Whether `predicate()` came true within `timeout_s`; with `progress`, within `timeout_s` of the last change of
+    `progress()` (a slow machine moves it slowly, a stuck pipeline not at all), and `MAX_WAIT_S` in all."""
+    start = time.monotonic()
+    deadline, seen = start + timeout_s, progress() if progress else None
+    while not predicate():
+        now = time.monotonic()
+        if progress is not None and (moved := progress()) != seen:
+            seen, deadline = moved, min(now + timeout_s, start + MAX_WAIT_S)
+        if now >= deadline:
+            return False
         time.sleep(every_s)
-    return False
+    return True
 
 
-def wait_until_read(influx, database: str, records: int, timeout_s: float = 120) -> None:
+def checkpoint_progress(work: Path) -> int:
+    """The batches the checkpoints under `work` have planned and committed, added up: each batch moves it."""
+    return sum(max((int(entry.name) for entry in folder.iterdir() if entry.name.isdigit()), default=-1) + 1
+               for folder in work.rglob("*") if folder.name in ("offsets", "commits") and folder.is_dir())
+
+
+def wait_until_read(influx, database: str, records: int, stall_s: float = STALL_S) -> None:
     """Wait until the job's progress says it has read `records` records: a record that changes no point (a
-    duplicate, a late event) is read after the points match, and the counters that count it come with its batch."""
+    duplicate, a late event) is read after the points match, and the counters that count it come with its batch.
+    It fails when the count stands still for `stall_s`."""
     query = "SELECT sum(input_rows) FROM pipeline_progress"
-    assert wait_for(lambda: [row["sum"] for row in influx.query(query, database)] == [records], timeout_s), (
-        influx.query(query, database), records)
+
+    def read() -> list:
+        return [row["sum"] for row in influx.query(query, database)]
+
+    assert wait_for(lambda: read() == [records], stall_s, progress=read), (read(), records)
 
 
 def dead_letter_counts(influx, database: str) -> dict[str, int]:
@@ -214,9 +236,11 @@ class GroundTruth:
             problems.append(("dead letter counts", counts, self.dead_counts))
         return problems
 
-    def assert_matches(self, influx, database: str, work: Path, timeout_s: float = 240) -> None:
-        """Wait until nothing differs, then say what still does."""
-        wait_for(lambda: not self.differences(influx, database, work), timeout_s)
+    def assert_matches(self, influx, database: str, work: Path, stall_s: float = STALL_S) -> None:
+        """Wait until nothing differs, or the job's checkpoints under `work` stand still for `stall_s`, then say
+        what still differs."""
+        wait_for(lambda: not self.differences(influx, database, work), stall_s,
+                 progress=lambda: checkpoint_progress(work))
         problems = self.differences(influx, database, work)
         assert not problems, (len(problems), problems[:8])
 

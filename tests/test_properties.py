@@ -38,6 +38,7 @@ EXAMPLES = MultiplexedDatabase(ReadOnlyDatabase(DirectoryBasedExampleDatabase(RE
                                DirectoryBasedExampleDatabase(REPO / ".hypothesis" / "examples"))
 PROPERTY = settings(max_examples=25, deadline=None, database=EXAMPLES,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 ISO_WITH_OFFSET = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$")
 LONG = range(-2**63, 2**63)
 
@@ -73,6 +74,17 @@ def _bad_identifier(text: str) -> bool:
             or text.endswith("\\") or bool(re.search(r"\\[,= ]", text)))
 
 
+def _reading(value: object, measurement) -> float | None:
+    """The number a present value stands for under the contract, or None for a type it does not read as one."""
+    if _is_number(value):
+        return float(value)
+    if isinstance(value, bool) and measurement.booleans:
+        return float(value)
+    if isinstance(value, str) and measurement.numeric_strings and JSON_NUMBER.fullmatch(value):
+        return float(value)
+    return None
+
+
 def oracle(payload: str, contract: Contract) -> tuple[str | None, dict | None]:
     """(dead-letter reason or None, the event as the job must aggregate it)."""
     try:
@@ -95,6 +107,11 @@ def oracle(payload: str, contract: Contract) -> tuple[str | None, dict | None]:
     measurements = {m: found[f"m:{m}"] for m in contract.measurements}
     if any(found[role] is None for role in required) or all(v is None for v in measurements.values()):
         return Reason.MISSING_FIELD, None
+    readings = {m: None if v is None else _reading(v, contract.measurements[m]) for m, v in measurements.items()}
+    wrong = [m for m, v in measurements.items() if v is not None and readings[m] is None]
+    non_finite = [m for m, v in readings.items() if v is not None and not math.isfinite(v)]
+    kept = {m: v for m, v in readings.items() if v is not None and math.isfinite(v)}
+    fails = bool if contract.bad_values == "dead_letter" else (lambda bad: bool(bad) and not kept)
     event_time = found["event_time"]
     formats = contract.event_time_formats
     time_type_ok = (("iso8601" in formats and isinstance(event_time, str))
@@ -104,7 +121,7 @@ def oracle(payload: str, contract: Contract) -> tuple[str | None, dict | None]:
             or (found.get("device_type") is not None and not isinstance(found["device_type"], str))
             or (contract.sequence and not _is_long(found["seq"]))
             or (contract.schema_version and not _is_long(found["schema_version"]))
-            or any(v is not None and not _is_number(v) for v in measurements.values())):
+            or fails(wrong)):
         return Reason.WRONG_TYPE, None
     if contract.schema_version and found["schema_version"] not in contract.schema_version.accepted:
         return Reason.UNSUPPORTED_SCHEMA_VERSION, None
@@ -127,9 +144,9 @@ def oracle(payload: str, contract: Contract) -> tuple[str | None, dict | None]:
     device_type = found.get("device_type") or contract.default_device_type
     if any(_bad_identifier(text) for text in (found["device_id"], found["site"], device_type)):
         return Reason.INVALID_IDENTIFIER, None
-    values = {m: None if v is None else float(v) for m, v in measurements.items()}
-    if any(v is not None and not math.isfinite(v) for v in values.values()):
+    if fails(non_finite):
         return Reason.NON_FINITE_VALUE, None
+    values = {m: kept.get(m) if contract.bad_values == "drop_value" else readings[m] for m in measurements}
     return None, {"device_id": found["device_id"], "site": found["site"], "event_us": event_us,
                   "seq": found.get("seq"), **values}
 
@@ -173,7 +190,9 @@ def contracts(draw) -> Contract:
         "device_id": identity[0], "site": identity[1], "event_time": identity[2],
         "event_time_formats": draw(st.sampled_from([["iso8601", "epoch_ms"], ["epoch_s"], ["epoch_ms"]])),
         "sequence": draw(st.sampled_from(["$.seq", ""])), **({} if draw(st.booleans()) else {"schema_version": False}),
-        "measurements": {name: {"path": nest + name} for name in names},
+        "measurements": {name: {"path": nest + name, "booleans": draw(st.booleans()),
+                                "numeric_strings": draw(st.booleans())} for name in names},
+        "bad_values": draw(st.sampled_from(["dead_letter", "drop_value"])),
         "statistics": draw(st.sampled_from([["mean", "min", "max", "last", "stddev", "p95"], ["last", "p95"]]))})
 
 
@@ -197,6 +216,8 @@ def _time_value(contract: Contract, event_ms: int, draw) -> object:
 
 values = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
                    st.integers(-1000, 1000))
+# Values a contract may read as numbers, or not: booleans, texts of JSON numbers and of other things.
+other_values = st.sampled_from([True, False, "40.5", "-3", "1e3", "0", "1e999", "abc", " 1", "01", "+1", "NaN", ""])
 BREAKAGES = ("drop_device", "null_site", "number_device", "string_measurement", "bool_measurement",
              "no_measurements", "bad_time", "far_time", "early_time", "blank_device", "newline_site", "not_json",
              "array", "container_not_object", "float_seq", "huge_seq", "wrong_schema_version")
@@ -224,7 +245,7 @@ def batches(draw, contract: Contract) -> list[str]:
         if contract.schema_version:
             _place(document, contract.schema_version.path, 1)
         for measurement in contract.measurements.values():
-            value = draw(values)
+            value = draw(values) if draw(st.integers(0, 5)) else draw(other_values)
             if value is not None or draw(st.booleans()):  # null, or absent
                 _place(document, measurement.path, value)
         breakage = draw(st.sampled_from([None] * 6 + list(BREAKAGES)))

@@ -415,6 +415,57 @@ def test_without_a_sequence_duplicates_are_the_same_device_and_event_time_and_st
     assert kept.count() == 4
 
 
+PUMP = Contract(device_id="$.id", site="$.site", event_time="$.ts", sequence=None, device_type=None,
+                schema_version=None, measurements={
+                    "door": Measurement(path="$.door", booleans=True),
+                    "tank": Measurement(path="$.tank", numeric_strings=True, range=(0, 100)),
+                    "flow": Measurement(path="$.flow")})
+
+
+def pump(**fields) -> str:
+    return changed({"id": "p-1", "site": "s1", "ts": "2026-11-28T12:00:00Z", "door": False, "tank": "40.5",
+                    "flow": 2.5}, **fields)
+
+
+@pytest.mark.parametrize(("payload", "values", "reason"), [
+    (pump(), (0.0, 40.5, 2.5), None),
+    (pump(door=True, tank="-1e1", flow=...), (1.0, -10.0, None), Reason.VALUE_OUT_OF_RANGE),
+    (pump(door=1, tank=7), (1.0, 7.0, 2.5), None),  # numbers stay numbers
+    (pump(tank="4O"), None, Reason.WRONG_TYPE),
+    (pump(tank=" 40"), None, Reason.WRONG_TYPE),  # a JSON number's text, nothing around it
+    (pump(tank="NaN"), None, Reason.WRONG_TYPE),
+    (pump(tank="1e999"), None, Reason.NON_FINITE_VALUE),
+    (pump(door="true"), None, Reason.WRONG_TYPE),
+    (pump(flow=True), None, Reason.WRONG_TYPE),  # not opted in
+    (pump(flow="2.5"), None, Reason.WRONG_TYPE),
+])
+def test_booleans_and_numeric_strings_are_numbers_where_the_contract_opts_in(spark, payload, values, reason):
+    [row] = parse_events(raw(spark, payload), Validation(), PUMP).collect()
+    assert row.error == reason
+    if values and not reason:
+        assert (row.door, row.tank, row.flow) == values
+
+
+def test_dropping_only_bad_values_keeps_the_record_and_counts_each_by_reason(spark, tmp_path):
+    """With `bad_values = "drop_value"` a bad value is left out of its windows and counted by reason in the
+    query's progress; a record left with no value is a dead letter with the first bad value's reason."""
+    contract = PUMP.model_copy(update={"bad_values": "drop_value"})
+    payloads = [pump(tank="high"), pump(tank="500", flow="x"), pump(flow=float("inf")).replace("Infinity", "1e999"),
+                pump(door="open", tank="101", flow=...), pump(door=None, tank=None, flow=[1])]
+    raw(spark, *payloads).write.parquet(str(tmp_path / "records"))
+    stream = spark.readStream.schema(raw(spark, "{}").schema).parquet(str(tmp_path / "records"))
+    parsed = parse_events(stream, Validation(), contract)
+    rows = {}
+    query = (parsed.writeStream.trigger(availableNow=True)
+             .foreachBatch(lambda batch, _: rows.update({r.offset: r for r in batch.collect()})).start())
+    query.awaitTermination()
+    assert [(rows[i].error, rows[i].door, rows[i].tank, rows[i].flow) for i in range(len(payloads))] == [
+        (None, 0.0, None, 2.5), (None, 0.0, None, None), (None, 0.0, 40.5, None),
+        (Reason.WRONG_TYPE, None, None, None), (Reason.WRONG_TYPE, None, None, None)]
+    dropped = query.lastProgress["observedMetrics"]["dropped_values"].asDict()
+    assert dropped == {"wrong_type": 2, "non_finite_value": 1, "value_out_of_range": 1}
+
+
 def test_mixed_case_names_the_validation_accepts_run_through_the_parse_and_the_windows(spark):
     """Spark resolves names in any case: what the contract accepts must not meet a column of the job's own there."""
     contract = Contract(device_id="$.DeviceId", site="$.Site", event_time="$.Time", sequence="$.SEQ",

@@ -179,6 +179,9 @@ class Measurement(_Section):
     path: JsonPath
     # Plausible values, e.g. [-80, 150]: a value outside is a dead letter (`value_out_of_range`). Unset: any finite.
     range: tuple[float, float] | None = None
+    # Opt-in readings of other JSON types: true/false as 1/0, and a string holding a JSON number ("40.5") as it.
+    booleans: bool = False
+    numeric_strings: bool = False
 
     @field_validator("range")
     @classmethod
@@ -223,6 +226,10 @@ class Contract(_Section):
     # or booleans; absent or null leaves the tag out.
     tags: dict[Name, JsonPath] = Field(default={}, max_length=10)
     statistics: list[Literal[STATISTIC_NAMES]] = Field(default=list(STATISTIC_NAMES), min_length=1)
+    # A measurement value of the wrong type, not finite or out of its range: the record is a dead letter
+    # (`dead_letter`), or only the value is dropped and counted (`drop_value`: pipeline_progress' dropped_values_*;
+    # a record left with no value is still a dead letter, with the first such value's reason).
+    bad_values: Literal["dead_letter", "drop_value"] = "dead_letter"
 
     @field_validator("device_type", "sequence", "schema_version", mode="before")
     @classmethod

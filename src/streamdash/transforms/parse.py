@@ -27,7 +27,7 @@ from pyspark.sql.types import DataType, DoubleType, LongType, StringType, Struct
 
 from streamdash.columns import CORRUPT_RECORD as _CORRUPT
 from streamdash.columns import ERROR, EVENT_TIME_ADJUSTED, PAYLOAD, RAW_COLUMNS, READ_AT
-from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
+from streamdash.config import Contract, Measurement, Validation, duration_seconds, json_path_segments
 from streamdash.events import (
     BLANK_IDENTIFIER,
     MAX_EVENT_TIME_US,
@@ -46,6 +46,8 @@ _BAD_IDENTIFIER = f"{BLANK_IDENTIFIER}|{UNREPRESENTABLE_IDENTIFIER}"
 # A typed parse's text of a string field that could be a non-string's JSON: a number (a double too large is written
 # as Infinity), a boolean, an object or an array.
 _MAYBE_NOT_A_STRING = r'^([-+0-9{\["]|true$|false$|NaN$|Infinity$)'
+# A JSON number's text: what a measurement with `numeric_strings` reads from a string.
+_JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 # What `schema_of_variant` calls the JSON type a fast-parse type stands for ("": an object).
 _VARIANT_TYPE_NAMES = {"long": "BIGINT", "double": "DOUBLE", "string": "STRING", "": "OBJECT"}
 # The JSON types (`schema_of_variant`) each event-time format accepts.
@@ -72,6 +74,46 @@ def _is_absent(json_type: Column) -> Column:
 
 def _any(conditions: list[Column]) -> Column:
     return reduce(lambda a, b: a | b, conditions, F.lit(False))
+
+
+def _reading(name: str, measurement: Measurement) -> tuple[Column, Column]:
+    """(the measurement as a number, whether its JSON type is one the contract reads as a number) from the parse's
+    columns: its JSON type `_type_m:<name>`, the number read as `<name>` and, with an opt-in type, the value itself
+    `_variant_m:<name>` (a boolean as 1 or 0, a string holding a JSON number as that number)."""
+    json_type, number = F.col(f"_type_m:{name}"), F.col(name)
+    accepted, value = _is_number(json_type), number
+    variant = F.col(f"_variant_m:{name}")
+    if measurement.booleans:
+        is_boolean = json_type == "BOOLEAN"
+        accepted = accepted | is_boolean
+        value = F.when(is_boolean, F.try_variant_get(variant, "$", "boolean").cast("double")).otherwise(value)
+    if measurement.numeric_strings:
+        text = F.try_variant_get(variant, "$", "string")
+        is_number_text = (json_type == "STRING") & F.coalesce(text.rlike(_JSON_NUMBER), F.lit(False))
+        accepted = accepted | is_number_text
+        value = F.when(is_number_text, text.try_cast("double")).otherwise(value)
+    return value, F.coalesce(accepted, F.lit(False))
+
+
+def _value_checks(contract: Contract) -> tuple[dict[str, Column], dict[str, list[Column]]]:
+    """(per measurement, whether its value is kept; per reason a value can fail (wrong_type, non_finite_value,
+    value_out_of_range, the last with ranges only), per measurement whether its value fails it). Absent or null
+    values fail nothing and are not kept."""
+    kept: dict[str, Column] = {}
+    failing: dict[str, list[Column]] = {Reason.WRONG_TYPE: [], Reason.NON_FINITE_VALUE: [],
+                                        Reason.VALUE_OUT_OF_RANGE: []}
+    for name, measurement in contract.measurements.items():
+        value, accepted = F.col(name), _reading(name, measurement)[1]
+        finite = ~(value.isin(float("inf"), float("-inf")) | F.isnan(value))
+        failing[Reason.WRONG_TYPE].append(~_is_absent(F.col(f"_type_m:{name}")) & ~accepted)
+        failing[Reason.NON_FINITE_VALUE].append(accepted & ~finite)
+        ok = accepted & finite
+        if measurement.range:
+            in_range = value.between(*measurement.range)
+            failing[Reason.VALUE_OUT_OF_RANGE].append(ok & ~in_range)
+            ok = ok & in_range
+        kept[name] = F.coalesce(ok, F.lit(False))
+    return kept, failing
 
 
 def evaluated_once(column: Column) -> Column:
@@ -222,6 +264,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             event_time.alias("_event_time"),
             (value("seq", "long") if c.sequence else F.lit(None).cast("long")).alias("seq"),
             *[value(f"m:{name}", "double").alias(name) for name in c.measurements],
+            *[at(keys[f"m:{name}"]).alias(f"_variant_m:{name}") for name, m in c.measurements.items()
+              if m.booleans or m.numeric_strings],
             *tags,
             *([value("schema_version", "long").alias("_schema_version")] if c.schema_version else []),
             *[column.alias(f"_type_{role}") for role, column in types.items()],
@@ -230,6 +274,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
         .withColumn("_event_time_text", F.when(event_time_type == "STRING",
                                                F.try_variant_get("_event_time", "$", "string")))
         .withColumn("_event_time_us", event_time_us)
+        .withColumns({name: _reading(name, m)[0] for name, m in c.measurements.items()
+                      if m.booleans or m.numeric_strings})
     )
     t = {role: F.col(f"_type_{role}") for role in types}
     required = ["device_id", "site", "event_time", *(["seq"] if c.sequence else []),
@@ -237,6 +283,12 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     missing_field = (_any([_is_absent(t[role]) for role in required])
                      | reduce(lambda a, b: a & b, [_is_absent(t[f"m:{name}"]) for name in c.measurements]))
     event_time_types = {json_type for name in c.event_time_formats for json_type in _EVENT_TIME_TYPES[name]}
+    kept, failing = _value_checks(c)
+    if c.bad_values == "drop_value":  # a record fails a value check only when it keeps no value
+        nothing_left = ~_any(list(kept.values()))
+        values_fail = {reason: nothing_left & _any(fails) for reason, fails in failing.items()}
+    else:
+        values_fail = {reason: _any(fails) for reason, fails in failing.items()}
     present = {role: ~_is_absent(t[role]) for role in t}
     wrong_type = _any([
         t["device_id"] != "STRING", t["site"] != "STRING",
@@ -244,7 +296,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
         *([present["device_type"] & (t["device_type"] != "STRING")] if c.device_type else []),
         *([t["seq"] != "BIGINT"] if c.sequence else []),
         *([t["schema_version"] != "BIGINT"] if c.schema_version else []),
-        *[present[f"m:{name}"] & ~_is_number(t[f"m:{name}"]) for name in c.measurements],
+        values_fail[Reason.WRONG_TYPE],
         *[present[f"tag:{name}"] & ~t[f"tag:{name}"].isin("STRING", "BIGINT", "BOOLEAN") for name in c.tags],
         *[present[f"object:{i}"] & ~t[f"object:{i}"].startswith("OBJECT") for i in range(len(containers))],
     ])
@@ -261,9 +313,6 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     storable = event_us.between(MIN_EVENT_TIME_US, MAX_EVENT_TIME_US)
     event_time_in_range = storable & offset_us.between(-behind_us, ahead_us)
     adjusted = (storable & (offset_us > ahead_us)) if validation.early_events == "adjust" else F.lit(False)
-    out_of_range = [(F.col(name) < m.range[0]) | (F.col(name) > m.range[1])
-                    for name, m in c.measurements.items() if m.range]
-    non_finite = _any([F.col(name).isin(float("inf"), float("-inf")) | F.isnan(F.col(name)) for name in c.measurements])
     identifiers = [F.col("device_id"), F.col("site"), F.col("device_type"),
                    *[F.col("tags")[name] for name in c.tags]]
     checks = [
@@ -277,17 +326,25 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
         (~F.coalesce(event_time_in_range | adjusted, F.lit(False)), Reason.EVENT_TIME_OUT_OF_RANGE),
         (_any([F.coalesce(bad_identifier(identifier), F.lit(False)) for identifier in identifiers]),
          Reason.INVALID_IDENTIFIER),
-        (non_finite, Reason.NON_FINITE_VALUE),
+        (values_fail[Reason.NON_FINITE_VALUE], Reason.NON_FINITE_VALUE),
     ]
-    if out_of_range:  # no clause at all in the hot path unless ranges are configured
-        checks.append((_any(out_of_range), Reason.VALUE_OUT_OF_RANGE))
+    if failing[Reason.VALUE_OUT_OF_RANGE]:  # no clause at all in the hot path unless ranges are configured
+        checks.append((values_fail[Reason.VALUE_OUT_OF_RANGE], Reason.VALUE_OUT_OF_RANGE))
     error = F.coalesce(*[F.when(failed, F.lit(reason)) for failed, reason in checks])
-    return (parsed.withColumn("error", evaluated_once(error))
+    judged = parsed.withColumn("error", evaluated_once(error))
+    if c.bad_values == "drop_value":
+        valid = F.col("error").isNull()
+        judged = judged.observe("dropped_values", *[
+            reduce(lambda a, b: a + b, [F.count_if(valid & fails) for fails in each]).alias(reason)
+            for reason, each in failing.items() if each]).withColumns(
+            {name: F.when(keep, F.col(name)) for name, keep in kept.items()})
+    return (judged
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
             .drop("_reference_us", "_malformed", "_event_time", "_event_time_text", "_event_time_us",
-                  "_schema_version", *[f"_type_{role}" for role in types]))
+                  "_schema_version", *[f"_type_{role}" for role in types],
+                  *[f"_variant_m:{name}" for name, m in c.measurements.items() if m.booleans or m.numeric_strings]))
 
 
 def event_columns(parsed: DataFrame) -> list[str]:

@@ -39,9 +39,10 @@ test: lint
 	$(BIN)/streamdash stack install --telegraf
 	$(BIN)/pytest -v  # -v: each test is named as it starts
 
-## What needs no server: configuration, contract, transforms on literal DataFrames, line protocol, packaging, bundle.
+## What needs no server and no minute of Spark: configuration, contract, transforms on literal DataFrames, line
+## protocol, packaging, bundle (the property tests, Delta tests and benchmark runs are `slow`: make test runs them).
 test-fast: lint
-	$(BIN)/pytest -v -m "not stack"
+	$(BIN)/pytest -v -m "not stack and not slow"
 
 lint: install
 	$(BIN)/ruff check src toolbox tests jobs notebooks benchmarks

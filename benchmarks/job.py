@@ -27,8 +27,8 @@ MAX_BATCH_RECORDS = tomllib.loads((REPO / "conf" / "local.toml").read_text())["s
 
 
 def read_everything(bench: Bench, database: str, records: int) -> bool:
-    """Whether the job's query has read `records` records (its progress is written once a batch has ended)."""
-    rows = bench.query('SELECT sum("input_rows") FROM pipeline_progress', database)
+    """Whether the dashboards' query has read `records` records (its progress is written once a batch has ended)."""
+    rows = bench.query('SELECT sum("input_rows") FROM pipeline_progress WHERE "stream" =~ /_aggregates$/', database)
     return bool(rows) and rows[0]["sum"] == records
 
 

@@ -2,7 +2,8 @@
 # MAGIC %md
 # MAGIC # The gold table beside InfluxDB
 # MAGIC The same windows from the gold Delta table (`lakehouse.gold`: what Databricks SQL and Power BI read) and from
-# MAGIC InfluxDB (what Grafana reads), side by side: every window in both, with the same count and statistic.
+# MAGIC InfluxDB (what Grafana reads), side by side: every window in both, with the same count and statistic, but where
+# MAGIC gold took an event too late for the dashboards' watermark (within `lakehouse.gold_lateness`): those differ.
 # MAGIC
 # MAGIC Widgets: as in 01, plus `window_size` and `level` (`site` or `device`).
 

@@ -26,7 +26,8 @@ SERVER_FIXTURES = {"stack", "spark_cluster"}
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that needs the servers `stack`, and run the others first: `make test-fast` is
-    `-m "not stack"`, and the whole suite says something within a minute instead of after the stack's start."""
+    `-m "not stack and not slow"`, and the whole suite says something within a minute instead of after the stack's
+    start."""
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)

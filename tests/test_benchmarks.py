@@ -50,6 +50,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert "(c) Telegraf" in table and "vs (c) Telegraf" in table
 
 
+@pytest.mark.slow
 def test_the_parse_benchmark_times_each_variant():
     argv = [sys.executable, "-m", "benchmarks.parse", "--events", "2000", "--rounds", "2"]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=REPO)

@@ -103,6 +103,7 @@ def task_args(task: dict):
     """A spark_python_task's parameters as its entry point parses them, with the job parameters a run would pass."""
     parameters = [value.replace("{{job.parameters.from}}", "2026-12-01T00:00:00Z")
                   .replace("{{job.parameters.to}}", "2026-12-02T00:00:00Z")
+                  .replace("{{job.parameters.sinks}}", "gold,influxdb")
                   for value in task["spark_python_task"]["parameters"]]
     if task["spark_python_task"]["python_file"].endswith("backfill.py"):
         return backfill.parse_args(parameters, REPO / "conf")

@@ -123,5 +123,5 @@ def run_and_check(job: Job, target: list[str], name: str, stack_env: dict[str, s
     counted_once = sum(1 for e in entries if e["category"] == "duplicate" and key(e) not in late_keys)
     assert counted_once > 0 and duplicates[f"{name}_aggregates"] == counted_once
     read = {row["stream"]: row["input_rows"] for row in progress}
-    assert read == {f"{name}_aggregates": len(entries)}, "the query's input rows are exactly the records in the topic"
+    assert read[f"{name}_aggregates"] == len(entries), "the query's input rows are exactly the records in the topic"
     return seen

@@ -1,5 +1,6 @@
-"""The Delta tables beside InfluxDB, on real Delta tables on local disk: bronze appends each batch once, gold merges
-each window on its identity, Delta dead letters are idempotent and evolve their schema by `mergeSchema`."""
+"""The Delta tables beside InfluxDB, on real Delta tables on local disk: bronze keeps every record as read, exactly
+once through SIGKILLs; gold merges each window on its identity and holds the events too late for the dashboards;
+the backfill is gold over a range; Delta dead letters are idempotent and evolve their schema by `mergeSchema`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from functools import partial
 
 import pytest
@@ -18,11 +17,9 @@ from pyspark.sql import functions as F
 from streamdash.config import DeadLetterSink, Validation
 from streamdash.sinks import delta
 from streamdash.sinks.dead_letter import DeadLetters, invalid_records
-from streamdash.sinks.delta import BronzeTable, GoldTable
+from streamdash.sinks.delta import BRONZE_SCHEMA, GoldTable
 from streamdash.sinks.influxdb import InfluxWriter
-from streamdash.sinks.micro_batch import together
 from streamdash.transforms.aggregate import windowed_aggregates
-from streamdash.transforms.batch import RECORD_COLUMNS
 from streamdash.transforms.parse import dead_letters, parse_events
 from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.pipeline import (
@@ -32,6 +29,7 @@ from streamdash_toolbox.testing.pipeline import (
     GroundTruth,
     Job,
     checkpoint_progress,
+    gold_points,
     influx_points,
     job_args,
     send_late_phase,
@@ -40,33 +38,14 @@ from streamdash_toolbox.testing.pipeline import (
 )
 from streamdash_toolbox.testing.records import T0, raw, with_
 
-RECORD_SCHEMA = ("key string, value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
-                 "kafka_timestamp_type int, ingested_at timestamp, reason string")
 
-
-def records(spark, offsets: range):
-    rows = [(f"dev-{o % 3}", f'{{"n": {o}}}'.encode(), "telemetry", 0, o, T0, 1, T0 + dt.timedelta(seconds=1),
-             None if o % 2 else "malformed_json") for o in offsets]
-    return spark.createDataFrame(rows, RECORD_SCHEMA)
-
-
-def test_the_record_schema_is_the_query_s(spark):
-    assert tuple(records(spark, range(1)).columns) == RECORD_COLUMNS
-
-
-def test_bronze_appends_each_batch_once_and_a_new_checkpoint_starts_afresh(spark, tmp_path):
-    table = str(tmp_path / "bronze")
-    first = BronzeTable(table, lambda: "query-1")
-    assert first.write(records(spark, range(0, 10)), 0).written == 10
-    first.write(records(spark, range(0, 10)), 0)  # the same batch replayed after a crash: skipped
-    first.write(records(spark, range(10, 15)), 1)
-    written = delta.read(spark, table)
-    assert written.count() == 15 and written.select("topic", "partition", "offset").distinct().count() == 15
-    assert {row.ingest_date for row in written.collect()} == {T0.date()}
-    assert written.where("reason IS NULL").count() == 7  # valid and invalid records alike
-    # A new checkpoint (another query id) numbers its batches from 0 again: they are new data, not replays.
-    BronzeTable(table, lambda: "query-2").write(records(spark, range(15, 20)), 0)
-    assert delta.read(spark, table).count() == 20
+def test_bronze_keeps_each_record_as_read_in_the_table_s_schema(spark):
+    """The bronze stream's columns are those of the table `create_bronze` makes before its first batch."""
+    source = spark.createDataFrame([("d", b"{}", "t", 0, 0, T0, 1)], "key string, value binary, topic string, "
+                                   "partition int, offset long, kafka_timestamp timestamp, kafka_timestamp_type int")
+    kept = delta.bronze_records(source)
+    assert tuple(kept.columns) == delta.BRONZE_COLUMNS
+    assert [f.dataType for f in kept.schema] == [f.dataType for f in spark.createDataFrame([], BRONZE_SCHEMA).schema]
 
 
 def windows(spark, rows):
@@ -84,6 +63,7 @@ def gold(spark, table: str) -> dict:
             for r in delta.read(spark, table).collect()}
 
 
+@pytest.mark.slow
 def test_gold_merges_each_window_on_its_identity_and_a_replay_changes_nothing(spark, tmp_path):
     table = str(tmp_path / "gold")
     sink = GoldTable(table)
@@ -108,26 +88,6 @@ def test_gold_merges_each_window_on_its_identity_and_a_replay_changes_nothing(sp
     assert spark.sql(f"DESCRIBE HISTORY delta.`{table}`").agg(F.max("version")).first()[0] == version
     columns = delta.read(spark, table).columns
     assert "window_start" in columns and "newest_event_ns" not in columns and "batch_id" in columns
-
-
-def test_the_lakehouse_writes_run_together_and_a_failure_is_raised_after_both_ended(spark):
-    ended, threads = [], set()
-
-    def write(name: str, fail: bool = False):
-        def call():
-            threads.add(threading.get_ident())
-            time.sleep(0.5)
-            ended.append(name)
-            if fail:
-                raise RuntimeError(f"{name} failed")
-        return call
-
-    together([write("gold"), write("bronze")], spark)
-    assert sorted(ended) == ["bronze", "gold"] and len(threads) == 2
-    ended.clear()
-    with pytest.raises(RuntimeError, match="gold failed"):
-        together([write("gold", fail=True), write("bronze")], spark)
-    assert sorted(ended) == ["bronze", "gold"]
 
 
 def test_delta_dead_letters_are_idempotent_and_gain_the_detail_column_by_merge_schema(spark, influx, database,
@@ -155,34 +115,42 @@ def test_delta_dead_letters_are_idempotent_and_gain_the_detail_column_by_merge_s
     assert sum(row["count"] for row in counts) == 4
 
 
-def test_bronze_and_gold_survive_a_sigkill_and_a_backfill_rebuilds_influxdb_from_bronze(
+def progress_sum(influx, database: str, field: str, stream: str) -> int:
+    rows = influx.query(f'SELECT sum("{field}") FROM pipeline_writes WHERE "stream" = \'{stream}\'', database)
+    return rows[0]["sum"] if rows else 0
+
+
+def test_three_queries_survive_a_sigkill_gold_keeps_the_late_events_and_the_backfill_is_gold_over_a_range(
         spark, stack, stack_env, influx, topic, database, tmp_path):
-    """The job with both tables, SIGKILLed mid-run and started again: bronze holds every record of the topic once
-    and gold every window InfluxDB holds, with the same values; then, with InfluxDB's windows dropped,
-    `streamdash backfill` rebuilds them from bronze, exactly as computed from what the simulator sent (the events
-    that came too late for the stream included: a backfill has no watermark)."""
+    """The job with both tables runs three queries, SIGKILLed mid-run and started again. Then: InfluxDB holds what
+    the simulator sent within the dashboards' watermark; bronze every record of the topic once; gold every window
+    with the events that came too late for the dashboards but within gold's lateness, and it counted the windows
+    in which it differs from them. `streamdash backfill` of the range into a new table makes gold's windows again,
+    and with `--influxdb` rewrites InfluxDB's with the late events too."""
     bronze, gold_table = str(tmp_path / "lake" / "bronze"), str(tmp_path / "lake" / "gold")
-    args = job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={bronze}", f"lakehouse.gold={gold_table}")
+    args = job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={bronze}", f"lakehouse.gold={gold_table}",
+                    "lakehouse.trigger_interval=2 seconds")
     target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
-    batches = "SELECT count(input_rows) FROM pipeline_progress WHERE input_rows > 0"
+    batches = "SELECT count(input_rows) FROM pipeline_progress WHERE input_rows > 0 AND stream =~ /_aggregates$/"
 
     def batches_with_data() -> int:
         rows = influx.query(batches, database)
         return rows[0]["count"] if rows else 0
 
+    moved = partial(checkpoint_progress, tmp_path)
     job = Job(args, stack_env, tmp_path / "job.log")
     first = simulate(target, topic, tmp_path / "manifest-0.jsonl", stack_env,
                      extra=("--late-beyond-rate", "0", "--late-beyond-after-s", "100000", "--duration", "300"))
     try:
         job.wait_started()
-        assert wait_for(lambda: batches_with_data() >= 3, STALL_S, progress=partial(checkpoint_progress, tmp_path))
-        job.kill()  # SIGKILL, most likely mid-batch (a batch takes about its 1 s trigger)
+        assert "started 3 queries" in job.output()
+        assert wait_for(lambda: batches_with_data() >= 3, STALL_S, progress=moved)
+        job.kill()  # SIGKILL, most likely mid-batch in one query or another
         done_before = batches_with_data()
         job = Job(args, stack_env, tmp_path / "job.log")
         job.wait_started()
         # Two batches with data after the restart: Spark's watermark is the data's again before late events come.
-        assert wait_for(lambda: batches_with_data() >= done_before + 2, STALL_S,
-                        progress=partial(checkpoint_progress, tmp_path))
+        assert wait_for(lambda: batches_with_data() >= done_before + 2, STALL_S, progress=moved)
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=120) == 0
@@ -192,39 +160,37 @@ def test_bronze_and_gold_survive_a_sigkill_and_a_backfill_rebuilds_influxdb_from
         manifest.write_text((tmp_path / "manifest-0.jsonl").read_text() + (tmp_path / "manifest-1.jsonl").read_text())
         truth = GroundTruth(manifest)
         truth.assert_matches(influx, database, tmp_path)
-        # What is compared below: bronze. (Not pipeline_progress: a SIGKILL loses the progress events still queued.)
-        assert wait_for(lambda: delta.read(spark, bronze).count() >= len(truth.entries), 120)
+        with_late = GroundTruth(manifest, categories=ground_truth.BACKFILLED)
+        assert wait_for(lambda: not with_late.window_differences(gold_points(spark, gold_table)), STALL_S,
+                        progress=moved), with_late.window_differences(gold_points(spark, gold_table))[:8]
         assert job.terminate() == 0
     finally:
         job.cleanup()
     stored = delta.read(spark, bronze)
     assert stored.count() == len(truth.entries), "every record of the topic once, through the SIGKILL"
     assert stored.select("partition", "offset").distinct().count() == len(truth.entries)
-    invalid = {(r.partition, r.offset): r.reason for r in stored.where("reason IS NOT NULL").collect()}
-    assert invalid == truth.dead
-    windows_in_influx = influx_points(influx, database)
-    rows = delta.read(spark, gold_table).withColumn("start_ns", F.unix_micros("window_start") * 1000).collect()
-    in_gold = {("telemetry_device" if r.level == "device" else "telemetry_site", r.window, r.site, r.device_id,
-                r.start_ns): (r["count"], r.temperature_mean) for r in rows}
-    assert in_gold == {key: (fields["count"], fields.get("temperature_mean"))
-                       for key, fields in windows_in_influx.items()}, "gold holds exactly InfluxDB's windows"
+    in_influx, in_gold = influx_points(influx, database), gold_points(spark, gold_table)
+    differ = {key for key in in_gold if in_gold[key]["count"] != in_influx.get(key, {}).get("count")}
+    assert any(e["category"] == "late_beyond" for e in truth.entries) and differ, "late events in gold only"
+    assert set(in_influx) <= set(in_gold)
+    assert progress_sum(influx, database, "windows_late_for_dashboards", f"e2e_{database}_gold") >= len(differ)
 
     influx.query("DROP MEASUREMENT telemetry_device", database)
     influx.query("DROP MEASUREMENT telemetry_site", database)
-    assert influx_points(influx, database) == {}
     event_ms = [e["event"]["event_time_ms"] for e in truth.entries if e["event"]]
     largest_ms = max(WINDOWS.values()) * 1000
     start = dt.datetime.fromtimestamp(min(event_ms) // largest_ms * largest_ms / 1000, dt.UTC)
     end = dt.datetime.fromtimestamp((max(event_ms) // largest_ms + 1) * largest_ms / 1000, dt.UTC)
+    again = str(tmp_path / "lake" / "gold_again")
     run = subprocess.run([sys.executable, "-m", "streamdash_toolbox.cli", "backfill", "--from", start.isoformat(),
-                          "--to", end.isoformat(), "--", *args], cwd=REPO, env={**os.environ, **stack_env},
-                         capture_output=True, text=True, timeout=900)
+                          "--to", end.isoformat(), "--sinks", "gold,influxdb", "--", *args,
+                          "--set", f"lakehouse.gold={again}"],
+                         cwd=REPO, env={**os.environ, **stack_env}, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "backfill done" in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
-    backfilled = GroundTruth(manifest, categories=ground_truth.BACKFILLED)
-    assert any(e["category"] == "late_beyond" for e in truth.entries)
-    problems = backfilled.differences(influx, database, tmp_path)
-    assert not problems, (len(problems), problems[:8])
+    backfilled = gold_points(spark, again)  # the same windows as gold's, and the same values (to rounding)
+    assert set(backfilled) == set(in_gold) and not with_late.window_differences(backfilled)
+    assert not with_late.window_differences(influx_points(influx, database))
 
 
 def test_a_session_that_cannot_write_delta_is_refused_at_start_in_one_line(stack, stack_env, topic, database,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from functools import partial
 
 import pytest
 
@@ -12,41 +13,51 @@ from streamdash.errors import StreamdashError
 from streamdash_toolbox import notebook_runtime
 from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.pipeline import (
+    STALL_S,
     WATERMARK_S,
     WINDOWS,
+    GroundTruth,
     Job,
     assert_matches_ground_truth,
+    checkpoint_progress,
+    gold_points,
     job_args,
     simulate,
+    wait_for,
 )
 
 NOTEBOOKS = REPO / "notebooks"
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(stack, stack_env, influx, tmp_path_factory):
+def pipeline_run(stack, stack_env, influx, spark, tmp_path_factory):
     """One pipeline run to explore: the simulator (no events beyond the watermark, so the stream and what
-    landed agree exactly) into a fresh topic, the job until InfluxDB matches ground truth, then stopped."""
+    landed agree exactly, gold included) into a fresh topic, the job until InfluxDB and gold match ground truth,
+    then stopped."""
     from streamdash_toolbox.stack import create_topic
 
     work = tmp_path_factory.mktemp("notebooks")
     topic, database = f"nb-{work.name[-8:]}", influx.create_database("notebooks")
     create_topic(stack.info["kafka"]["bootstrap_servers"], topic, partitions=3)
-    gold = str(work / "gold")
-    job = Job(job_args(stack, topic, database, work, f"lakehouse.gold={gold}"), stack_env, work / "job.log")
+    lakehouse = [f"lakehouse.bronze={work / 'bronze'}", f"lakehouse.gold={work / 'gold'}"]
+    job = Job(job_args(stack, topic, database, work, *lakehouse, "lakehouse.trigger_interval=1 second"), stack_env,
+              work / "job.log")
     try:
         job.wait_started()
         sender = simulate(["--bootstrap", stack.info["kafka"]["bootstrap_servers"]], topic, work / "manifest.jsonl",
                           stack_env, extra=("--late-beyond-rate", "0", "--duration", "20"))
         assert sender.wait(timeout=120) == 0
         entries = assert_matches_ground_truth(influx, database, work / "manifest.jsonl", work)
+        truth = GroundTruth(work / "manifest.jsonl")
+        assert wait_for(lambda: not truth.window_differences(gold_points(spark, str(work / "gold"))), STALL_S,
+                        progress=partial(checkpoint_progress, work)), "gold holds what InfluxDB holds"
         assert job.terminate() == 0
     finally:
         job.cleanup()
     overrides = [f"source.bootstrap_servers={stack.info['kafka']['bootstrap_servers']}", f"source.topic={topic}",
                  f"influxdb.url={stack.info['influxdb']['url']}", f"influxdb.bucket={database}/autogen",
                  f"aggregation.window_sizes={json.dumps([f'{s} seconds' for s in WINDOWS.values()])}",
-                 f"aggregation.watermark={WATERMARK_S} seconds", f"lakehouse.gold={gold}"]
+                 f"aggregation.watermark={WATERMARK_S} seconds", *lakehouse]
     widgets = {"env": "local", "overrides": ";".join(overrides)}
     return {"entries": entries, "widgets": widgets, "database": database, "env": stack_env}
 

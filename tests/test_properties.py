@@ -19,6 +19,7 @@ import re
 import statistics
 from collections import defaultdict
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, MultiplexedDatabase, ReadOnlyDatabase
@@ -31,6 +32,7 @@ from streamdash_toolbox.testing import REPO
 from streamdash_toolbox.testing.ground_truth import Quantile
 from streamdash_toolbox.testing.records import T0, raw
 
+pytestmark = pytest.mark.slow  # a few minutes of Spark: in make test, not test-fast
 REFERENCE_MS = int(T0.replace(tzinfo=dt.UTC).timestamp() * 1000)  # the records' append time
 WINDOWS_S = (10, 60)
 # Found failures: replayed from the committed tests/hypothesis-db (never changed by a run), saved in .hypothesis/.

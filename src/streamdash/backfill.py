@@ -1,14 +1,16 @@
-"""Recompute the windows of a time range from the bronze table and write them to InfluxDB and the gold table, with
-the stream's own parse, deduplication and aggregation: how a lost InfluxDB is rebuilt, and how a new window size or
-statistic gets its history, long after the event hub has dropped the events.
+"""Recompute the windows of a time range from the bronze table into the gold table (and, with `--sinks
+gold,influxdb`, into InfluxDB): how a lost InfluxDB is rebuilt, and how a new window size or statistic gets its
+history, long after the event hub has dropped the events.
 
-Each record is judged as the stream judged it (against `reference_time(ingested_at)`), so the same records are
-valid. Unlike the stream, a batch has no watermark: an event that arrived later than the watermark, which the
-stream dropped (and counted), is counted here, and a duplicate is dropped however late it came. It reads the records
-the stream read from `start - validation.max_event_time_ahead` to `end + the largest window + the watermark` and
-writes the windows that start in [start, end); writing one again overwrites it, so a backfill can be repeated.
+It is the gold query itself (`pipeline.gold_windows`: the stream's parse, deduplication and aggregation, with
+`lakehouse.gold_lateness`) over the bronze records read from `start - validation.max_event_time_ahead` to
+`end + the largest window + the lateness`, run with an available-now trigger and a checkpoint of its own that it
+deletes when done. Each record is judged as the stream judged it (against `reference_time(ingested_at)`), so the
+same records are valid, and the windows that start in [start, end) come out as gold has them. Writing a window
+again overwrites it, so a backfill can be repeated.
 
     spark-submit jobs/backfill.py --env local --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z
+    spark-submit jobs/backfill.py --env local --from ... --to ... --sinks gold,influxdb   # InfluxDB too
 """
 
 from __future__ import annotations
@@ -17,63 +19,80 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import uuid
 from functools import partial
 from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.columns import READ_AT
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.job import configuration_arguments, configure_logging
-from streamdash.session import configure_parse
+from streamdash.pipeline import gold_windows
+from streamdash.session import check_delta, failure_summary, spark_session
 from streamdash.sinks import delta
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
 from streamdash.sinks.points import aggregate_line
-from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import parse_events, reference_time, valid_events
+from streamdash.storage import file_system, hadoop_path
 
 log = logging.getLogger("streamdash.backfill")
 BACKFILL_BATCH_ID = -1  # the gold table's batch_id of a backfilled window
 
 
-def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: dt.datetime) -> dict[str, int]:
-    """Rewrite the windows that start in [start, end); returns what it read and wrote."""
-    bronze = settings.lakehouse.bronze
-    if bronze is None:
+SINKS = ("gold", "influxdb")
+
+
+def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: dt.datetime,
+             sinks: tuple[str, ...] = ("gold",)) -> dict[str, int]:
+    """Rewrite the windows that start in [start, end) in `sinks` (of `SINKS`); returns what it wrote."""
+    lakehouse = settings.lakehouse
+    if lakehouse.bronze is None:
         raise StreamdashError("backfill reads the bronze table: set lakehouse.bronze")
-    if not delta.exists(spark, bronze):
-        raise StreamdashError(f"backfill: no bronze table at {bronze}")
+    if "gold" in sinks and lakehouse.gold is None:
+        raise StreamdashError("backfill into gold: set lakehouse.gold (or --sinks influxdb)")
+    if not delta.exists(spark, lakehouse.bronze):
+        raise StreamdashError(f"backfill: no bronze table at {lakehouse.bronze}")
     if end <= start:
         raise StreamdashError(f"backfill: --to ({end.isoformat()}) must be after --from ({start.isoformat()})")
-    sizes = settings.aggregation.window_sizes
-    after = dt.timedelta(seconds=max(map(duration_seconds, sizes)) + duration_seconds(settings.aggregation.watermark))
+    after = dt.timedelta(seconds=max(map(duration_seconds, settings.aggregation.window_sizes))
+                         + duration_seconds(lakehouse.gold_lateness))
     first = start - dt.timedelta(seconds=duration_seconds(settings.validation.max_event_time_ahead))
-    records = (delta.read(spark, bronze)
-               .where(F.col("ingest_date").between(first.date(), (end + after).date()))
+    records = (delta.read_stream(spark, lakehouse.bronze)
+               .where(F.col(delta.BRONZE_PARTITION).between(first.date(), (end + after).date()))
                .where(F.col(READ_AT).between(first, end + after)))
-    parsed = parse_events(records, settings.validation, settings.contract, reference_time(F.col(READ_AT)))
-    events = deduplicate(valid_events(parsed), settings.aggregation.watermark, settings.contract.deduplicate)
-    windows = (windowed_aggregates(events, sizes, settings.aggregation.quantile_sketch_k, settings.contract)
-               .where(F.col("window_start_ns").between(_ns(start), _ns(end) - 1)).persist())
+    windows = gold_windows(settings, records).where(F.col("window_start_ns").between(_ns(start), _ns(end) - 1))
+    targets = ([delta.GoldTable(lakehouse.gold)] if "gold" in sinks else []) + (
+        [LineSinks(partial(aggregate_line, settings.contract), InfluxWriter.from_config(settings.influxdb))]
+        if "influxdb" in sinks else [])
+    written = {"window rows": 0, "points": 0}
+
+    def write(batch: DataFrame, batch_id: int) -> None:
+        batch.persist()
+        try:
+            for sink in targets:
+                report = sink.write(batch, BACKFILL_BATCH_ID)
+                if report.rejected:
+                    raise StreamdashError(f"backfill: InfluxDB refused {len(report.rejected)} points, e.g. "
+                                          f"{report.rejected[0][1]}")
+                written["points" if isinstance(sink, LineSinks) else "window rows"] += report.written
+        finally:
+            batch.unpersist()
+
+    checkpoint = f"{settings.job.checkpoint_location.rstrip('/')}/backfill/{uuid.uuid4().hex}"
+    query = (windows.writeStream.outputMode("update").queryName(f"{settings.job.name}_backfill")
+             .option("checkpointLocation", checkpoint).trigger(availableNow=True).foreachBatch(write).start())
     try:
-        counts = {"records": records.count(), "windows": windows.count()}
-        log.info("backfill %s to %s: %d records read, %d windows", start.isoformat(), end.isoformat(),
-                 counts["records"], counts["windows"])
-        influxdb = LineSinks(partial(aggregate_line, settings.contract), InfluxWriter.from_config(settings.influxdb))
-        written = influxdb.write(windows, BACKFILL_BATCH_ID)
-        if written.rejected:
-            raise StreamdashError(f"backfill: InfluxDB refused {len(written.rejected)} points, e.g. "
-                                  f"{written.rejected[0][1]}")
-        log.info("backfill: %d points written to InfluxDB", written.written)
-        if settings.lakehouse.gold:
-            delta.GoldTable(settings.lakehouse.gold).write(windows, BACKFILL_BATCH_ID)
-            log.info("backfill: gold table %s merged", settings.lakehouse.gold)
-        return {**counts, "points": written.written}
+        query.awaitTermination()
+    except Exception as err:  # noqa: BLE001 - named in one line below
+        raise StreamdashError(f"backfill failed: {failure_summary(err)}") from None
     finally:
-        windows.unpersist()
+        file_system(spark, checkpoint).delete(hadoop_path(spark, checkpoint), True)
+    log.info("backfill %s to %s: %s", start.isoformat(), end.isoformat(),
+             ", ".join(f"{value} {key}" for key, value in written.items()))
+    return written
 
 
 def _ns(moment: dt.datetime) -> int:
@@ -91,12 +110,21 @@ def _moment(text: str) -> dt.datetime:
     return moment.astimezone(dt.UTC)
 
 
+def _sinks(text: str) -> tuple[str, ...]:
+    named = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not named or set(named) - set(SINKS):
+        raise argparse.ArgumentTypeError(f"{text!r}: name one or both of {', '.join(SINKS)}, separated by a comma")
+    return named
+
+
 def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:
     """The backfill's command line: what spark-submit and the bundle's backfill task pass."""
     parser = configuration_arguments(argparse.ArgumentParser(
         prog="backfill", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter), default_conf_dir)
     parser.add_argument("--from", dest="start", type=_moment, required=True, help="first window start (ISO-8601)")
     parser.add_argument("--to", dest="end", type=_moment, required=True, help="end, exclusive (ISO-8601)")
+    parser.add_argument("--sinks", type=_sinks, default=("gold",), help="where to write the windows: gold, "
+                        "influxdb or gold,influxdb (default gold)")
     return parser.parse_args(argv)
 
 
@@ -105,11 +133,9 @@ def main(argv: list[str], default_conf_dir: Path) -> None:
     configure_logging()
     try:
         settings = load_settings(args.env, args.conf_dir, args.overrides)
-        spark = SparkSession.builder.appName(f"{settings.job.name}_backfill").getOrCreate()
-        spark.sparkContext.setLogLevel("WARN")
-        spark.conf.set("spark.sql.session.timeZone", "UTC")
-        configure_parse(spark)
-        done = backfill(spark, settings, args.start, args.end)
+        spark = spark_session(settings)
+        check_delta(spark, settings)
+        done = backfill(spark, settings, args.start, args.end, args.sinks)
         log.info("backfill done: %s", ", ".join(f"{key} {value}" for key, value in done.items()))
     except StreamdashError as err:
         log.error("%s", err)

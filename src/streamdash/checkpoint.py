@@ -80,10 +80,32 @@ def is_committed(spark: SparkSession, query_checkpoint: str, batch_id: int) -> b
     return fs.exists(hadoop_path(spark, f"{query_checkpoint.rstrip('/')}/commits/{batch_id}"))
 
 
+def committed_source_offsets(spark: SparkSession, query_checkpoint: str) -> str | None:
+    """Where the query's source stands after its last committed batch (the source's own JSON, such as the Kafka
+    source's `{"topic": {"0": 42}}`), or None before its first commit. Another query starts there to read on
+    exactly from it (`pipeline.bronze_starter`)."""
+    committed = last_committed_batch(spark, query_checkpoint)
+    text = None if committed is None else read_text(spark, f"{query_checkpoint.rstrip('/')}/offsets/{committed}")
+    return None if text is None else text.splitlines()[2]
+
+
+def last_committed_batch(spark: SparkSession, query_checkpoint: str) -> int | None:
+    return max(_batch_ids(spark, f"{query_checkpoint.rstrip('/')}/commits"), default=None)
+
+
 def batch_time_ms(spark: SparkSession, query_checkpoint: str, batch_id: int) -> int:
     """When the query planned batch `batch_id` (its offset log's `batchTimestampMs`: the job's clock, the same on a
     replay of the batch)."""
+    return int(_batch_metadata(spark, query_checkpoint, batch_id)["batchTimestampMs"])
+
+
+def batch_watermark_ms(spark: SparkSession, query_checkpoint: str, batch_id: int) -> int:
+    """The event-time watermark batch `batch_id` ran with (0: none yet)."""
+    return int(_batch_metadata(spark, query_checkpoint, batch_id)["batchWatermarkMs"])
+
+
+def _batch_metadata(spark: SparkSession, query_checkpoint: str, batch_id: int) -> dict:
     text = read_text(spark, f"{query_checkpoint.rstrip('/')}/offsets/{batch_id}")
     if text is None:
         raise StreamdashError(f"{query_checkpoint} has no offsets for batch {batch_id}")
-    return int(json.loads(text.splitlines()[1])["batchTimestampMs"])
+    return json.loads(text.splitlines()[1])

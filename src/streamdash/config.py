@@ -340,11 +340,22 @@ DeltaTable = Annotated[str, Field(pattern=r"^(\S*/\S*|[A-Za-z_][\w]*(\.[A-Za-z_]
 
 
 class Lakehouse(_Section):
-    """Delta tables the same query writes beside InfluxDB, each after it: every raw record (bronze) and every window
-    (gold). Unset: not written."""
+    """Delta tables beside InfluxDB, each written by a streaming query of its own (`pipeline`): every record as read
+    (bronze), and, computed from bronze, every window with a lateness allowance of its own (gold). Unset: not
+    written."""
 
     bronze: DeltaTable | None = None
-    gold: DeltaTable | None = None
+    gold: DeltaTable | None = None  # computed from bronze, so it needs bronze
+    trigger_interval: Duration("1 hour") = "10 seconds"  # bronze's and gold's
+    # How late an event may come and still count in gold (the dashboards' is `aggregation.watermark`): gold is the
+    # late-data-complete record.
+    gold_lateness: Duration("7 days") = "1 hour"
+
+    @model_validator(mode="after")
+    def _gold_reads_bronze(self) -> Lakehouse:
+        if self.gold and not self.bronze:
+            raise ValueError("gold is computed from the bronze table: set lakehouse.bronze too")
+        return self
 
 
 class Job(_Section):
@@ -358,6 +369,9 @@ class Job(_Section):
     # be replayed from the checkpoint on the next start, and the job exits 1. A backlog batch of 200,000 records
     # takes minutes on a busy machine.
     stop_timeout: Duration("1 day") = "10 minutes"
+    # Which of the streaming queries this process runs (`pipeline.QUERIES`); unset: the dashboards' and one for each
+    # configured Delta table. ["dashboards"] or ["bronze", "gold"] split them over two jobs.
+    queries: list[Literal["dashboards", "bronze", "gold"]] | None = Field(default=None, min_length=1)
 
 
 def _source_kind(source: Any) -> str:
@@ -383,6 +397,18 @@ class Settings(_Section):
         if duration_seconds(self.validation.max_event_time_ahead) >= duration_seconds(self.aggregation.watermark):
             raise ValueError("validation.max_event_time_ahead must be shorter than aggregation.watermark (a clock "
                              "that far ahead would move the watermark past other devices' on-time events)")
+        return self
+
+    @model_validator(mode="after")
+    def _queries_have_their_tables(self) -> Settings:
+        missing = [name for name in self.job.queries or [] if name != "dashboards"
+                   and getattr(self.lakehouse, name) is None]
+        if missing:
+            raise ValueError(f"job.queries names {', '.join(missing)}: set lakehouse.{missing[0]} for it")
+        if self.lakehouse.gold and (duration_seconds(self.lakehouse.gold_lateness)
+                                    < duration_seconds(self.aggregation.watermark)):
+            raise ValueError("lakehouse.gold_lateness must be at least aggregation.watermark (gold holds what the "
+                             "dashboards hold, and the events that came too late for them)")
         return self
 
 

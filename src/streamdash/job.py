@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streamdash import lifetime
-from streamdash.checkpoint import is_committed, uncommitted_batch
+from streamdash.checkpoint import is_committed, last_committed_batch, uncommitted_batch
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
@@ -50,7 +50,8 @@ def run(settings: Settings, verbose: bool = False) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stopping.set())
-    restarted: set[str] = set()
+    checkpoints = query_checkpoints(settings)
+    restarts = Restarts(spark, checkpoints)
     try:
         while not stopping.is_set():
             try:
@@ -60,15 +61,13 @@ def run(settings: Settings, verbose: bool = False) -> None:
                 pass
             spark.streams.resetTerminated()
             ended = [name for name, query in queries.items() if not query.isActive]
-            if not all(hit_kafka_metrics_bug(queries[name]) and name not in restarted for name in ended):
+            if not all(restarts.allowed(name, queries) for name in ended):
                 break
             for name in ended:
-                log.warning("query %s hit SPARK-55271 after recovery; starting it again from its checkpoint", name)
-                restarted.add(name)
-                queries[name] = starters[name]()
+                if not stopping.wait(restarts.delay_s(name)):
+                    queries[name] = starters[name]()
     finally:
-        cancelled = stop_gracefully(spark, queries, query_checkpoints(settings),
-                                    duration_seconds(settings.job.stop_timeout))
+        cancelled = stop_gracefully(spark, queries, checkpoints, duration_seconds(settings.job.stop_timeout))
         # Detached once it has heard every query end, while the gateway is still up: the JVM's listener bus
         # would otherwise call back into a Python process that is going away, and print a stack trace.
         if listener:
@@ -82,6 +81,41 @@ def run(settings: Settings, verbose: bool = False) -> None:
         raise StreamdashError(f"stopped, but {cancelled[0]}; it will be replayed from the checkpoint on the next "
                               f"start (job.stop_timeout is {settings.job.stop_timeout})")
     log.info("stopped cleanly")
+
+
+class Restarts:
+    """When a failed query starts again in the same process: after SPARK-55271 (once), and while another query
+    goes on, up to `MAX` times in a row without a batch committed in between (the dashboards keep their freshness
+    through a Delta table's outage; a query that cannot get past a batch ends the job, whose failure names it)."""
+
+    MAX, DELAY_S = 3, 10.0
+
+    def __init__(self, spark: SparkSession, checkpoints: dict[str, str]):
+        self.spark, self.checkpoints = spark, checkpoints
+        self.in_a_row: dict[str, tuple[int, int | None]] = {}  # query: (restarts, last committed batch then)
+        self.after_bug: set[str] = set()
+
+    def allowed(self, name: str, queries: dict[str, StreamingQuery]) -> bool:
+        query = queries[name]
+        if hit_kafka_metrics_bug(query) and name not in self.after_bug:
+            log.warning("query %s hit SPARK-55271 after recovery; starting it again from its checkpoint", name)
+            self.after_bug.add(name)
+            return True
+        if query.exception() is None or not any(q.isActive for q in queries.values()):
+            return False
+        committed = last_committed_batch(self.spark, self.checkpoints[name])
+        count, before = self.in_a_row.get(name, (0, committed))
+        count = count + 1 if committed == before else 1  # a batch committed since: a new run of failures
+        if count > self.MAX:
+            return False
+        self.in_a_row[name] = (count, committed)
+        log.error("query %s failed: %s; the other queries go on, and it starts again from its checkpoint in %.0f s "
+                  "(%d of %d in a row)", name, failure_summary(query.exception()), self.delay_s(name), count,
+                  self.MAX)
+        return True
+
+    def delay_s(self, name: str) -> float:
+        return self.DELAY_S * self.in_a_row.get(name, (0, None))[0]
 
 
 def stop_gracefully(spark: SparkSession, queries: dict[str, StreamingQuery], checkpoints: dict[str, str],

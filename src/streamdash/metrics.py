@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import replace
 
 from pyspark import SparkContext
@@ -62,6 +63,24 @@ def writes_line(stream: str, batch_id: int, windows_written_ns: int, windows: Wr
     if blocked_ms:
         fields["sink_blocked_ms"] = blocked_ms
     return line(WRITES_MEASUREMENT, {"stream": stream}, fields, windows_written_ns)
+
+
+def gold_line(stream: str, batch_id: int, merged: int, late_for_dashboards: int) -> str | None:
+    """What the gold query merged of one micro-batch -> one `pipeline_writes` point (time: now)."""
+    return line(WRITES_MEASUREMENT, {"stream": stream}, {"batch_id": batch_id, "windows_merged": merged,
+                                                         "windows_late_for_dashboards": late_for_dashboards},
+                time.time_ns())
+
+
+def write_metric(writer: InfluxWriter, point: str | None, stream: str) -> None:
+    """Write one self-metrics point; a failure is a warning, never the pipeline's."""
+    try:
+        report = writer.write_lines([point])
+    except Exception as err:  # noqa: BLE001 - metrics must never stop the pipeline
+        log.warning("could not write %s's pipeline_writes point: %s", stream, err)
+        return
+    for refused, why in report.rejected:
+        log.warning("InfluxDB refused a self-metrics point (%s): %s", why, refused)
 
 
 # Where a batch's stateful work went, summed over its state operators: pipeline_progress field -> Spark's name.

@@ -1,9 +1,14 @@
-"""The pipeline, composed: source -> parse -> split -> deduplicate -> aggregate -> sinks, as one streaming query.
+"""The pipeline, composed: up to three streaming queries in one application (`QUERIES`), each with its own trigger
+and its own checkpoint under `job.checkpoint_location`, so the Delta tables never hold up the dashboards:
 
-Each trigger reads the topic and parses each record once; the valid events are deduplicated and aggregated for
-every window size and level in one stateful pass; the windows and the dead letters leave as one output
-(`transforms.batch`), which the handler (`sinks.micro_batch`) writes. The query's checkpoint
-(`<job.checkpoint_location>/aggregates`) holds offsets and state, so a restart replays exactly what was not committed.
+- **dashboards** (`<job>_aggregates`): source -> parse -> split -> deduplicate -> aggregate -> InfluxDB (and Grafana
+  Live), with the dead letters. Each trigger reads the topic and parses each record once; the windows and the dead
+  letters leave as one output (`transforms.batch`), which the handler (`sinks.micro_batch`) writes;
+- **bronze** (`<job>_bronze`, with `lakehouse.bronze`): every record as read, appended by Delta's streaming sink;
+- **gold** (`<job>_gold`, with `lakehouse.gold`): bronze read as a Delta stream, through the same parse,
+  deduplication and aggregation with `lakehouse.gold_lateness`, each window merged into gold (`sinks.delta`).
+
+A checkpoint holds its query's offsets and state, so a restart replays exactly what was not committed.
 """
 
 from __future__ import annotations
@@ -15,12 +20,18 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from streamdash.checkpoint import batch_time_ms, check_checkpoint, query_id
+from streamdash.checkpoint import (
+    batch_time_ms,
+    batch_watermark_ms,
+    check_checkpoint,
+    committed_source_offsets,
+    query_id,
+)
 from streamdash.columns import EVENT_TIME_ADJUSTED, READ_AT
-from streamdash.config import Settings
+from streamdash.config import Settings, duration_seconds, window_label
 from streamdash.metrics import metrics_writer
+from streamdash.sinks import delta
 from streamdash.sinks.dead_letter import DeadLetters
-from streamdash.sinks.delta import BronzeTable, GoldTable
 from streamdash.sinks.grafana_live import GrafanaLivePusher
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
@@ -29,7 +40,10 @@ from streamdash.sinks.points import aggregate_line
 from streamdash.sources import eventhubs_native, kafka
 from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
 from streamdash.transforms.batch import query_output, split_once
-from streamdash.transforms.parse import parse_events, reference_time
+from streamdash.transforms.parse import parse_events, reference_time, valid_events
+
+# Each query: its checkpoint folder under job.checkpoint_location, which also names it (`<job.name>_<folder>`).
+QUERIES = {"dashboards": "aggregates", "bronze": "bronze", "gold": "gold"}
 
 
 def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -39,44 +53,100 @@ def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
     return kafka.read_stream(spark, settings.source)
 
 
+def selected_queries(settings: Settings) -> list[str]:
+    """`job.queries`, or the dashboards' and one for each configured Delta table."""
+    lakehouse = settings.lakehouse
+    return settings.job.queries or ["dashboards", *(["bronze"] * bool(lakehouse.bronze)),
+                                    *(["gold"] * bool(lakehouse.gold))]
+
+
+def checkpoint_of(settings: Settings, query: str) -> str:
+    return f"{settings.job.checkpoint_location.rstrip('/')}/{QUERIES[query]}"
+
+
 def query_checkpoints(settings: Settings) -> dict[str, str]:
-    """Each streaming query's name and checkpoint (there is one query)."""
-    return {f"{settings.job.name}_aggregates": f"{settings.job.checkpoint_location.rstrip('/')}/aggregates"}
+    """Each selected streaming query's name and checkpoint."""
+    return {f"{settings.job.name}_{QUERIES[query]}": checkpoint_of(settings, query)
+            for query in selected_queries(settings)}
 
 
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:
-    """One function per streaming query (there is one) that starts it, again after a failure, from its checkpoint."""
-    contract, job = settings.contract, settings.job
-    checkpoint = job.checkpoint_location.rstrip("/")
-    check_checkpoint(spark, checkpoint, state_layout(contract))
+    """One function per selected streaming query that starts it, again after a failure, from its checkpoint."""
+    check_checkpoint(spark, settings.job.checkpoint_location.rstrip("/"), state_layout(settings.contract))
+    build = {"dashboards": dashboards_starter, "bronze": bronze_starter, "gold": gold_starter}
+    return {name: build[query](spark, settings, name) for query, name in zip(selected_queries(settings),
+                                                                               query_checkpoints(settings),
+                                                                               strict=True)}
 
-    keep_records = settings.lakehouse.bronze is not None
-    raw, reference = read_source(spark, settings), None
-    if keep_records:  # kept with each record: the batch's time, read beside the source as the parse reads it
-        raw = raw.withColumn(READ_AT, F.current_timestamp())
-        reference = reference_time(F.col(READ_AT))
-    parsed = parse_events(raw, settings.validation, contract, reference)
+
+def dashboards_starter(spark: SparkSession, settings: Settings, name: str) -> Callable[[], StreamingQuery]:
+    contract = settings.contract
+    parsed = parse_events(read_source(spark, settings), settings.validation, contract)
     if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
         parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
-    events, records = split_once(parsed, keep_records, settings.aggregation.watermark)
+    events, letters = split_once(parsed, settings.aggregation.watermark)
     unique = deduplicate(events, settings.aggregation.watermark, contract.deduplicate)
     windows = windowed_aggregates(unique, settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
                                   contract)
-    output = query_output(windows, records)
+    return partial(query_output(windows, letters).writeStream.outputMode("update").queryName(name)
+                   .option("checkpointLocation", checkpoint_of(settings, "dashboards"))
+                   .trigger(processingTime=settings.job.trigger_interval)
+                   .foreachBatch(batch_handler(spark, settings, name)).start)
 
-    [(name, query_checkpoint)] = query_checkpoints(settings).items()
-    return {name: partial(output.writeStream.outputMode("update").queryName(name)
-                          .option("checkpointLocation", query_checkpoint)
-                          .trigger(processingTime=job.trigger_interval)
-                          .foreachBatch(batch_handler(spark, settings, name)).start)}
+
+def bronze_starter(spark: SparkSession, settings: Settings, name: str) -> Callable[[], StreamingQuery]:
+    """Bronze appends what the source reads. A new bronze checkpoint beside the dashboards' starts where that
+    query had committed (a table turned on for a running deployment, an upgrade from one query writing both): it
+    reads on from there, nothing twice and nothing skipped; else from `source.starting_offsets`."""
+    table, checkpoint = settings.lakehouse.bronze, checkpoint_of(settings, "bronze")
+    source = settings.source
+    dashboards_at = committed_source_offsets(spark, checkpoint_of(settings, "dashboards"))
+    if source.kind == "kafka" and dashboards_at and committed_source_offsets(spark, checkpoint) is None:
+        source = source.model_copy(update={"starting_offsets": dashboards_at})
+    records = delta.bronze_records(read_source(spark, settings.model_copy(update={"source": source})))
+    delta.create_bronze(spark, table)
+    writer = (records.writeStream.format("delta").outputMode("append").queryName(name)
+              .partitionBy(delta.BRONZE_PARTITION).option("checkpointLocation", checkpoint)
+              .trigger(processingTime=settings.lakehouse.trigger_interval))
+    return partial(writer.start, table) if delta.is_path(table) else partial(writer.toTable, table)
+
+
+def gold_windows(settings: Settings, records: DataFrame) -> DataFrame:
+    """The windows of bronze's `records` (a stream), as the dashboards compute them but with gold's lateness."""
+    parsed = parse_events(records, settings.validation, settings.contract, reference_time(F.col(READ_AT)))
+    events = deduplicate(valid_events(parsed), settings.lakehouse.gold_lateness, settings.contract.deduplicate)
+    aggregation = settings.aggregation
+    return windowed_aggregates(events, aggregation.window_sizes, aggregation.quantile_sketch_k, settings.contract)
+
+
+def gold_starter(spark: SparkSession, settings: Settings, name: str) -> Callable[[], StreamingQuery]:
+    """Gold merges each batch's windows, and counts those the dashboards had closed: their watermark lags the
+    same newest event time by `aggregation.watermark` where gold's lags it by `lakehouse.gold_lateness`."""
+    lakehouse, aggregation = settings.lakehouse, settings.aggregation
+    delta.create_bronze(spark, lakehouse.bronze)  # when gold runs in a job without bronze's query
+    windows = gold_windows(settings, delta.read_stream(spark, lakehouse.bronze))
+    checkpoint = checkpoint_of(settings, "gold")
+    ahead_ms = int((duration_seconds(lakehouse.gold_lateness) - duration_seconds(aggregation.watermark)) * 1000)
+
+    def dashboards_watermark_ms(batch_id: int) -> int | None:
+        gold_ms = batch_watermark_ms(spark, checkpoint, batch_id)
+        return gold_ms + ahead_ms if gold_ms else None
+
+    handler = delta.GoldBatches(
+        delta.GoldTable(lakehouse.gold), name,
+        {window_label(size): int(duration_seconds(size) * 1000) for size in aggregation.window_sizes},
+        dashboards_watermark_ms,
+        metrics_writer(InfluxWriter.from_config(settings.influxdb)) if settings.job.self_metrics else None)
+    return partial(windows.writeStream.outputMode("update").queryName(name)
+                   .option("checkpointLocation", checkpoint).trigger(processingTime=lakehouse.trigger_interval)
+                   .foreachBatch(handler).start)
 
 
 def batch_handler(spark: SparkSession, settings: Settings, stream: str) -> MicroBatchWriter:
-    """The sinks the configuration names, in the handler's order."""
+    """The dashboards' sinks the configuration names, in the handler's order."""
     influxdb = InfluxWriter.from_config(settings.influxdb)
     views = (GrafanaLivePusher.from_config(settings.grafana_live),) if settings.grafana_live else ()
-    lakehouse = settings.lakehouse
-    checkpoint = query_checkpoints(settings)[stream]
+    checkpoint = checkpoint_of(settings, "dashboards")
     this_query, batch_ms = cache(partial(query_id, spark, checkpoint)), partial(batch_time_ms, spark, checkpoint)
     return MicroBatchWriter(
         stream=stream,
@@ -84,7 +154,4 @@ def batch_handler(spark: SparkSession, settings: Settings, stream: str) -> Micro
         refused=DeadLetters(settings.dead_letter, influxdb, stream, batch_ms, this_query),
         invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", batch_ms,
                             this_query),
-        metrics=metrics_writer(influxdb) if settings.job.self_metrics else None,
-        gold=GoldTable(lakehouse.gold) if lakehouse.gold else None,
-        bronze=BronzeTable(lakehouse.bronze, this_query)
-        if lakehouse.bronze else None)
+        metrics=metrics_writer(influxdb) if settings.job.self_metrics else None)

@@ -1,12 +1,11 @@
-"""The Delta tables beside InfluxDB: every raw record (bronze) and every window (gold), exactly once across
-restarts. Both are `BatchSink`s the handler writes after InfluxDB.
+"""The Delta tables beside InfluxDB, each the sink of a streaming query of its own (`pipeline`):
 
-- **bronze** (`RECORD_COLUMNS` plus `ingest_date`, partitioned by it): each micro-batch appended once, with Delta's
-  idempotent writes (`txnAppId`: the query's id, which a new checkpoint changes; `txnVersion`: the batch id), so a
-  batch replayed after a crash is skipped.
+- **bronze** (`BRONZE_COLUMNS`, partitioned by `ingest_date`): every record as read, appended by Delta's own
+  streaming sink, exactly once through the query's checkpoint;
 - **gold** (the columns of `windowed_aggregates` but `newest_event_ns`, with `window_start` as a timestamp, plus
   `batch_id` and `updated_at`): each window merged on its identity (level, window, window_start, site, device_id),
-  so a window re-emitted in update mode updates its row and a replayed batch writes the same values again.
+  so a window re-emitted in update mode updates its row and a replayed batch writes the same values again
+  (`GoldTable`, the gold query's `foreachBatch`, and the backfill's).
 
 A table is a name (Unity Catalog: `catalog.schema.table`) or a path (anything with a `/`).
 """
@@ -19,6 +18,9 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamdash.columns import RAW_COLUMNS, READ_AT
+from streamdash.metrics import gold_line, write_metric
+from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.report import WriteReport
 from streamdash.storage import file_system, hadoop_path
 
@@ -49,21 +51,34 @@ def append(rows: DataFrame, table: str, writer_options: dict[str, str], partitio
     writer.save(table) if is_path(table) else writer.saveAsTable(table)
 
 
-@dataclass(frozen=True)
-class BronzeTable:
-    table: str
-    app_id: Callable[[], str]  # the query's id, read when the first batch is written
+# A record as bronze keeps it: as the source read it (`columns.RAW_COLUMNS`), when the job read it (`READ_AT`: the
+# batch's time, which the parse judges its event time against) and that day (the table's partition).
+BRONZE_PARTITION = "ingest_date"
+BRONZE_COLUMNS = (*RAW_COLUMNS, READ_AT, BRONZE_PARTITION)
+BRONZE_SCHEMA = ("key string, value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
+                 f"kafka_timestamp_type int, {READ_AT} timestamp, {BRONZE_PARTITION} date")
 
-    def write(self, records: DataFrame, batch_id: int) -> WriteReport:
-        rows = records.withColumn("ingest_date", F.to_date("ingested_at"))
-        append(rows, self.table, {"txnAppId": f"bronze-{self.app_id()}", "txnVersion": str(batch_id)},
-               ("ingest_date",))
-        return WriteReport(written=rows.count())
+
+def bronze_records(raw: DataFrame) -> DataFrame:
+    """Raw records (a stream) as bronze keeps them."""
+    read_at = F.current_timestamp()
+    return raw.withColumn(READ_AT, read_at).withColumn(BRONZE_PARTITION, F.to_date(read_at))
+
+
+def create_bronze(spark: SparkSession, table: str) -> None:
+    """An empty bronze table, if there is none: the gold query reads it from its first start."""
+    if not exists(spark, table):
+        append(spark.createDataFrame([], BRONZE_SCHEMA), table, {}, (BRONZE_PARTITION,))
+
+
+def read_stream(spark: SparkSession, table: str) -> DataFrame:
+    reader = spark.readStream.format("delta")
+    return reader.load(table) if is_path(table) else reader.table(table)
 
 
 def gold_rows(windows: DataFrame, batch_id: int) -> DataFrame:
     """Windows (`windowed_aggregates`' columns) as the gold table's rows."""
-    return (windows.drop("newest_event_ns", "dead_letter", "record", "parsed")
+    return (windows.drop("newest_event_ns")
             .withColumn("window_start", F.timestamp_micros((F.col("window_start_ns") / 1000).cast("long")))
             .drop("window_start_ns")
             .withColumn("batch_id", F.lit(batch_id).cast("long")).withColumn("updated_at", F.current_timestamp()))
@@ -95,3 +110,30 @@ class GoldTable:
         finally:
             spark.catalog.dropTempView(view)
         return WriteReport(written=count)
+
+
+@dataclass(frozen=True)
+class GoldBatches:
+    """The gold query's `foreachBatch`: each batch merged into gold, and how many of its windows the dashboards had
+    closed by then (`pipeline_writes` of the gold stream: windows_merged, windows_late_for_dashboards). Such a
+    window took an event after the dashboards' watermark had passed its end, which they dropped as late: gold's
+    window differs from theirs."""
+
+    gold: GoldTable
+    stream: str
+    window_ms: dict[str, int]  # each window label's size
+    dashboards_watermark_ms: Callable[[int], int | None]  # batch id -> where the dashboards' stood (None: not yet)
+    metrics: InfluxWriter | None = None
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
+        batch.persist()  # read more than once
+        try:
+            merged = self.gold.write(batch, batch_id).written
+            closed_ms = self.dashboards_watermark_ms(batch_id)
+            size_ms = F.create_map(*[F.lit(value) for pair in self.window_ms.items() for value in pair])
+            end_ms = F.col("window_start_ns") / 1_000_000 + size_ms[F.col("window")]
+            late = 0 if closed_ms is None or not merged else batch.where(end_ms <= closed_ms).count()
+        finally:
+            batch.unpersist()
+        if self.metrics:
+            write_metric(self.metrics, gold_line(self.stream, batch_id, merged, late), self.stream)

@@ -131,7 +131,8 @@ def cmd_job(args: argparse.Namespace) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> None:
-    spark_submit(Path("jobs/backfill.py"), args, [*_job_args(args), "--from", args.start, "--to", args.end])
+    spark_submit(Path("jobs/backfill.py"), args, [*_job_args(args), "--from", args.start, "--to", args.end,
+                                                  "--sinks", args.sinks])
 
 
 def fleet_contract(path: Path | None) -> tuple[Contract, Validation]:
@@ -358,9 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     job = commands.add_parser("job", help="run the streaming job under spark-submit (from the repository's top "
                               "folder); Ctrl-C finishes its batch in flight and stops it")
     backfill = commands.add_parser("backfill", help="recompute the windows of a time range from the bronze table "
-                                   "into InfluxDB and the gold table (spark-submit, from the repository's top folder)")
+                                   "into the gold table (spark-submit, from the repository's top folder)")
     backfill.add_argument("--from", dest="start", required=True, help="first window start, ISO-8601 with offset")
     backfill.add_argument("--to", dest="end", required=True, help="end (exclusive), ISO-8601 with offset")
+    backfill.add_argument("--sinks", default="gold", help="gold, influxdb or gold,influxdb (default gold)")
     for submitted, func in ((job, cmd_job), (backfill, cmd_backfill)):
         submitted.add_argument("--master", default="local[2]",
                                help="spark-submit --master (e.g. $STREAMDASH_SPARK_MASTER)")

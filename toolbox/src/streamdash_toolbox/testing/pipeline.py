@@ -142,6 +142,18 @@ def influx_points(influx, database: str, tags: tuple[str, ...] = ()) -> dict[tup
     return points
 
 
+def gold_points(spark, table: str) -> dict[tuple, dict]:
+    """The gold table's windows as `influx_points` keys and fields them."""
+    from pyspark.sql import functions as F
+
+    from streamdash.sinks import delta
+
+    rows = delta.read(spark, table).withColumn("start_ns", F.unix_micros("window_start") * 1000).collect()
+    kept = ("count", *Contract().stat_columns())
+    return {("telemetry_device" if r.level == "device" else "telemetry_site", r.window, r.site, r.device_id,
+             r.start_ns): {name: r[name] for name in kept if r[name] is not None} for r in rows}
+
+
 def dead_letter_records(folder: Path, stream_suffix: str = "_dead_letters") -> list[dict]:
     """The JSON dead letters of the streams whose name ends in `stream_suffix` (`<job>_dead_letters`: records
     that failed validation; `<job>_aggregates`: points InfluxDB refused)."""
@@ -183,7 +195,7 @@ def wait_until_read(influx, database: str, records: int, stall_s: float = STALL_
     """Wait until the job's progress says it has read `records` records: a record that changes no point (a
     duplicate, a late event) is read after the points match, and the counters that count it come with its batch.
     It fails when the count stands still for `stall_s`."""
-    query = "SELECT sum(input_rows) FROM pipeline_progress"
+    query = "SELECT sum(input_rows) FROM pipeline_progress WHERE \"stream\" =~ /_aggregates$/"
 
     def read() -> list:
         return [row["sum"] for row in influx.query(query, database)]
@@ -217,8 +229,17 @@ class GroundTruth:
 
     def differences(self, influx, database: str, work: Path) -> list:
         """Empty when InfluxDB and the dead letters hold exactly what they must (and nothing else)."""
-        actual = {k: v for k, v in influx_points(influx, database, tuple(self.contract.tags)).items()
-                  if k[0] in self.measurements and self.sites(k[2])}
+        problems = self.window_differences(influx_points(influx, database, tuple(self.contract.tags)))
+        if dead_letters(work / "dead_letters") != self.dead:
+            problems.append(("dead letter records", len(dead_letters(work / "dead_letters")), len(self.dead)))
+        counts = {r: n for r, n in dead_letter_counts(influx, database).items() if r in Reason.ALWAYS_CHECKED}
+        if counts != self.dead_counts:
+            problems.append(("dead letter counts", counts, self.dead_counts))
+        return problems
+
+    def window_differences(self, points: dict[tuple, dict]) -> list:
+        """Empty when `points` (as `influx_points` keys and fields them) hold exactly the windows they must."""
+        actual = {k: v for k, v in points.items() if k[0] in self.measurements and self.sites(k[2])}
         problems: list = [("missing", key) for key in sorted(set(self.points) - set(actual))]
         problems += [("extra", key) for key in sorted(set(actual) - set(self.points))]
         for key in set(self.points) & set(actual):
@@ -229,11 +250,6 @@ class GroundTruth:
             problems += [("value", key, name, got[name], value) for name, value in fields.items()
                          if not (value.accepts(got[name]) if isinstance(value, ground_truth.Quantile)
                                  else math.isclose(got[name], value, rel_tol=1e-9, abs_tol=1e-12))]
-        if dead_letters(work / "dead_letters") != self.dead:
-            problems.append(("dead letter records", len(dead_letters(work / "dead_letters")), len(self.dead)))
-        counts = {r: n for r, n in dead_letter_counts(influx, database).items() if r in Reason.ALWAYS_CHECKED}
-        if counts != self.dead_counts:
-            problems.append(("dead letter counts", counts, self.dead_counts))
         return problems
 
     def assert_matches(self, influx, database: str, work: Path, stall_s: float = STALL_S) -> None:

@@ -53,6 +53,7 @@ side_by_side = (gold.alias("g").join(landed.alias("i"), ["site", "device", "wind
                         F.col(f"i.{field}").alias(f"influx_{field}")))
 differences = side_by_side.where(
     f"gold_count IS NULL OR influx_count IS NULL OR gold_count != influx_count "
-    f"OR NOT (gold_{field} <=> influx_{field})")
+    f"OR (gold_{field} IS NULL) != (influx_{field} IS NULL) "
+    f"OR abs(gold_{field} - influx_{field}) > 1e-9 * greatest(1, abs(influx_{field}))")  # sums in another order
 print(f"{side_by_side.count()} windows side by side, {differences.count()} differ")
 display(side_by_side.orderBy("window_start_ns", "site", "device"))

@@ -10,6 +10,7 @@ from functools import partial
 import pytest
 
 from streamdash.errors import StreamdashError
+from streamdash.pipeline import QUERIES
 from streamdash_toolbox import notebook_runtime
 from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.pipeline import (
@@ -116,7 +117,7 @@ def test_inspect_influxdb_agrees_with_the_stream(run_notebook, pipeline_run):
 def test_pipeline_health_shows_every_query_and_the_dead_letters(run_notebook, pipeline_run):
     namespace = run_notebook("04_pipeline_health.py", since="1h")
     name = f"e2e_{pipeline_run['database']}"
-    assert {row["stream"] for row in namespace["progress"]} == {f"{name}_aggregates"}
+    assert {row["stream"] for row in namespace["progress"]} == {f"{name}_{query}" for query in QUERIES.values()}
     expected = Counter(e["reason"] for e in pipeline_run["entries"] if e["category"] == "malformed")
     assert {row["reason"]: row["dead_letters"] for row in namespace["dead"]} == expected
 

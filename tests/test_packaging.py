@@ -61,7 +61,8 @@ def test_job_wheel_carries_only_the_job(wheels):
     assert packages == {"streamdash"}, packages
     modules = {name for name in wheel.namelist() if name.startswith("streamdash/")}
     assert {"streamdash/job.py", "streamdash/config.py", "streamdash/sinks/influxdb.py",
-            "streamdash/transforms/parse.py", "streamdash/sources/kafka.py"} <= modules
+            "streamdash/transforms/parse.py", "streamdash/sources/kafka.py",
+            "streamdash/scheduler_pools.xml"} <= modules
     assert not [m for m in modules if any(part in m for part in ("stack", "simulator", "cli.py", "dashboards"))]
     assert set(_runtime_requirements(wheel)) == JOB_REQUIREMENTS
     assert not [n for n in wheel.namelist() if n.endswith("entry_points.txt")]  # no command: the job is the job

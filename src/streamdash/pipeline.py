@@ -44,6 +44,9 @@ from streamdash.transforms.parse import parse_events, reference_time, valid_even
 
 # Each query: its checkpoint folder under job.checkpoint_location, which also names it (`<job.name>_<folder>`).
 QUERIES = {"dashboards": "aggregates", "bronze": "bronze", "gold": "gold"}
+# Each query's fair-scheduler pool (`session.STATIC_SETTINGS`): the tables share the cores with the dashboards, and
+# never take them all.
+SCHEDULER_POOLS = {"dashboards": "dashboards", "bronze": "lakehouse", "gold": "lakehouse"}
 
 
 def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
@@ -74,9 +77,17 @@ def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callabl
     """One function per selected streaming query that starts it, again after a failure, from its checkpoint."""
     check_checkpoint(spark, settings.job.checkpoint_location.rstrip("/"), state_layout(settings.contract))
     build = {"dashboards": dashboards_starter, "bronze": bronze_starter, "gold": gold_starter}
-    return {name: build[query](spark, settings, name) for query, name in zip(selected_queries(settings),
-                                                                               query_checkpoints(settings),
-                                                                               strict=True)}
+    return {name: partial(_in_pool, spark, SCHEDULER_POOLS[query], build[query](spark, settings, name))
+            for query, name in zip(selected_queries(settings), query_checkpoints(settings), strict=True)}
+
+
+def _in_pool(spark: SparkSession, pool: str, start: Callable[[], StreamingQuery]) -> StreamingQuery:
+    """`start()` with its query's jobs in `pool`: the query's thread inherits the property from the one starting it."""
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", pool)
+    try:
+        return start()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.scheduler.pool", None)
 
 
 def dashboards_starter(spark: SparkSession, settings: Settings, name: str) -> Callable[[], StreamingQuery]:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import re
+from importlib import resources
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
@@ -35,7 +36,12 @@ HOTSPOT_HUGE_METHOD_BYTES = 8000
 # (`spark_conf` in resources/, which tests/test_bundle.py keeps equal to these). A batch with the bronze and gold
 # tables uses ~75 generated classes again and again, and new ones besides: in Spark's cache of 100 each was evicted
 # before its next use, so every batch compiled ~26 classes anew; with room for 1,000, 4.4x fewer in the first minute.
-STATIC_SETTINGS = {"spark.sql.codegen.cache.maxEntries": "1000"}
+# The fair scheduler gives the cores to the queries' pools (`pipeline.SCHEDULER_POOLS`) as tasks end, where Spark's
+# default runs jobs in the order they came: a dashboards' batch waited behind a gold batch's every task.
+STATIC_SETTINGS = {"spark.sql.codegen.cache.maxEntries": "1000", "spark.scheduler.mode": "FAIR"}
+# The pools' shares (`scheduler_pools.xml`: the dashboards' first). A file on the driver's disk: under spark-submit
+# the job sets it; on Databricks pools not in a file share the cores equally.
+SCHEDULER_POOLS_FILE = str(resources.files("streamdash").joinpath("scheduler_pools.xml"))
 
 # What the parse needs from any session it runs in (the job's, a notebook's, a backfill's): a key repeated in a
 # nested object is read as its last value, as the parse's typed path and the top level read it, where Spark's
@@ -51,7 +57,8 @@ def configure_parse(spark: SparkSession) -> None:
 
 def spark_session(settings: Settings, verbose: bool = False) -> SparkSession:
     """The active session (Databricks, notebooks, spark-submit) configured for this job."""
-    spark = SparkSession.builder.appName(settings.job.name).config(map=STATIC_SETTINGS).getOrCreate()
+    spark = (SparkSession.builder.appName(settings.job.name).config(map=STATIC_SETTINGS)
+             .config("spark.scheduler.allocation.file", SCHEDULER_POOLS_FILE).getOrCreate())
     spark.sparkContext.setLogLevel("INFO" if verbose else "WARN")
     local = file_system(spark, settings.job.checkpoint_location).getUri().getScheme() == "file"
     for key, value in session_settings(settings, spark.sparkContext.defaultParallelism, local).items():

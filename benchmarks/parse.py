@@ -57,7 +57,7 @@ def main() -> None:
                                   late_within_rate=0.01, late_beyond_rate=0.01, out_of_order_rate=0.01,
                                   duplicate_rate=0.01, malformed_rate=0.01)
     appended = dt.datetime.now()
-    rows = [(record.payload, "t", 0, offset, appended, 1)
+    rows = [(None, record.payload, "t", 0, offset, appended, 1, None)
             for offset, (_, record) in enumerate(TelemetryGenerator(simulator).records())]
     raw = spark.createDataFrame(rows, RAW_SCHEMA).repartition(2).cache()
     events = raw.count()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import tomllib
 
@@ -9,6 +11,7 @@ import pytest
 
 from streamdash.config import Contract, Validation
 from streamdash.transforms.parse import parse_events, valid_events
+from streamdash_toolbox.amqp import DEVICE_ID, ENQUEUED_TIME, MESSAGE_SOURCE, iothub_headers
 from streamdash_toolbox.testing import REPO
 from streamdash_toolbox.testing.records import raw
 
@@ -20,20 +23,30 @@ def examples() -> list[tuple[str, str]]:
     return re.findall(r"```toml\n(.*?)```\s*```json\n(.*?)```", CONTRACT_DOC.read_text(), re.S)
 
 
-def test_the_contract_doc_has_its_two_examples():
-    assert len(examples()) == 2
+def test_the_contract_doc_has_its_three_examples():
+    assert len(examples()) == 3
 
 
-@pytest.mark.parametrize("index", [0, 1], ids=["simulator", "flat"])
+def iothub_headers_shown() -> list[tuple[str, bytes]]:
+    """The IoT Hub example's properties as the Event Hubs endpoint delivers them: AMQP-encoded."""
+    text = re.search(r"The properties IoT Hub adds.*?```json\n(.*?)```", CONTRACT_DOC.read_text(), re.S).group(1)
+    properties = json.loads(text)
+    enqueued = dt.datetime.fromisoformat(properties.pop(ENQUEUED_TIME))
+    device = properties.pop(DEVICE_ID)
+    return iothub_headers(device, enqueued, {k: v for k, v in properties.items() if k != MESSAGE_SOURCE})
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["simulator", "flat", "iothub"])
 def test_each_example_contract_parses_its_payload(spark, index):
     toml_text, payload = examples()[index]
     contract = Contract.model_validate(tomllib.loads(toml_text)["contract"])
     if index == 0:
         assert contract == Contract(), "the first example is the default, written out"
     payload = " ".join(payload.split())
-    [event] = valid_events(parse_events(raw(spark, payload), Validation(),
+    headers = [iothub_headers_shown()] if index == 2 else None
+    [event] = valid_events(parse_events(raw(spark, payload, headers=headers), Validation(),
                                         contract)).collect()
-    assert event.device_id in ("dev-0001", "ahu-7") and event.event_time is not None
+    assert event.device_id in ("dev-0001", "ahu-7", "pump-7") and event.event_time is not None
     assert all(event[name] is not None for name in contract.measurements)
 
 

@@ -77,7 +77,8 @@ def test_pipeline_on_a_spark_standalone_cluster(spark_cluster, spark, stack, sta
     job = Job(job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={bronze}"), stack_env,
               tmp_path / "job.log", master=spark_cluster["master_url"])
     target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
-    seen = run_and_check(job, target, f"e2e_{database}", stack_env, influx, topic, database, tmp_path)
+    seen = run_and_check(job, target, f"e2e_{database}", stack_env, influx, topic, database, tmp_path,
+                         ("aggregates", "bronze"))
     executors = {pid: ppid for pid, ppid, cmdline in seen if b"CoarseGrainedExecutorBackend" in cmdline}
     workers = {pid for pid, _, cmdline in seen if b"deploy.worker.Worker" in cmdline}
     assert len(workers) == 2 and set(executors.values()) == workers, "one executor in each worker"
@@ -91,14 +92,16 @@ def test_pipeline_on_a_spark_standalone_cluster(spark_cluster, spark, stack, sta
 
 
 def run_and_check(job: Job, target: list[str], name: str, stack_env: dict[str, str], influx, topic: str,
-                  database: str, work: Path) -> list[tuple[int, int, bytes]]:
-    """Send with late data, compare InfluxDB with ground truth, stop with SIGTERM, check the job's own metrics.
-    Returns the processes alive while the job ran (after its data landed)."""
+                  database: str, work: Path,
+                  queries: tuple[str, ...] = ("aggregates",)) -> list[tuple[int, int, bytes]]:
+    """Send with late data, compare InfluxDB with ground truth, wait until each of `queries` read every record,
+    stop with SIGTERM, check the job's own metrics. Returns the processes alive while the job ran (after its data
+    landed)."""
     try:
         job.wait_started()
         manifest = send_with_late_data(target, topic, work, stack_env, influx, database)
         entries = assert_matches_ground_truth(influx, database, manifest, work)
-        wait_until_read(influx, database, len(entries))
+        wait_until_read(influx, database, len(entries), queries=queries)
         seen = processes()
         assert any(e["category"] == "late_beyond" for e in entries), "the run must exercise late data"
         assert any(e["category"] == "duplicate" for e in entries)

@@ -274,3 +274,38 @@ def toml_value(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f'"{key}" = {toml_value(item)}' for key, item in value.items()) + "}"
     return json.dumps(value)
+
+
+# An Azure IoT Hub fleet through its Event Hubs-compatible endpoint: the device id, the enqueued time, the site,
+# the sequence and one reading are message properties (Kafka headers holding AMQP encodings), the rest the body.
+IOTHUB_CONTRACT = {
+    "device_id": "header:iothub-connection-device-id", "site": "header:site", "device_type": "",
+    "event_time": "header:iothub-enqueuedtime", "sequence": "header:seq", "schema_version": False,
+    "measurements": {"temperature": {"path": "$.temperature"}, "humidity": {"path": "$.humidity"},
+                     "pressure": {"path": "header:pressure"}}}
+
+
+def test_an_iothub_fleet_s_properties_in_amqp_encoded_headers_match_ground_truth(stack, stack_env, influx, eventhub,
+                                                                                 database, tmp_path):
+    """The simulator sends the contract's header fields AMQP-encoded as Event Hubs delivers IoT Hub's properties
+    (no device id in the body), with late, duplicate and malformed records (bad headers among them), through the
+    SASL_SSL listener; InfluxDB and the dead letters match what the manifest says was sent, exactly."""
+    from streamdash_toolbox.testing.pipeline import send_with_late_data
+
+    contract = Contract.model_validate(IOTHUB_CONTRACT)
+    conf = tmp_path / "iothub.toml"
+    conf.write_text("[contract]\n" + "\n".join(f"{key} = {toml_value(value)}"
+                                               for key, value in IOTHUB_CONTRACT.items()))
+    overrides = [f"contract.{key}={toml_value(value)}" for key, value in IOTHUB_CONTRACT.items()]
+    job = eventhubs_job(stack, stack_env, eventhub, database, tmp_path, *overrides)
+    target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    try:
+        job.wait_started()
+        manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
+                                       extra=("--conf", str(conf), "--malformed-rate", "0.03"))
+        truth = GroundTruth(manifest, contract=contract)
+        reasons = {entry["reason"] for entry in truth.entries if entry["category"] == "malformed"}
+        assert {Reason.MISSING_FIELD, Reason.INVALID_IDENTIFIER, Reason.BAD_EVENT_TIME} <= reasons
+        matches_then_stops(job, truth, influx, database, tmp_path)
+    finally:
+        job.cleanup()

@@ -41,9 +41,7 @@ from streamdash_toolbox.testing.records import T0, raw, with_
 
 def test_bronze_keeps_each_record_as_read_in_the_table_s_schema(spark):
     """The bronze stream's columns are those of the table `create_bronze` makes before its first batch."""
-    source = spark.createDataFrame([("d", b"{}", "t", 0, 0, T0, 1)], "key string, value binary, topic string, "
-                                   "partition int, offset long, kafka_timestamp timestamp, kafka_timestamp_type int")
-    kept = delta.bronze_records(source)
+    kept = delta.bronze_records(raw(spark, "{}", headers=[[("iothub-connection-device-id", b"\xa1\x01d")]]))
     assert tuple(kept.columns) == delta.BRONZE_COLUMNS
     assert [f.dataType for f in kept.schema] == [f.dataType for f in spark.createDataFrame([], BRONZE_SCHEMA).schema]
 

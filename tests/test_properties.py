@@ -52,7 +52,9 @@ def _keys(path: str) -> list[str]:
 
 
 def _lookup(document: dict, path: str) -> tuple[object, bool]:
-    """(value or None, whether an object on the way was something else)."""
+    """(value or None, whether an object on the way was something else); a header's value from `HEADERS`."""
+    if path.startswith("header:"):
+        return document.get(HEADERS, {}).get(path.removeprefix("header:")), False
     value: object = document
     for key in _keys(path):
         if value is None:
@@ -87,14 +89,17 @@ def _reading(value: object, measurement) -> float | None:
     return None
 
 
-def oracle(payload: str, contract: Contract) -> tuple[str | None, dict | None]:
-    """(dead-letter reason or None, the event as the job must aggregate it)."""
+def oracle(payload: str, contract: Contract, headers: dict | None = None) -> tuple[str | None, dict | None]:
+    """(dead-letter reason or None, the event as the job must aggregate it); `headers`: the header fields' values as
+    sent (docs/contract.md: an AMQP value is its value, a Kafka producer's text is text, or JSON where a number,
+    a boolean or a time belongs)."""
     try:
         document = json.loads(payload, parse_constant=lambda name: 1 / 0)
     except (ValueError, ZeroDivisionError):
         return Reason.MALFORMED_JSON, None
     if not isinstance(document, dict):
         return Reason.MALFORMED_JSON, None
+    document[HEADERS] = headers or {}
     roles = {"device_id": contract.device_id, "site": contract.site, "event_time": contract.event_time,
              "device_type": contract.device_type, "seq": contract.sequence,
              "schema_version": contract.schema_version.path if contract.schema_version else None,
@@ -185,20 +190,33 @@ NAMES = ("temperature", "co2", "rpm", "vibration_x", "m2", "Pressure", "Key2")  
 
 @st.composite
 def contracts(draw) -> Contract:
+    """A contract; some of its fields may be headers (as IoT Hub's properties are)."""
     names = draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=4, unique=True))
     nest = draw(st.sampled_from(["$.measurements.", "$.", "$['sensor data']."]))
-    identity = draw(st.sampled_from([("$.deviceId", "$.site", "$.eventTime"), ("$.id", "$.loc.building", "$.ts")]))
+    identity = draw(st.sampled_from([("$.deviceId", "$.site", "$.eventTime"), ("$.id", "$.loc.building", "$.ts"),
+                                     ("header:iothub-connection-device-id", "header:site",
+                                      "header:iothub-enqueuedtime")]))
+    identity = tuple(path if path.startswith("$") or draw(st.booleans()) else f"$.{path[7:]}" for path in identity)
+    in_headers = draw(st.sets(st.sampled_from(names)))
     return Contract.model_validate({
         "device_id": identity[0], "site": identity[1], "event_time": identity[2],
         "event_time_formats": draw(st.sampled_from([["iso8601", "epoch_ms"], ["epoch_s"], ["epoch_ms"]])),
-        "sequence": draw(st.sampled_from(["$.seq", ""])), **({} if draw(st.booleans()) else {"schema_version": False}),
-        "measurements": {name: {"path": nest + name, "booleans": draw(st.booleans()),
+        "sequence": draw(st.sampled_from(["$.seq", "header:seq", ""])),
+        **({} if draw(st.booleans()) else {"schema_version": False}),
+        "measurements": {name: {"path": f"header:{name}" if name in in_headers else nest + name,
+                                "booleans": draw(st.booleans()),
                                 "numeric_strings": draw(st.booleans())} for name in names},
         "bad_values": draw(st.sampled_from(["dead_letter", "drop_value"])),
         "statistics": draw(st.sampled_from([["mean", "min", "max", "last", "stddev", "p95"], ["last", "p95"]]))})
 
 
+HEADERS = "\x00headers"  # a document's header fields, beside its JSON body
+
+
 def _place(document: dict, path: str, value: object) -> None:
+    if path.startswith("header:"):
+        document.setdefault(HEADERS, {})[path.removeprefix("header:")] = value
+        return
     *parents, last = _keys(path)
     for key in parents:
         document = document.setdefault(key, {})
@@ -225,10 +243,49 @@ BREAKAGES = ("drop_device", "null_site", "number_device", "string_measurement", 
              "array", "container_not_object", "float_seq", "huge_seq", "wrong_schema_version")
 
 
+TEXT_ROLES = ("device_id", "site")
+
+
+def _sent(document: dict, contract: Contract, amqp: bool) -> tuple[str, list, dict]:
+    """(the body's JSON, the headers as sent, the header fields as the job reads them: docs/contract.md)."""
+    from streamdash_toolbox.amqp import encoded
+
+    fields = document.pop(HEADERS, {})
+    text_names = {getattr(contract, role).removeprefix("header:") for role in TEXT_ROLES}
+    headers, read = [], {}
+    for name, value in fields.items():
+        if amqp:
+            if type(value) is int and value not in LONG:  # beyond a long: a ulong, or a double beyond that
+                value = value if 0 <= value < 2**64 else float(value)
+            amqp_type = ("long" if value in LONG else "ulong") if type(value) is int else None
+            data = encoded(value, amqp_type, smallest=False)
+            headers.append((name, data))
+            read[name] = data.decode() if name in text_names and _is_text(data) else value  # null: "@"
+        elif value is not None:  # a Kafka producer's text
+            text = value if isinstance(value, str) else json.dumps(value)
+            headers.append((name, text.encode()))
+            read[name] = text if name in text_names else _json_or_text(text)
+    return json.dumps(document), headers, read
+
+
+def _is_text(data: bytes) -> bool:
+    try:
+        return not re.search(r"[\x00-\x1f\x7f]", data.decode())
+    except UnicodeDecodeError:
+        return False
+
+
+def _json_or_text(text: str) -> object:
+    """A Kafka producer's text where a number, a boolean or a time belongs."""
+    return json.loads(text) if JSON_NUMBER.fullmatch(text) or text in ("true", "false") else text
+
+
 @st.composite
-def batches(draw, contract: Contract) -> list[str]:
-    """Payloads: events of a few devices over a few windows, some re-sent, some broken."""
-    payloads: list[str] = []
+def batches(draw, contract: Contract) -> list[tuple[str, list, dict]]:
+    """Records (`_sent`): events of a few devices over a few windows, some re-sent, some broken; the header fields
+    AMQP-encoded (as Event Hubs delivers IoT Hub's) or as a Kafka producer's text."""
+    amqp = draw(st.booleans())
+    payloads: list = []
     used: set[tuple] = set()
     for _ in range(draw(st.integers(1, 40))):
         device = draw(st.sampled_from(["d-1", "d-2", "d 3"]))
@@ -251,18 +308,21 @@ def batches(draw, contract: Contract) -> list[str]:
             if value is not None or draw(st.booleans()):  # null, or absent
                 _place(document, measurement.path, value)
         breakage = draw(st.sampled_from([None] * 6 + list(BREAKAGES)))
-        payloads.append(_broken(document, contract, breakage, draw) if breakage else json.dumps(document))
+        if breakage:
+            _broken(document, contract, breakage, draw)
+        payload, headers, read = _sent(document, contract, amqp)
+        payloads.append((payload[:-1] if breakage == "not_json" else f"[{payload}]" if breakage == "array"
+                         else payload, headers, read))
         if draw(st.integers(0, 9)) == 0:
             payloads.append(payloads[-1])  # a re-delivery, byte for byte
     return draw(st.permutations(payloads))
 
 
-def _broken(document: dict, contract: Contract, breakage: str, draw) -> str:
+def _broken(document: dict, contract: Contract, breakage: str, draw) -> None:
+    """Break `document` as `breakage` says (not_json and array: its JSON text, by the caller)."""
     first_measurement = next(iter(contract.measurements.values())).path
-    if breakage == "not_json":
-        return json.dumps(document)[:-1]
-    if breakage == "array":
-        return json.dumps([document])
+    if breakage in ("not_json", "array"):
+        return
     changes = {"drop_device": (contract.device_id, ...), "null_site": (contract.site, None),
                "number_device": (contract.device_id, 7), "string_measurement": (first_measurement, "hot"),
                "bool_measurement": (first_measurement, True), "blank_device": (contract.device_id, " "),
@@ -279,13 +339,17 @@ def _broken(document: dict, contract: Contract, breakage: str, draw) -> str:
             _place(document, measurement.path, None)
     elif breakage == "container_not_object":
         keys = _keys(first_measurement)
+        if first_measurement.startswith("header:"):
+            return
         if len(keys) > 1:
             document[keys[0]] = [1, 2]
         else:
             _place(document, first_measurement, {"nested": 1})
     else:
         path, value = changes[breakage]
-        if value is ...:
+        if value is ... and path.startswith("header:"):
+            document.get(HEADERS, {}).pop(path.removeprefix("header:"), None)
+        elif value is ...:
             keys = _keys(path)
             parent = document
             for key in keys[:-1]:
@@ -293,17 +357,18 @@ def _broken(document: dict, contract: Contract, breakage: str, draw) -> str:
             parent.pop(keys[-1], None)
         else:
             _place(document, path, value)
-    return json.dumps(document)
 
 
 # ---- the properties ---------------------------------------------------------------------------------------------
 
-def check_against_the_oracle(spark, contract: Contract, payloads: list[str]) -> None:
-    parsed = parse_events(raw(spark, *payloads), Validation(), contract).cache()
+def check_against_the_oracle(spark, contract: Contract, records: list[tuple[str, list, dict]]) -> None:
+    payloads = [payload for payload, _, _ in records]
+    parsed = parse_events(raw(spark, *payloads, headers=[headers for _, headers, _ in records]), Validation(),
+                          contract).cache()
     try:
         letters = {row.offset: row.reason for row in dead_letters(parsed).collect()}
-        judged = [oracle(payload, contract) for payload in payloads]
-        assert letters == {offset: reason for offset, (reason, _) in enumerate(judged) if reason}, payloads
+        judged = [oracle(payload, contract, read) for payload, _, read in records]
+        assert letters == {offset: reason for offset, (reason, _) in enumerate(judged) if reason}, records
         events = deduplicate(valid_events(parsed), "30 seconds", contract.deduplicate)
         rows = windowed_aggregates(events, [f"{s} seconds" for s in WINDOWS_S], contract=contract).collect()
     finally:
@@ -350,9 +415,9 @@ json_values = st.recursive(
 
 
 @st.composite
-def wild_payloads(draw, contract: Contract) -> list[str]:
+def wild_payloads(draw, contract: Contract) -> list[tuple[str, list]]:
     """Records whose every field may be absent, valid, or any JSON value; with repeated keys and numbers too large
-    for a double."""
+    for a double (header fields: a Kafka producer's text of the JSON)."""
     paths = [contract.device_id, contract.site, contract.event_time, *contract.tags.values(),
              *([contract.sequence] if contract.sequence else []),
              *([contract.schema_version.path] if contract.schema_version else []),
@@ -376,16 +441,18 @@ def wild_payloads(draw, contract: Contract) -> list[str]:
                 _place(document, path, value)
             except (AttributeError, TypeError):  # a path through a value that is not an object
                 continue
+        headers = [(name, json.dumps(value).encode()) for name, value in document.pop(HEADERS, {}).items()]
         text = json.dumps(document)
         twist = draw(st.sampled_from([None, None, "repeat_nested", "repeat_top", "overflow"]))
-        if twist == "repeat_nested" and "{" in text[1:]:
+        body = [path for path in paths if path.startswith("$")]
+        if twist == "repeat_nested" and "{" in text[1:] and body:
             brace = text.index("{", 1) + 1
-            text = text[:brace] + f'"{_keys(paths[-1])[-1]}": {json.dumps(draw(json_values))}, ' + text[brace:]
-        elif twist == "repeat_top":
-            text = "{" + f'"{_keys(paths[0])[0]}": {json.dumps(draw(json_values))}, ' + text[1:]
+            text = text[:brace] + f'"{_keys(body[-1])[-1]}": {json.dumps(draw(json_values))}, ' + text[brace:]
+        elif twist == "repeat_top" and body:
+            text = "{" + f'"{_keys(body[0])[0]}": {json.dumps(draw(json_values))}, ' + text[1:]
         elif twist == "overflow":
             text = text.replace("1", "1e400", 1)
-        payloads.append(text.replace("{, ", "{").replace(", }", "}"))
+        payloads.append((text.replace("{, ", "{").replace(", }", "}"), headers))
     return payloads
 
 
@@ -396,7 +463,8 @@ def test_the_typed_parse_decides_as_the_exact_parse(spark, data):
     contract = data.draw(contracts())
     if data.draw(st.booleans()):
         contract = Contract.model_validate({**contract.model_dump(), "tags": {"firmware": "$.fw"}})
-    frame = raw(spark, *data.draw(wild_payloads(contract)))
+    records = data.draw(wild_payloads(contract))
+    frame = raw(spark, *(payload for payload, _ in records), headers=[headers for _, headers in records])
 
     def rows(typed_first: bool) -> list[str]:
         parsed = parse_events(frame, Validation(), contract, typed_first=typed_first)

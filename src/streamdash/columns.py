@@ -8,7 +8,8 @@ measurement `Site` is the column `site` to it: `reserved` compares names in lowe
 from __future__ import annotations
 
 # A Kafka record as the source reads it (`sources.kafka`): what the parse starts from.
-RAW_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type")
+RAW_COLUMNS = ("key", "value", "topic", "partition", "offset", "kafka_timestamp", "kafka_timestamp_type", "headers")
+HEADERS_TYPE = "array<struct<key:string,value:binary>>"  # the Kafka source's, null where a contract reads none
 READ_AT = "ingested_at"  # when the job read a record, where it keeps the records (the bronze table's column)
 # Where a JSON parse puts a record that is not a JSON object: a payload key of that name (in any case) is refused.
 CORRUPT_RECORD = "_corrupt_record"

@@ -158,6 +158,30 @@ def _check_json_path(path: str) -> str:
 
 JsonPath = Annotated[str, AfterValidator(_check_json_path)]
 
+# Where else a field can be read from, beside the JSON body: a Kafka header (`header:<name>`: IoT Hub's system and
+# application properties arrive so through Event Hubs), the record's key, the broker's timestamp (the event time
+# only: Event Hubs' enqueued time).
+HEADER_PREFIX, KEY, TIMESTAMP = "header:", "key", "timestamp"
+_HEADER = re.compile(r"^header:[^\x00-\x1f]{1,256}$")
+
+
+def _check_field_path(path: str) -> str:
+    if path in (KEY, TIMESTAMP) or _HEADER.match(path):
+        return path
+    if in_body(path):
+        return _check_json_path(path)
+    raise ValueError("not a JSON path like '$.deviceId' or \"$['key with spaces']\", a header "
+                     "('header:iothub-connection-device-id'), 'key' or 'timestamp'")
+
+
+def in_body(path: str) -> bool:
+    """Whether `path` is read from the JSON body (a JSON path), not a header, the key or the timestamp."""
+    return path.startswith("$")
+
+
+# A field's place in the record (see `_check_field_path`).
+FieldPath = Annotated[str, AfterValidator(_check_field_path)]
+
 
 def _same_in_any_case(named: list[tuple[str, Any]], exact_too: bool = False) -> str | None:
     """'a and b' for the first two (field, name) whose names are equal in lower case but differ (`exact_too`: or
@@ -176,7 +200,7 @@ STATISTIC_NAMES = ("mean", "min", "max", "last", "stddev", "p95")  # `transforms
 
 
 class Measurement(_Section):
-    path: JsonPath
+    path: FieldPath
     # Plausible values, e.g. [-80, 150]: a value outside is a dead letter (`value_out_of_range`). Unset: any finite.
     range: tuple[float, float] | None = None
     # Opt-in readings of other JSON types: true/false as 1/0, and a string holding a JSON number ("40.5") as it.
@@ -193,7 +217,7 @@ class Measurement(_Section):
 
 
 class SchemaVersion(_Section):
-    path: JsonPath = "$.schemaVersion"
+    path: FieldPath = "$.schemaVersion"
     accepted: list[int] = Field(default=[1], min_length=1, max_length=100)
 
 
@@ -206,17 +230,17 @@ class Contract(_Section):
     """The telemetry contract: where each field of an event is in its JSON payload, which measurements it carries
     and what the job computes of them. The default is the simulator's nested payload (`streamdash.events`)."""
 
-    device_id: JsonPath = "$.deviceId"
+    device_id: FieldPath = "$.deviceId"
     # The group every device belongs to: InfluxDB's `site` tag and the site-level windows.
-    site: JsonPath = "$.site"
-    device_type: JsonPath | None = "$.deviceType"  # unset, absent or null: `default_device_type`
+    site: FieldPath = "$.site"
+    device_type: FieldPath | None = "$.deviceType"  # unset, absent or null: `default_device_type`
     default_device_type: str = Field(default="unknown", min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\\]+$")
-    event_time: JsonPath = "$.eventTime"
+    event_time: FieldPath = "$.eventTime"
     # iso8601: a string with a date, a time and an offset (Z or +hh:mm); epoch_ms: an integer; epoch_s: a number.
     event_time_formats: list[Literal["iso8601", "epoch_ms", "epoch_s"]] = Field(default=["iso8601", "epoch_ms"],
                                                                                  min_length=1)
     # A per-device counter, part of the deduplication key when set (then required in every event).
-    sequence: JsonPath | None = "$.seq"
+    sequence: FieldPath | None = "$.seq"
     # Drop re-deliveries: the same (device, sequence, event time) within the watermark counts once.
     deduplicate: bool = True
     schema_version: SchemaVersion | None = SchemaVersion()  # unset: not checked
@@ -224,7 +248,7 @@ class Contract(_Section):
                                                   max_length=100)
     # Extra low-cardinality tags carried onto device points, e.g. {firmware = "$.fw.channel"}: strings, integers
     # or booleans; absent or null leaves the tag out.
-    tags: dict[Name, JsonPath] = Field(default={}, max_length=10)
+    tags: dict[Name, FieldPath] = Field(default={}, max_length=10)
     statistics: list[Literal[STATISTIC_NAMES]] = Field(default=list(STATISTIC_NAMES), min_length=1)
     # A measurement value of the wrong type, not finite or out of its range: the record is a dead letter
     # (`dead_letter`), or only the value is dropped and counted (`drop_value`: pipeline_progress' dropped_values_*;
@@ -270,7 +294,9 @@ class Contract(_Section):
                  "schema_version": self.schema_version and self.schema_version.path,
                  **{f"measurements.{name}": m.path for name, m in self.measurements.items()},
                  **{f"tags.{name}": path for name, path in self.tags.items()}}
-        keys = [(field, tuple(json_path_segments(path))) for field, path in paths.items() if path]
+        if any(path == TIMESTAMP for field, path in paths.items() if field != "event_time"):
+            raise ValueError("'timestamp' (the broker's) can only be the event_time")
+        keys = [(field, tuple(json_path_segments(path))) for field, path in paths.items() if path and in_body(path)]
         shared = _same_in_any_case([(field, segments[:depth]) for field, segments in keys
                                     for depth in range(1, len(segments) + 1)])
         if shared:
@@ -280,6 +306,15 @@ class Contract(_Section):
         if corrupt:
             raise ValueError(f"{', '.join(corrupt)}: the key {columns.CORRUPT_RECORD} is the JSON parse's own")
         return self
+
+    def paths(self) -> list[str]:
+        """Every path the contract reads a field from."""
+        return [self.device_id, self.site, self.event_time, *filter(None, (self.device_type, self.sequence)),
+                *([self.schema_version.path] if self.schema_version else []),
+                *(m.path for m in self.measurements.values()), *self.tags.values()]
+
+    def reads_headers(self) -> bool:
+        return any(path.startswith(HEADER_PREFIX) for path in self.paths())
 
     def stat_columns(self) -> tuple[str, ...]:
         """The fields of a point besides `count`: <measurement>_<statistic>, in order."""
@@ -397,6 +432,13 @@ class Settings(_Section):
         if duration_seconds(self.validation.max_event_time_ahead) >= duration_seconds(self.aggregation.watermark):
             raise ValueError("validation.max_event_time_ahead must be shorter than aggregation.watermark (a clock "
                              "that far ahead would move the watermark past other devices' on-time events)")
+        return self
+
+    @model_validator(mode="after")
+    def _headers_from_kafka(self) -> Settings:
+        if self.source.kind == "eventhubs_native" and self.contract.reads_headers():
+            raise ValueError("contract fields from headers ('header:...') need source.kind = 'kafka' (the Event "
+                             "Hubs connector gives its properties as a map, which the job does not read)")
         return self
 
     @model_validator(mode="after")

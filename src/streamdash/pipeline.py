@@ -49,11 +49,12 @@ QUERIES = {"dashboards": "aggregates", "bronze": "bronze", "gold": "gold"}
 SCHEDULER_POOLS = {"dashboards": "dashboards", "bronze": "lakehouse", "gold": "lakehouse"}
 
 
-def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
-    """The configured source, as `columns.RAW_COLUMNS`."""
+def read_source(spark: SparkSession, settings: Settings, headers: bool = False) -> DataFrame:
+    """The configured source, as `columns.RAW_COLUMNS`, with the records' headers where the contract reads one or
+    `headers` asks for them."""
     if settings.source.kind == "eventhubs_native":
         return eventhubs_native.read_stream(spark, settings.source)
-    return kafka.read_stream(spark, settings.source)
+    return kafka.read_stream(spark, settings.source, headers or settings.contract.reads_headers())
 
 
 def selected_queries(settings: Settings) -> list[str]:
@@ -114,10 +115,11 @@ def bronze_starter(spark: SparkSession, settings: Settings, name: str) -> Callab
     dashboards_at = committed_source_offsets(spark, checkpoint_of(settings, "dashboards"))
     if source.kind == "kafka" and dashboards_at and committed_source_offsets(spark, checkpoint) is None:
         source = source.model_copy(update={"starting_offsets": dashboards_at})
-    records = delta.bronze_records(read_source(spark, settings.model_copy(update={"source": source})))
+    records = delta.bronze_records(read_source(spark, settings.model_copy(update={"source": source}), headers=True))
     delta.create_bronze(spark, table)
     writer = (records.writeStream.format("delta").outputMode("append").queryName(name)
               .partitionBy(delta.BRONZE_PARTITION).option("checkpointLocation", checkpoint)
+              .option("mergeSchema", "true")  # a table written before bronze kept the headers gains the column
               .trigger(processingTime=settings.lakehouse.trigger_interval))
     return partial(writer.start, table) if delta.is_path(table) else partial(writer.toTable, table)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from streamdash.columns import RAW_COLUMNS, READ_AT
+from streamdash.columns import HEADERS_TYPE, RAW_COLUMNS, READ_AT
 from streamdash.metrics import gold_line, write_metric
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.report import WriteReport
@@ -56,7 +56,7 @@ def append(rows: DataFrame, table: str, writer_options: dict[str, str], partitio
 BRONZE_PARTITION = "ingest_date"
 BRONZE_COLUMNS = (*RAW_COLUMNS, READ_AT, BRONZE_PARTITION)
 BRONZE_SCHEMA = ("key string, value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
-                 f"kafka_timestamp_type int, {READ_AT} timestamp, {BRONZE_PARTITION} date")
+                 f"kafka_timestamp_type int, headers {HEADERS_TYPE}, {READ_AT} timestamp, {BRONZE_PARTITION} date")
 
 
 def bronze_records(raw: DataFrame) -> DataFrame:

@@ -13,6 +13,7 @@ import json
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamdash.columns import HEADERS_TYPE
 from streamdash.config import EventHubsNativeSource
 from streamdash.sources.kafka import LOG_APPEND_TIME
 
@@ -48,4 +49,5 @@ def read_stream(spark: SparkSession, source: EventHubsNativeSource) -> DataFrame
         F.col("sequenceNumber").cast("long").alias("offset"),
         F.col("enqueuedTime").alias("kafka_timestamp"),
         F.lit(LOG_APPEND_TIME).alias("kafka_timestamp_type"),  # the time Event Hubs enqueued the event
+        F.lit(None).cast(HEADERS_TYPE).alias("headers"),  # properties are a map of strings here: not read
     )

@@ -12,6 +12,7 @@ import os
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamdash.columns import HEADERS_TYPE
 from streamdash.config import KafkaSource
 
 # Kafka's record timestamp types (the source's `timestampType`): the producer's clock, or the broker's at append.
@@ -61,20 +62,24 @@ def kafka_options(source: KafkaSource, shaded: bool | None = None) -> dict[str, 
     return options
 
 
-def read_stream(spark: SparkSession, source: KafkaSource) -> DataFrame:
+def read_stream(spark: SparkSession, source: KafkaSource, headers: bool = False) -> DataFrame:
     """The topic as raw records (`columns.RAW_COLUMNS`): key (a string: devices key by their id), value (binary), topic,
-    partition, offset, kafka_timestamp and kafka_timestamp_type (`CREATE_TIME` or `LOG_APPEND_TIME`)."""
-    return _raw_columns(spark.readStream.format("kafka").options(**kafka_options(source)).load())
+    partition, offset, kafka_timestamp, kafka_timestamp_type (`CREATE_TIME` or `LOG_APPEND_TIME`) and, with
+    `headers` (a contract that reads one), the record's headers (else null: reading them costs every record)."""
+    options = kafka_options(source) | ({"includeHeaders": "true"} if headers else {})
+    return _raw_columns(spark.readStream.format("kafka").options(**options).load(), headers)
 
 
-def read_batch(spark: SparkSession, source: KafkaSource) -> DataFrame:
+def read_batch(spark: SparkSession, source: KafkaSource, headers: bool = False) -> DataFrame:
     """What the topic holds now, from `starting_offsets` to the latest offsets, as a batch (for notebooks):
     the same raw columns as `read_stream`."""
     options = {key: value for key, value in kafka_options(source).items() if key != "maxOffsetsPerTrigger"}
-    return _raw_columns(spark.read.format("kafka").options(**options, endingOffsets="latest").load())
+    options |= {"includeHeaders": "true"} if headers else {}
+    return _raw_columns(spark.read.format("kafka").options(**options, endingOffsets="latest").load(), headers)
 
 
-def _raw_columns(records: DataFrame) -> DataFrame:
+def _raw_columns(records: DataFrame, headers: bool) -> DataFrame:
     return records.select(F.col("key").cast("string").alias("key"), "value", "topic", "partition", "offset",
                           F.col("timestamp").alias("kafka_timestamp"),
-                          F.col("timestampType").alias("kafka_timestamp_type"))
+                          F.col("timestampType").alias("kafka_timestamp_type"),
+                          (F.col("headers") if headers else F.lit(None).cast(HEADERS_TYPE)).alias("headers"))

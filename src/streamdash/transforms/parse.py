@@ -27,7 +27,7 @@ from pyspark.sql.types import DataType, DoubleType, LongType, StringType, Struct
 
 from streamdash.columns import CORRUPT_RECORD as _CORRUPT
 from streamdash.columns import ERROR, EVENT_TIME_ADJUSTED, PAYLOAD, RAW_COLUMNS, READ_AT
-from streamdash.config import Contract, Measurement, Validation, duration_seconds, json_path_segments
+from streamdash.config import Contract, Measurement, Validation, duration_seconds, in_body, json_path_segments
 from streamdash.events import (
     BLANK_IDENTIFIER,
     MAX_EVENT_TIME_US,
@@ -36,6 +36,7 @@ from streamdash.events import (
     Reason,
 )
 from streamdash.sources.kafka import LOG_APPEND_TIME
+from streamdash.transforms import headers
 
 # ISO-8601 with a date, a time and an explicit offset (Z or +hh:mm).
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
@@ -188,7 +189,9 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
              **({"schema_version": c.schema_version.path} if c.schema_version else {}),
              **{f"m:{name}": m.path for name, m in c.measurements.items()},
              **{f"tag:{name}": path for name, path in c.tags.items()}}
-    keys = {role: json_path_segments(path) for role, path in paths.items()}
+    keys = {role: json_path_segments(path) for role, path in paths.items() if in_body(path)}
+    # Fields from a header, the key or the broker's timestamp: VARIANTs judged as the body's are (`headers`).
+    sourced = {role: F.col(f"_source_{role}") for role, path in paths.items() if not in_body(path)}
     # Every object a path goes through (`measurements` in `$.measurements.temperature`) must be one where present.
     containers = sorted({tuple(k[:depth]) for k in keys.values() for depth in range(1, len(k))})
     fast_schema = _typed_schema(keys) if typed_first else None
@@ -213,7 +216,12 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
         return F.when(F.col("_vouched"), from_fast).otherwise(from_exact) if fast_schema else from_exact
 
     def value(role: str, sql_type: str) -> Column:
+        if role in sourced:
+            return F.try_variant_get(sourced[role], "$", sql_type)
         return either(typed(keys[role]), get(keys[role], sql_type))
+
+    def variant(role: str) -> Column:
+        return sourced[role] if role in sourced else at(keys[role])
 
     def json_type(role: str, segments: list[str] | tuple[str, ...]) -> Column:
         """The JSON type as `schema_of_variant` names it (null where absent); from the fast parse, its SQL type's."""
@@ -222,9 +230,11 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
                  else F.when(typed(segments).isNotNull(), F.lit(_VARIANT_TYPE_NAMES[kind.typeName() if kind else ""])))
         return either(known, _json_type(at(segments)))
 
-    types = {role: json_type(role, k) for role, k in keys.items()}
+    types = {role: json_type(role, k) for role, k in keys.items()} | {
+        role: _json_type(column) for role, column in sourced.items()}
     types |= {f"object:{i}": json_type("", k) for i, k in enumerate(containers)}
-    event_time = either(typed(keys["event_time"]), at(keys["event_time"]))
+    event_time = variant("event_time") if "event_time" in sourced else either(typed(keys["event_time"]),
+                                                                             at(keys["event_time"]))
     event_time_type, event_time_text = F.col("_type_event_time"), F.col("_event_time_text")
     # Microseconds since 1970, null when the event time is not a time at all. try_* never overflow, whatever the input.
     event_time_us = F.lit(None).cast("long")
@@ -238,10 +248,14 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
         else:
             seconds = F.try_multiply(F.try_variant_get("_event_time", "$", "decimal(38,6)"), F.lit(1_000_000))
             event_time_us = F.when(_is_number(event_time_type), seconds.try_cast("long")).otherwise(event_time_us)
+    event_time_us = F.when(event_time_type == "TIMESTAMP", F.unix_micros(
+        F.try_variant_get("_event_time", "$", "timestamp"))).otherwise(event_time_us)
     device_type = (F.coalesce(value("device_type", "string"), F.lit(c.default_device_type)) if c.device_type
                    else F.lit(c.default_device_type))
     tags = [F.struct(*[value(f"tag:{name}", "string").alias(name) for name in c.tags]).alias("tags")] if c.tags else []
     text_roles = [role for role in keys if _typed_kind(role) == StringType()]
+    raw = raw.withColumns({f"_source_{role}": headers.field(paths[role], _typed_kind(role) == StringType())
+                           for role in sourced})
     vouched = (fast.isNotNull() & fast[_CORRUPT].isNull()
                & ~_any([F.coalesce(typed(keys[role]).rlike(_MAYBE_NOT_A_STRING), F.lit(False)) for role in text_roles]))
     # The text is made from the bytes where it is read, not carried through each step (a copy per step).
@@ -264,7 +278,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             event_time.alias("_event_time"),
             (value("seq", "long") if c.sequence else F.lit(None).cast("long")).alias("seq"),
             *[value(f"m:{name}", "double").alias(name) for name in c.measurements],
-            *[at(keys[f"m:{name}"]).alias(f"_variant_m:{name}") for name, m in c.measurements.items()
+            *[variant(f"m:{name}").alias(f"_variant_m:{name}") for name, m in c.measurements.items()
               if m.booleans or m.numeric_strings],
             *tags,
             *([value("schema_version", "long").alias("_schema_version")] if c.schema_version else []),
@@ -282,7 +296,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
                 *(["schema_version"] if c.schema_version else [])]
     missing_field = (_any([_is_absent(t[role]) for role in required])
                      | reduce(lambda a, b: a & b, [_is_absent(t[f"m:{name}"]) for name in c.measurements]))
-    event_time_types = {json_type for name in c.event_time_formats for json_type in _EVENT_TIME_TYPES[name]}
+    event_time_types = {"TIMESTAMP", *(json_type for name in c.event_time_formats
+                                       for json_type in _EVENT_TIME_TYPES[name])}
     kept, failing = _value_checks(c)
     if c.bad_values == "drop_value":  # a record fails a value check only when it keeps no value
         nothing_left = ~_any(list(kept.values()))
@@ -342,6 +357,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
+            .drop(*[f"_source_{role}" for role in sourced])
             .drop("_reference_us", "_malformed", "_event_time", "_event_time_text", "_event_time_us",
                   "_schema_version", *[f"_type_{role}" for role in types],
                   *[f"_variant_m:{name}" for name, m in c.measurements.items() if m.booleans or m.numeric_strings]))

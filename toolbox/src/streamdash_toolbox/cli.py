@@ -175,7 +175,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         duplicate_rate=args.duplicate_rate, malformed_rate=args.malformed_rate, watermark_s=args.watermark_s,
         malformed_reasons=tuple(args.malformed_reasons.split(",")), first_seq=args.first_seq,
         late_beyond_after_s=args.late_beyond_after_s,
-        max_window_s=args.max_window_s)
+        max_window_s=args.max_window_s, amqp_headers=not args.plain_headers)
     try:
         settings.validate()
     except ValueError as err:
@@ -341,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="device types with different sensors, sensors null for a spell, devices that go silent, "
                        "and clocks skewed from a second behind to an hour either way (the manifest says which "
                        "events the job must count)")
+    fleet.add_argument("--plain-headers", action="store_true",
+                       help="send the contract's header fields as a Kafka producer's text (default: AMQP-encoded, as "
+                       "Event Hubs delivers IoT Hub's properties)")
     fleet.add_argument("--fast", action="store_true", help="send as fast as possible instead of in real time")
     faults = simulate.add_argument_group("injected faults (shares of all records)")
     for name, default in (("late-within-rate", 0.01), ("late-beyond-rate", 0.005), ("out-of-order-rate", 0.01),

@@ -24,6 +24,8 @@ def _type_name(annotation: object, metadata: tuple = ()) -> str:
     if typing.get_origin(annotation) is typing.Annotated:
         return _type_name(typing.get_args(annotation)[0], annotation.__metadata__)
     validators = " ".join(getattr(getattr(item, "func", None), "__name__", "") for item in metadata)
+    if "field_path" in validators:
+        return "field path (JSON path, `header:<name>`, `key`, `timestamp`)"
     if "json_path" in validators:
         return "JSON path"
     if "duration" in validators:

@@ -5,10 +5,15 @@ that drains). At configurable rates it injects events late within the watermark,
 out-of-order pairs, exact duplicates and malformed payloads of every dead-letter reason. For a given seed and
 start time the records are identical. Every record sent is written to a manifest (JSON lines) with the
 partition and offset Kafka gave it and what it is, so tests compute ground truth from what really left.
+
+A contract field read from a header (`header:<name>`: an IoT Hub fleet's device id, enqueued time and application
+properties) is sent as one, AMQP-encoded as Event Hubs delivers an AMQP sender's properties (`amqp_headers`), or
+as a Kafka producer's plain bytes.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -21,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from streamdash.config import Contract, Validation, duration_seconds, json_path_segments
+from streamdash.config import HEADER_PREFIX, KEY, Contract, Validation, duration_seconds, in_body, json_path_segments
 from streamdash.errors import StreamdashError
 from streamdash.events import Reason
 
@@ -69,6 +74,8 @@ class SimulatorSettings:
     mixed_fleet: bool = False
     # The job's validation.max_event_time_ahead, in seconds.
     ahead_tolerance_s: float = field(default_factory=lambda: duration_seconds(Validation().max_event_time_ahead))
+    # Header fields AMQP-encoded (IoT Hub and the Azure SDKs through Event Hubs), else as a Kafka producer's text.
+    amqp_headers: bool = True
 
     def validate(self) -> None:
         rates = (self.late_within_rate, self.late_beyond_rate, self.out_of_order_rate, self.duplicate_rate,
@@ -84,6 +91,11 @@ class SimulatorSettings:
             raise ValueError(f"malformed reasons must be some of {', '.join(Reason.ALWAYS_CHECKED)}")
         if not set(self.malformed_reasons) & set(possible_reasons(self.contract)):
             raise ValueError(f"this contract can break none of {', '.join(self.malformed_reasons)}")
+        unsent = [path for path in self.contract.paths() if not (in_body(path) or path.startswith(HEADER_PREFIX))
+                  and not (path == KEY and path == self.contract.device_id)]
+        if unsent:
+            raise ValueError(f"the simulator sends fields in the body and headers (and the device id as the key), "
+                             f"not as {unsent[0]!r}")
 
 
 def possible_reasons(contract: Contract) -> tuple[str, ...]:
@@ -120,14 +132,52 @@ class Record:
     category: str
     reason: str | None = None
     event: dict[str, Any] | None = field(default=None)  # the event as sent (a duplicate: the original's)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def place(document: dict, path: str, value: Any) -> None:
-    """Set `value` at a contract JSON path, creating the objects on the way."""
+    """Set `value` at a contract path: a JSON path, creating the objects on the way, or `header:<name>` (the
+    document's `HEADERS` entry). The key is the device id already."""
+    if path == KEY:
+        return
+    if path.startswith(HEADER_PREFIX):
+        document.setdefault(HEADERS, {})[path.removeprefix(HEADER_PREFIX)] = value
+        return
     *parents, last = json_path_segments(path)
     for key in parents:
         document = document.setdefault(key, {})
     document[last] = value
+
+
+def remove(document: dict, path: str) -> None:
+    """Leave the field at a contract path out."""
+    if path.startswith(HEADER_PREFIX):
+        document.get(HEADERS, {}).pop(path.removeprefix(HEADER_PREFIX), None)
+        return
+    *parents, last = json_path_segments(path)
+    for key in parents:
+        document = document[key]
+    del document[last]
+
+
+HEADERS = "\x00headers"  # a document's headers, beside its JSON body (no payload key: control characters)
+
+
+def message(document: dict, contract: Contract, amqp: bool) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+    """A document as the record's body and headers: AMQP-encoded (the event time, in milliseconds, as an AMQP
+    timestamp, as IoT Hub's enqueued time is) or a Kafka producer's text (null values left out)."""
+    from streamdash_toolbox.amqp import encoded
+
+    body = {key: value for key, value in document.items() if key != HEADERS}
+    headers = []
+    for name, value in document.get(HEADERS, {}).items():
+        if amqp:
+            is_time = isinstance(value, int) and f"{HEADER_PREFIX}{name}" == contract.event_time
+            amqp_type = "timestamp" if is_time else "long" if type(value) is int else None
+            headers.append((name, encoded(value, amqp_type)))
+        elif value is not None:
+            headers.append((name, (value if isinstance(value, str) else json.dumps(value)).encode()))
+    return json.dumps(body, separators=(",", ":")).encode(), tuple(headers)
 
 
 class TelemetryGenerator:
@@ -141,7 +191,7 @@ class TelemetryGenerator:
         self.start_ms = settings.start_time_ms if settings.start_time_ms is not None else int(time.time() * 1000)
         sites = [f"site-{i:02d}" for i in range(settings.sites)]
         self.devices = [self._device(i, sites[i % settings.sites]) for i in range(settings.devices)]
-        self.sent_events: list[tuple[bytes, dict]] = []  # payload and truth of each valid event
+        self.sent_events: list[tuple[Record, dict]] = []  # record and truth of each valid event
         late_after = settings.late_beyond_after_s
         self.late_beyond_after_ms = int(1000 * (late_after if late_after is not None else settings.watermark_s + 15))
         self.reasons = tuple(r for r in settings.malformed_reasons if r in possible_reasons(self.contract))
@@ -236,8 +286,9 @@ class TelemetryGenerator:
     def _duplicate(self, now_ms: int) -> list[Record]:
         if not self.sent_events:
             return self._on_time(now_ms)
-        payload, truth = self.rng.choice(self.sent_events[-50:])
-        return [Record(key=truth["device_id"], payload=payload, category=Category.DUPLICATE, event=truth)]
+        original, truth = self.rng.choice(self.sent_events[-50:])
+        return [Record(key=truth["device_id"], payload=original.payload, category=Category.DUPLICATE, event=truth,
+                       headers=original.headers)]
 
     def _event(self, device: Device, true_ms: int, category: str) -> Record:
         """An event measured at `true_ms`, stamped by the device's own clock."""
@@ -254,13 +305,17 @@ class TelemetryGenerator:
             reason = None
         device.seq += 1
         values = self._measurements(device, true_ms)
-        payload = json.dumps(self._document(device, event_ms, values), separators=(",", ":")).encode()
+        payload, headers = self._message(self._document(device, event_ms, values))
         truth = {"device_id": device.device_id, "site": device.site, "device_type": device.device_type,
                  "event_time_ms": event_ms, "seq": device.seq if self.contract.sequence else None, **values}
+        record = Record(key=device.device_id, payload=payload, category=category, reason=reason,
+                        event=None if reason else truth, headers=headers)
         if reason is None:
-            self.sent_events.append((payload, truth))
-        return Record(key=device.device_id, payload=payload, category=category, reason=reason,
-                      event=None if reason else truth)
+            self.sent_events.append((record, truth))
+        return record
+
+    def _message(self, document: dict) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
+        return message(document, self.contract, self.s.amqp_headers)
 
     def _document(self, device: Device, event_ms: int, values: dict[str, float | None]) -> dict:
         c = self.contract
@@ -325,25 +380,15 @@ class TelemetryGenerator:
         c = self.contract
         device = self.rng.choice(self.devices)
         values = {name: self._signal(device, name, now_ms) for name in c.measurements}
-        good = self._document(device, now_ms, values)
+        bad = copy.deepcopy(self._document(device, now_ms, values))
         first = next(iter(c.measurements.values())).path
-        reason = self.rng.choice(self.reasons)
-        bad: Any = json.loads(json.dumps(good))
+        reason, key = self.rng.choice(self.reasons), device.device_id
         if reason == Reason.OVERSIZE:
             bad["padding"] = "x" * (self.s.max_event_bytes + 1)
-        elif reason == Reason.MALFORMED_JSON:
-            text = json.dumps(good)
-            return [Record(key=device.device_id, payload=text[: len(text) // 2].encode(),
-                           category=Category.MALFORMED, reason=reason)]
         elif reason == Reason.UNSUPPORTED_SCHEMA_VERSION:
             place(bad, c.schema_version.path, max(c.schema_version.accepted) + 1)
         elif reason == Reason.MISSING_FIELD:
-            *parents, last = json_path_segments(self.rng.choice([p for p in (c.device_id, c.site, c.event_time,
-                                                                             c.sequence) if p]))
-            parent = bad
-            for key in parents:
-                parent = parent[key]
-            del parent[last]
+            remove(bad, self.rng.choice([p for p in (c.device_id, c.site, c.event_time, c.sequence) if p and p != KEY]))
         elif reason == Reason.WRONG_TYPE:
             place(bad, first, "hot")
         elif reason == Reason.BAD_EVENT_TIME:
@@ -356,13 +401,16 @@ class TelemetryGenerator:
                 far += ["9999-12-31T23:59:59Z", "2200-01-01T00:00:00Z"]
             place(bad, c.event_time, self.rng.choice(far))
         elif reason == Reason.INVALID_IDENTIFIER:
-            place(bad, c.device_id, self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300)))
+            key = self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300))
+            place(bad, c.device_id, key)
+        elif reason == Reason.NON_FINITE_VALUE:  # 1e999 in JSON text, infinity in an AMQP double
+            place(bad, first, float("inf") if self.s.amqp_headers and not in_body(first) else 1.5e300)
+        payload, headers = self._message(bad)
+        if reason == Reason.MALFORMED_JSON:
+            payload = payload[: len(payload) // 2]
         elif reason == Reason.NON_FINITE_VALUE:
-            place(bad, first, 1.5e300)
-            text = json.dumps(bad).replace("1.5e+300", "1e999", 1)
-            return [Record(key=device.device_id, payload=text.encode(), category=Category.MALFORMED, reason=reason)]
-        return [Record(key=device.device_id, payload=json.dumps(bad).encode(), category=Category.MALFORMED,
-                       reason=reason)]
+            payload = payload.replace(b"1.5e+300", b"1e999", 1)
+        return [Record(key=key, payload=payload, category=Category.MALFORMED, reason=reason, headers=headers)]
 
 
 def connected_producer(config: dict, topic: str, timeout_s: float = 10.0) -> Any:
@@ -425,6 +473,7 @@ def send(settings: SimulatorSettings, producer_config: dict, topic: str, manifes
         while True:
             try:
                 producer.produce(topic, record.payload, key=record.key.encode("utf-8", "replace"),
+                                 headers=list(record.headers),
                                  on_delivery=lambda err, msg, r=record: delivered(err, msg, r))
                 break
             except BufferError:

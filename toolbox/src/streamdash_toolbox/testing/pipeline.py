@@ -191,16 +191,19 @@ def checkpoint_progress(work: Path) -> int:
                for folder in work.rglob("*") if folder.name in ("offsets", "commits") and folder.is_dir())
 
 
-def wait_until_read(influx, database: str, records: int, stall_s: float = STALL_S) -> None:
-    """Wait until the job's progress says it has read `records` records: a record that changes no point (a
-    duplicate, a late event) is read after the points match, and the counters that count it come with its batch.
-    It fails when the count stands still for `stall_s`."""
-    query = "SELECT sum(input_rows) FROM pipeline_progress WHERE \"stream\" =~ /_aggregates$/"
+def wait_until_read(influx, database: str, records: int, stall_s: float = STALL_S,
+                    queries: tuple[str, ...] = ("aggregates",)) -> None:
+    """Wait until the progress of each of the job's `queries` (checkpoint folder names: `pipeline.QUERIES`) says
+    it has read `records` records: a record that changes no point (a duplicate, a late event) is read after the
+    points match, and the counters that count it come with its batch; bronze reads on its own trigger. It fails
+    when the counts stand still for `stall_s`."""
+    query = "SELECT sum(input_rows) FROM pipeline_progress GROUP BY stream"
 
     def read() -> list:
-        return [row["sum"] for row in influx.query(query, database)]
+        counts = {row["stream"].rsplit("_", 1)[-1]: row["sum"] for row in influx.query(query, database)}
+        return [counts.get(name) for name in queries]
 
-    assert wait_for(lambda: read() == [records], stall_s, progress=read), (read(), records)
+    assert wait_for(lambda: read() == [records] * len(queries), stall_s, progress=read), (read(), records)
 
 
 def dead_letter_counts(influx, database: str) -> dict[str, int]:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from streamdash.columns import HEADERS_TYPE
 from streamdash.sources.kafka import LOG_APPEND_TIME
 
-RAW_SCHEMA = ("value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
-              "kafka_timestamp_type int")
+RAW_SCHEMA = ("key string, value binary, topic string, partition int, offset long, kafka_timestamp timestamp, "
+              f"kafka_timestamp_type int, headers {HEADERS_TYPE}")
 T0 = dt.datetime(2026, 11, 28, 12, 0, 0)
 GOOD = {"schemaVersion": 1, "deviceId": "dev-1", "site": "s1", "deviceType": "thermostat",
         "eventTime": "2026-11-28T13:00:00.250+01:00", "seq": 1,
         "measurements": {"temperature": 21.5, "humidity": 40, "pressure": 1013.25, "battery": 0.9}}
 
 
-def raw(spark, *payloads: str | bytes, timestamp: dt.datetime = T0, timestamp_type: int = LOG_APPEND_TIME):
-    """Records as the Kafka source reads them; by default appended by the broker at T0 (as Event Hubs stamps them)."""
-    rows = [(p if isinstance(p, bytes) else p.encode(), "telemetry", 0, offset, timestamp, timestamp_type)
+def raw(spark, *payloads: str | bytes, timestamp: dt.datetime = T0, timestamp_type: int = LOG_APPEND_TIME,
+        headers: list[list[tuple[str, bytes]]] | None = None, keys: list[str | None] | None = None):
+    """Records as the Kafka source reads them; by default appended by the broker at T0 (as Event Hubs stamps them),
+    without key or headers (`headers`, `keys`: one list per record)."""
+    rows = [(keys[offset] if keys else None, p if isinstance(p, bytes) else p.encode(), "telemetry", 0, offset,
+             timestamp, timestamp_type, headers[offset] if headers else None)
             for offset, p in enumerate(payloads)]
     return spark.createDataFrame(rows, RAW_SCHEMA)
 

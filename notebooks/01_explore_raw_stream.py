@@ -29,9 +29,10 @@ from streamdash.transforms.parse import dead_letters, parse_events, valid_events
 settings = settings_from_widgets(dbutils)
 configure_parse(spark)  # how the parse reads a repeated key
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
-raw = kafka.read_batch(spark, source).cache()
+raw = kafka.read_batch(spark, source, headers=True).cache()
 print(f"{raw.count()} records on {source.topic}")
-display(raw.select("partition", "offset", "kafka_timestamp", F.col("value").cast("string").alias("value")).limit(20))
+display(raw.select("partition", "offset", "kafka_timestamp", F.col("value").cast("string").alias("value"),
+                   F.transform("headers", lambda h: h["key"]).alias("headers")).limit(20))
 
 # COMMAND ----------
 

@@ -33,7 +33,8 @@ configure_parse(spark)  # how the parse reads a repeated key
 dbutils.widgets.text("watermarks", "10 seconds, 30 seconds, 2 minutes")
 dbutils.widgets.text("window_sizes", ", ".join(settings.aggregation.window_sizes))
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
-parsed = parse_events(kafka.read_batch(spark, source), settings.validation, settings.contract).cache()
+raw = kafka.read_batch(spark, source, headers=True)  # headers: a contract's fields may be there (IoT Hub)
+parsed = parse_events(raw, settings.validation, settings.contract).cache()
 events = valid_events(parsed)
 
 # COMMAND ----------

@@ -44,7 +44,8 @@ display(landed.orderBy("window_start_ns", "site"))
 # COMMAND ----------
 
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
-events = valid_events(parse_events(kafka.read_batch(spark, source), settings.validation, settings.contract))
+raw = kafka.read_batch(spark, source, headers=True)  # headers: a contract's fields may be there (IoT Hub)
+events = valid_events(parse_events(raw, settings.validation, settings.contract))
 deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplicate)
 aggregates = windowed_aggregates(deduplicated, [window_size], settings.aggregation.quantile_sketch_k,
                                  settings.contract)

@@ -281,6 +281,7 @@ def toml_value(value: object) -> str:
 IOTHUB_CONTRACT = {
     "device_id": "header:iothub-connection-device-id", "site": "header:site", "device_type": "",
     "event_time": "header:iothub-enqueuedtime", "sequence": "header:seq", "schema_version": False,
+    "header_encoding": "amqp",
     "measurements": {"temperature": {"path": "$.temperature"}, "humidity": {"path": "$.humidity"},
                      "pressure": {"path": "header:pressure"}}}
 

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import re
 import struct
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +17,7 @@ from pyspark.sql import functions as F
 
 from streamdash.config import Contract, Settings, Validation
 from streamdash.transforms.headers import decoded
-from streamdash.transforms.parse import parse_events, valid_events
+from streamdash.transforms.parse import dead_letters, parse_events, valid_events
 from streamdash_toolbox.amqp import DEVICE_ID, ENQUEUED_TIME, encoded, iothub_headers
 from streamdash_toolbox.testing import REPO
 from streamdash_toolbox.testing.records import T0, raw
@@ -53,23 +54,26 @@ def sent(amqp_type: str, value):
         return value.decode()
     if amqp_type == "uuid":
         return str(value)
+    if amqp_type == "ulong" and value >= 2**63:
+        return Decimal(value)  # beyond a long: a decimal, as JSON's 20-digit numbers are
     if amqp_type == "float":
         return struct.unpack(">f", struct.pack(">f", value))[0]
     return value
 
 
-def decode(spark, values: list[bytes], text: bool) -> list:
+def decode(spark, values: list[bytes], text: bool, encoding: str = "auto") -> list:
     frame = spark.createDataFrame([(value,) for value in values], "value binary")
-    rows = frame.select(decoded(F.col("value"), text).alias("v")).collect()
+    rows = frame.select(decoded(F.col("value"), text, encoding).alias("v")).collect()
     return [row.v.toPython() if row.v is not None else None for row in rows]
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=st.lists(amqp_values(), min_size=1, max_size=40))
 def test_every_amqp_value_the_sdk_encodes_decodes_to_what_was_sent(spark, values):
-    """A number, a boolean or a time field reads every AMQP value; a text field reads those no text starts with."""
+    """`amqp` reads every AMQP value; `auto` those whose bytes are not plain text, and the others as text."""
     encodings = [encoded(value, amqp_type, smallest) for amqp_type, value, smallest in values]
-    as_number = decode(spark, encodings, text=False)
+    as_number = decode(spark, encodings, text=False, encoding="amqp")
+    assert decode(spark, encodings, text=True, encoding="amqp") == as_number
     as_text = decode(spark, encodings, text=True)
     for (amqp_type, value, _), raw_bytes, number, text in zip(values, encodings, as_number, as_text, strict=True):
         expected = sent(amqp_type, value)
@@ -94,6 +98,8 @@ def test_a_kafka_producer_s_plain_bytes_are_text_or_json(spark):
     assert numbers[2:5] == [21.5, -3, True]  # JSON where the text is JSON
     assert numbers[0] == "site-1" and numbers[5] == "2026-11-28T12:00:00Z"
     assert numbers[-1] == "\ufffd\x05ab", "a length that does not match is not AMQP"
+    assert decode(spark, [b"abc", b"a\nb"], text=False) == ["abc", 2658], "text unless it cannot be"
+    assert decode(spark, [b"abc", b"a\nb", b"\x54\x03"], text=False, encoding="plain") == ["abc", "a\nb", "T\x03"]
 
 
 def iothub_contract(**changes) -> Contract:
@@ -112,8 +118,11 @@ def test_an_iothub_record_parses_from_its_headers_and_body(spark):
                [(name, value) for name, value in iothub_headers("pump-9", enqueued, {"site": "x"})
                 if name != DEVICE_ID]]
     body = json.dumps({"temperature": 21.5, "humidity": 40})
-    parsed = parse_events(raw(spark, body, body, body, headers=headers), Validation(), iothub_contract()).collect()
+    frame = parse_events(raw(spark, body, body, body, headers=headers), Validation(), iothub_contract())
+    parsed = frame.collect()
     assert [row.error for row in parsed] == [None, None, "missing_field"]
+    [letter] = dead_letters(frame).collect()
+    assert [(h.key, bytes(h.value)) for h in letter.headers] == headers[2], "a dead letter keeps its headers"
     first, second = parsed[0], parsed[1]
     assert (first.device_id, first.site, first.device_type) == ("pump-7", "plant-a", "unknown")
     assert first.event_time == enqueued.astimezone().replace(tzinfo=None)

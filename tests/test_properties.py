@@ -17,6 +17,7 @@ import json
 import math
 import re
 import statistics
+import struct
 from collections import defaultdict
 
 import pytest
@@ -207,6 +208,7 @@ def contracts(draw) -> Contract:
                                 "booleans": draw(st.booleans()),
                                 "numeric_strings": draw(st.booleans())} for name in names},
         "bad_values": draw(st.sampled_from(["dead_letter", "drop_value"])),
+        "header_encoding": draw(st.sampled_from(["auto", "amqp", "plain"])),
         "statistics": draw(st.sampled_from([["mean", "min", "max", "last", "stddev", "p95"], ["last", "p95"]]))})
 
 
@@ -246,8 +248,9 @@ BREAKAGES = ("drop_device", "null_site", "number_device", "string_measurement", 
 TEXT_ROLES = ("device_id", "site")
 
 
-def _sent(document: dict, contract: Contract, amqp: bool) -> tuple[str, list, dict]:
-    """(the body's JSON, the headers as sent, the header fields as the job reads them: docs/contract.md)."""
+def _sent(document: dict, contract: Contract, amqp: bool, smallest: bool) -> tuple[str, list, dict]:
+    """(the body's JSON, the headers as sent (AMQP-encoded or a Kafka producer's text), the header fields as the job
+    reads them: docs/contract.md)."""
     from streamdash_toolbox.amqp import encoded
 
     fields = document.pop(HEADERS, {})
@@ -258,14 +261,25 @@ def _sent(document: dict, contract: Contract, amqp: bool) -> tuple[str, list, di
             if type(value) is int and value not in LONG:  # beyond a long: a ulong, or a double beyond that
                 value = value if 0 <= value < 2**64 else float(value)
             amqp_type = ("long" if value in LONG else "ulong") if type(value) is int else None
-            data = encoded(value, amqp_type, smallest=False)
-            headers.append((name, data))
-            read[name] = data.decode() if name in text_names and _is_text(data) else value  # null: "@"
-        elif value is not None:  # a Kafka producer's text
-            text = value if isinstance(value, str) else json.dumps(value)
-            headers.append((name, text.encode()))
-            read[name] = text if name in text_names else _json_or_text(text)
+            data, amqp_value = encoded(value, amqp_type, smallest=smallest), (True, value)
+        elif value is None:
+            continue
+        else:
+            data = (value if isinstance(value, str) else json.dumps(value)).encode()
+            amqp_value = _small_amqp(data)
+        headers.append((name, data))
+        read[name] = _as_read(data, amqp_value, name in text_names, contract.header_encoding)
     return json.dumps(document), headers, read
+
+
+def _as_read(data: bytes, amqp_value: tuple[bool, object], text_field: bool, encoding: str) -> object:
+    """A header's value as docs/contract.md says the job reads it; `amqp_value`: whether the bytes are exactly one
+    AMQP encoding, and of what."""
+    is_one, value = amqp_value
+    if is_one and (encoding == "amqp" or (encoding == "auto" and not _is_text(data))):
+        return value
+    text = data.decode()
+    return text if text_field else _json_or_text(text)
 
 
 def _is_text(data: bytes) -> bool:
@@ -273,6 +287,24 @@ def _is_text(data: bytes) -> bool:
         return not re.search(r"[\x00-\x1f\x7f]", data.decode())
     except UnicodeDecodeError:
         return False
+
+
+# AMQP's encodings below 0x80 (where text starts too): their data's layout (`struct`), or their value.
+SMALL_AMQP = {0x40: None, 0x41: True, 0x42: False, 0x43: 0, 0x44: 0, 0x50: ">B", 0x51: ">b", 0x52: ">B",
+              0x53: ">B", 0x54: ">b", 0x55: ">b", 0x56: ">?", 0x60: ">H", 0x61: ">h", 0x70: ">I", 0x71: ">i",
+              0x72: ">f"}
+
+
+def _small_amqp(data: bytes) -> tuple[bool, object]:
+    """Whether a Kafka producer's bytes happen to be exactly one AMQP encoding, and its value."""
+    if not data or data[0] not in SMALL_AMQP:
+        return False, None
+    layout = SMALL_AMQP[data[0]]
+    if not isinstance(layout, str):
+        return len(data) == 1, layout
+    if len(data) != 1 + struct.calcsize(layout) or (data[0] == 0x56 and data[1] > 1):
+        return False, None
+    return True, struct.unpack(layout, data[1:])[0]
 
 
 def _json_or_text(text: str) -> object:
@@ -284,7 +316,8 @@ def _json_or_text(text: str) -> object:
 def batches(draw, contract: Contract) -> list[tuple[str, list, dict]]:
     """Records (`_sent`): events of a few devices over a few windows, some re-sent, some broken; the header fields
     AMQP-encoded (as Event Hubs delivers IoT Hub's) or as a Kafka producer's text."""
-    amqp = draw(st.booleans())
+    amqp = {"amqp": True, "plain": False}.get(contract.header_encoding, draw(st.booleans()))
+    smallest = draw(st.booleans())
     payloads: list = []
     used: set[tuple] = set()
     for _ in range(draw(st.integers(1, 40))):
@@ -310,7 +343,7 @@ def batches(draw, contract: Contract) -> list[tuple[str, list, dict]]:
         breakage = draw(st.sampled_from([None] * 6 + list(BREAKAGES)))
         if breakage:
             _broken(document, contract, breakage, draw)
-        payload, headers, read = _sent(document, contract, amqp)
+        payload, headers, read = _sent(document, contract, amqp, smallest)
         payloads.append((payload[:-1] if breakage == "not_json" else f"[{payload}]" if breakage == "array"
                          else payload, headers, read))
         if draw(st.integers(0, 9)) == 0:

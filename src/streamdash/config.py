@@ -254,6 +254,9 @@ class Contract(_Section):
     # (`dead_letter`), or only the value is dropped and counted (`drop_value`: pipeline_progress' dropped_values_*;
     # a record left with no value is still a dead letter, with the first such value's reason).
     bad_values: Literal["dead_letter", "drop_value"] = "dead_letter"
+    # What `header:` fields hold: AMQP encodings (IoT Hub and the Azure SDKs through Event Hubs), a Kafka producer's
+    # text (`plain`), or either, told apart by the bytes (`auto`; `transforms.headers`).
+    header_encoding: Literal["auto", "amqp", "plain"] = "auto"
 
     @field_validator("device_type", "sequence", "schema_version", mode="before")
     @classmethod

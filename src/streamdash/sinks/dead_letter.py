@@ -5,8 +5,9 @@ Records land under `<path>`: as JSON lines in one folder per stream and micro-ba
 (`stream=<stream>/batch_id=<n>`, overwritten on a replay; the stream is `<job>_dead_letters` for records that
 failed validation, `<job>_aggregates` for points InfluxDB refused), or as a Delta table appended with
 `txnAppId` (the stream and the query's id) and `txnVersion` (the batch id), so a replayed batch is skipped.
-Columns: payload, topic, partition, offset, kafka_timestamp (null for refused points), reason, detail (InfluxDB's
-message for refused points), batch_id, dead_lettered_at.
+Columns: payload, topic, partition, offset, kafka_timestamp (null for refused points), headers (where the source
+read them: a contract with a `header:` field; base64 values in JSON), reason, detail (InfluxDB's message for refused
+points), batch_id, dead_lettered_at.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from streamdash.columns import HEADERS_TYPE
 from streamdash.config import DeadLetterSink
 from streamdash.events import Reason
 from streamdash.sinks.influxdb import InfluxWriter
@@ -27,9 +29,9 @@ from streamdash.storage import replace_folder_with_file
 from streamdash.transforms.parse import DEAD_LETTER_COLUMNS
 
 log = logging.getLogger(__name__)
-RECORD_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason", "detail")
+RECORD_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "headers", "reason", "detail")
 REJECTED_SCHEMA = ("payload string, topic string, partition int, offset long, kafka_timestamp timestamp, "
-                   "reason string, detail string")
+                   f"headers {HEADERS_TYPE}, reason string, detail string")
 # Up to this much JSON, a batch's dead letters are written from the driver as one file: a Spark write job costs
 # about half a second, which a live batch with a few dead letters would pay every time. Above it (a flood of
 # malformed records), Spark's writer writes them from the executors.
@@ -56,7 +58,7 @@ def invalid_records(letters: DataFrame) -> DataFrame:
 
 def refused_points(spark: SparkSession, rejected: list[tuple[str, str]]) -> DataFrame:
     """Points InfluxDB refused (field-type conflict, beyond retention, too large) as dead letters (`sink_rejected`)."""
-    rows = [(line, None, None, None, None, Reason.SINK_REJECTED, why) for line, why in rejected]
+    rows = [(line, None, None, None, None, None, Reason.SINK_REJECTED, why) for line, why in rejected]
     return spark.createDataFrame(rows, REJECTED_SCHEMA)
 
 

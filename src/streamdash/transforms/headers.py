@@ -4,18 +4,18 @@ with the type a JSON value would have, so that the parse judges them as it judge
 Azure IoT Hub routes its system properties (`iothub-connection-device-id`, `iothub-enqueuedtime`, ...) and the
 devices' application properties to Event Hubs, whose Kafka endpoint delivers them as headers holding each value's
 AMQP encoding (AMQP 1.0 part 1, 1.6: a constructor byte, a size where the type has one, the data, big-endian).
-A header from a Kafka producer holds the bytes it sent. The bytes tell the two apart, by what the field wants:
+A header from a Kafka producer holds the bytes it sent. `contract.header_encoding` says which to expect:
 
-- text (device id, site, device type, tags): UTF-8 text without control characters is that text; other bytes are
-  AMQP (a string's first byte, 0xA1, starts no UTF-8 text; a small integer such as 0x54 0x03 has a control
-  character). So an AMQP boolean or integer whose bytes happen to be printable (0x41 for true: "A", 0x55 0x41 for
-  65: "UA") reads as that text.
-- a number, a boolean or a time (measurements, sequence, schema version, event time): AMQP when the first byte is
-  a constructor (0x40 and above; a number's text starts with a digit or a minus sign); else a JSON number, `true`
-  or `false` (nothing around it) as that value, any other text as text.
+- `amqp` (IoT Hub, the Azure SDKs): bytes that are exactly one AMQP encoding of a type below, their length
+  included, are its value; other bytes are text.
+- `plain` (Kafka producers): the bytes are UTF-8 text.
+- `auto` (both): UTF-8 text without control characters is text; other bytes are read as with `amqp` (a string's
+  first byte, 0xA1, starts no UTF-8 text; the integer 3 as 0x54 0x03 holds a control character). An AMQP value
+  whose bytes happen to be printable text (true as 0x41, "A"; 65 as 0x54 0x41, "TA") is read as that text.
 
-Only bytes that are exactly one encoding of a type below, their length included, are read as AMQP. An AMQP
-timestamp is a TIMESTAMP (the event time reads it whatever `event_time_formats` say); null is absent.
+Text where a number or a boolean belongs is read as a JSON number, `true` or `false` (nothing around it), and is
+text otherwise (so `wrong_type` unless `numeric_strings`). An AMQP timestamp is a TIMESTAMP (the event time reads
+it whatever `event_time_formats` say); an AMQP null is absent.
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ def header(headers: Column, name: str) -> Column:
     return F.try_element_at(F.filter(headers, lambda h: h["key"] == name), F.lit(-1))["value"]
 
 
-def field(path: str, text: bool) -> Column:
+def field(path: str, text: bool, encoding: str) -> Column:
     """The field at a `config.FieldPath` that is not a JSON path, from the raw columns, as a VARIANT; `text`: the
-    contract reads it as text (see the module's rules)."""
+    contract reads it as text; `encoding`: `contract.header_encoding`."""
     if path == TIMESTAMP:
         return F.col("kafka_timestamp").cast("variant")
     if path == KEY:
         return _from_text(F.col("key"), text)
     assert path.startswith(HEADER_PREFIX)
-    return decoded(header(F.col("headers"), path.removeprefix(HEADER_PREFIX)), text)
+    return decoded(header(F.col("headers"), path.removeprefix(HEADER_PREFIX)), text, encoding)
 
 
 def _from_text(value: Column, text: bool) -> Column:
@@ -135,12 +135,15 @@ def _amqp(value: Column) -> dict[str, tuple[Column, Column]]:
     }
 
 
-def decoded(value: Column, text: bool) -> Column:
-    """A header's bytes as a VARIANT: its AMQP value where the bytes are one (by the module's rules), else text."""
+def decoded(value: Column, text: bool, encoding: str = "auto") -> Column:
+    """A header's bytes as a VARIANT: its AMQP value where `encoding` (the module's rules) reads one, else text."""
+    result = _from_text(value, text)
+    if encoding == "plain":
+        return result
     constructor = F.hex(F.substring(value, 1, 1))
     as_string = value.cast("string")
-    amqp_first = F.lit(True) if not text else ~F.is_valid_utf8(as_string) | as_string.rlike("[\\x00-\\x1f\\x7f]")
-    result = _from_text(value, text)
+    amqp_first = (F.lit(True) if encoding == "amqp"
+                  else ~F.is_valid_utf8(as_string) | as_string.rlike("[\\x00-\\x1f\\x7f]"))
     for code, (exact, amqp) in _amqp(value).items():
         result = F.when(amqp_first & (constructor == code) & exact, amqp.cast("variant")).otherwise(result)
     return result

@@ -254,8 +254,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
                    else F.lit(c.default_device_type))
     tags = [F.struct(*[value(f"tag:{name}", "string").alias(name) for name in c.tags]).alias("tags")] if c.tags else []
     text_roles = [role for role in keys if _typed_kind(role) == StringType()]
-    raw = raw.withColumns({f"_source_{role}": headers.field(paths[role], _typed_kind(role) == StringType())
-                           for role in sourced})
+    raw = raw.withColumns({f"_source_{role}": headers.field(paths[role], _typed_kind(role) == StringType(),
+                                                            c.header_encoding) for role in sourced})
     vouched = (fast.isNotNull() & fast[_CORRUPT].isNull()
                & ~_any([F.coalesce(typed(keys[role]).rlike(_MAYBE_NOT_A_STRING), F.lit(False)) for role in text_roles]))
     # The text is made from the bytes where it is read, not carried through each step (a copy per step).
@@ -374,11 +374,12 @@ def valid_events(parsed: DataFrame) -> DataFrame:
     return parsed.where(F.col("error").isNull()).select(*event_columns(parsed))
 
 
-DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "reason")
+DEAD_LETTER_COLUMNS = ("payload", "topic", "partition", "offset", "kafka_timestamp", "headers", "reason")
 
 
 def dead_letter_columns() -> list[Column]:
-    """What is needed to find and replay an invalid record: raw payload, position, reason (`DEAD_LETTER_COLUMNS`)."""
+    """What is needed to find and replay an invalid record: raw payload, position, headers where the source read
+    them (an IoT Hub record's device id is there), reason (`DEAD_LETTER_COLUMNS`)."""
     return [*map(F.col, DEAD_LETTER_COLUMNS[:-1]), F.col("error").alias("reason")]
 
 

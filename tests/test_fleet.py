@@ -234,11 +234,7 @@ def test_the_simulator_s_mixed_fleet_under_another_contract_matches_ground_truth
     from streamdash_toolbox.testing.pipeline import send_with_late_data
 
     contract = Contract.model_validate(FLAT_CONTRACT)
-    conf = tmp_path / "fleet.toml"
-    conf.write_text("[contract]\n" + "\n".join(f"{key} = {toml_value(value)}" for key, value in FLAT_CONTRACT.items()))
-    overrides = [f"contract.{key}={toml_value(value)}" for key, value in FLAT_CONTRACT.items()]
-    job = eventhubs_job(stack, stack_env, eventhub, database, tmp_path, *overrides)
-    target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    job, conf, target = simulated_fleet_job(stack, stack_env, eventhub, database, tmp_path, FLAT_CONTRACT)
     try:
         job.wait_started()
         manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
@@ -269,6 +265,17 @@ def eventhubs_job(stack, stack_env, eventhub: str, database: str, work: Path, *o
                java_trust_store(stack.info["kafka"]["ca_file"], work))
 
 
+def simulated_fleet_job(stack, stack_env, eventhub: str, database: str, work: Path,
+                        contract: dict) -> tuple[Job, Path, list[str]]:
+    """The job reading `contract` (as --set overrides) through the Event Hubs-style listener, the same contract as
+    a configuration file for the simulator's --conf, and the simulator's target arguments."""
+    conf = work / "fleet.toml"
+    conf.write_text("[contract]\n" + "\n".join(f"{key} = {toml_value(value)}" for key, value in contract.items()))
+    overrides = [f"contract.{key}={toml_value(value)}" for key, value in contract.items()]
+    job = eventhubs_job(stack, stack_env, eventhub, database, work, *overrides)
+    return job, conf, ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+
+
 def toml_value(value: object) -> str:
     """A value as TOML (inline tables for dicts), for a file or --set."""
     if isinstance(value, dict):
@@ -294,12 +301,7 @@ def test_an_iothub_fleet_s_properties_in_amqp_encoded_headers_match_ground_truth
     from streamdash_toolbox.testing.pipeline import send_with_late_data
 
     contract = Contract.model_validate(IOTHUB_CONTRACT)
-    conf = tmp_path / "iothub.toml"
-    conf.write_text("[contract]\n" + "\n".join(f"{key} = {toml_value(value)}"
-                                               for key, value in IOTHUB_CONTRACT.items()))
-    overrides = [f"contract.{key}={toml_value(value)}" for key, value in IOTHUB_CONTRACT.items()]
-    job = eventhubs_job(stack, stack_env, eventhub, database, tmp_path, *overrides)
-    target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    job, conf, target = simulated_fleet_job(stack, stack_env, eventhub, database, tmp_path, IOTHUB_CONTRACT)
     try:
         job.wait_started()
         manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from streamdash.config import Contract, load_settings
+from streamdash.events import DEDUPLICATION_KEY
 from streamdash.job import configure_logging, parse_args
 from streamdash.metrics import InfluxProgressListener
 from streamdash.session import spark_session
@@ -60,7 +61,7 @@ def main(argv: list[str]) -> None:
     contract = Contract() if query == "f3_stats" else Contract(statistics=["mean"])
     aggregation = settings.aggregation
     unique = deduplicate(typed_events(kafka.read_stream(spark, settings.source)), aggregation.watermark,
-                         enabled=query != "f2")
+                         None if query == "f2" else DEDUPLICATION_KEY)
     windows = windowed_aggregates(unique, aggregation.window_sizes, aggregation.quantile_sketch_k, contract)
     client = InfluxDBClient(url=influx.url, token=influx.token.get_secret_value(), org=influx.org)
     writer = client.write_api(write_options=SYNCHRONOUS)

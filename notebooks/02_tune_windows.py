@@ -72,7 +72,7 @@ display(dropped_by_watermark)
 
 # COMMAND ----------
 
-deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplicate)
+deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplication_key())
 summaries = []
 for size in [s.strip() for s in dbutils.widgets.get("window_sizes").split(",") if s.strip()]:
     aggregates = windowed_aggregates(deduplicated, [size], settings.aggregation.quantile_sketch_k, settings.contract)

@@ -46,7 +46,7 @@ display(landed.orderBy("window_start_ns", "site"))
 source = settings.source.model_copy(update={"starting_offsets": "earliest"})
 raw = kafka.read_batch(spark, source, headers=True)  # headers: a contract's fields may be there (IoT Hub)
 events = valid_events(parse_events(raw, settings.validation, settings.contract))
-deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplicate)
+deduplicated = deduplicate(events, settings.aggregation.watermark, settings.contract.deduplication_key())
 aggregates = windowed_aggregates(deduplicated, [window_size], settings.aggregation.quantile_sketch_k,
                                  settings.contract)
 from_stream = (aggregates.where("level = 'site'").select("site", "window_start_ns", "count", field))

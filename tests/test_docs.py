@@ -23,8 +23,8 @@ def examples() -> list[tuple[str, str]]:
     return re.findall(r"```toml\n(.*?)```\s*```json\n(.*?)```", CONTRACT_DOC.read_text(), re.S)
 
 
-def test_the_contract_doc_has_its_three_examples():
-    assert len(examples()) == 3
+def test_the_contract_doc_has_its_four_examples():
+    assert len(examples()) == 4
 
 
 def iothub_headers_shown() -> list[tuple[str, bytes]]:
@@ -36,7 +36,7 @@ def iothub_headers_shown() -> list[tuple[str, bytes]]:
     return iothub_headers(device, enqueued, {k: v for k, v in properties.items() if k != MESSAGE_SOURCE})
 
 
-@pytest.mark.parametrize("index", [0, 1, 2], ids=["simulator", "flat", "iothub"])
+@pytest.mark.parametrize("index", [0, 1, 2, 3], ids=["simulator", "flat", "iothub", "readings"])
 def test_each_example_contract_parses_its_payload(spark, index):
     toml_text, payload = examples()[index]
     contract = Contract.model_validate(tomllib.loads(toml_text)["contract"])
@@ -46,7 +46,7 @@ def test_each_example_contract_parses_its_payload(spark, index):
     headers = [iothub_headers_shown()] if index == 2 else None
     [event] = valid_events(parse_events(raw(spark, payload, headers=headers), Validation(),
                                         contract)).collect()
-    assert event.device_id in ("dev-0001", "ahu-7", "pump-7") and event.event_time is not None
+    assert event.device_id in ("dev-0001", "ahu-7", "pump-7", "gw-3/cold-room-2") and event.event_time is not None
     assert all(event[name] is not None for name in contract.measurements)
 
 

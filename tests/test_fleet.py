@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -309,6 +310,39 @@ def test_an_iothub_fleet_s_properties_in_amqp_encoded_headers_match_ground_truth
         truth = GroundTruth(manifest, contract=contract)
         reasons = {entry["reason"] for entry in truth.entries if entry["category"] == "malformed"}
         assert {Reason.MISSING_FIELD, Reason.INVALID_IDENTIFIER, Reason.BAD_EVENT_TIME} <= reasons
+        matches_then_stops(job, truth, influx, database, tmp_path)
+    finally:
+        job.cleanup()
+
+
+# Gateways that send one reading per record: the sensor's name and value beside the device's fields, names the
+# contract maps to its measurements; the deduplication tells a device's readings at one time apart by the name.
+LONG_CONTRACT = {
+    "device_id": "$.gateway.device", "site": "$.site", "device_type": "$.model", "event_time": "$.time",
+    "event_time_formats": ["iso8601", "epoch_ms"], "sequence": "$.n", "schema_version": False,
+    "readings": {"name": "$.sensor", "value": "$.reading.value"},
+    "measurements": {"temperature": {"reading": "temp_c"}, "humidity": {"reading": "rh %"}, "battery": {}}}
+
+
+def test_a_fleet_of_one_reading_per_record_pivots_into_wide_windows_matching_ground_truth(stack, stack_env, influx,
+                                                                                        eventhub, database, tmp_path):
+    """The simulator's mixed fleet as one record per reading (a device's readings at one time share its sequence
+    number and time), with re-deliveries, late and malformed records, through the SASL_SSL listener: InfluxDB holds
+    `temperature_mean` and the rest as for wide records, each window exactly what the manifest says was sent."""
+    from streamdash_toolbox.testing.pipeline import send_with_late_data
+
+    contract = Contract.model_validate(LONG_CONTRACT)
+    job, conf, target = simulated_fleet_job(stack, stack_env, eventhub, database, tmp_path, LONG_CONTRACT)
+    try:
+        job.wait_started()
+        manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
+                                       extra=("--conf", str(conf), "--mixed-fleet", "--devices", "12", "--sites", "3"))
+        truth = GroundTruth(manifest, contract=contract)
+        readings = [e["event"] for e in truth.entries if e["category"] == "on_time"]
+        assert all(len(set(contract.measurements) & set(event)) == 1 for event in readings)
+        by_event = Counter((e["device_id"], e["seq"], e["event_time_ms"]) for e in readings)
+        assert max(by_event.values()) == len(contract.measurements), "an event's readings in records of their own"
+        assert any(e["category"] == "duplicate" for e in truth.entries)
         matches_then_stops(job, truth, influx, database, tmp_path)
     finally:
         job.cleanup()

@@ -104,16 +104,22 @@ def oracle(payload: str, contract: Contract, headers: dict | None = None) -> tup
     roles = {"device_id": contract.device_id, "site": contract.site, "event_time": contract.event_time,
              "device_type": contract.device_type, "seq": contract.sequence,
              "schema_version": contract.schema_version.path if contract.schema_version else None,
-             **{f"m:{m}": measurement.path for m, measurement in contract.measurements.items()}}
+             **{f"m:{m}": measurement.path for m, measurement in contract.measurements.items()},
+             **_reading_roles(contract)}
     found, broken = {}, False
     for role, path in roles.items():
         if path:
             found[role], crossed = _lookup(document, path)
             broken |= crossed
     required = ["device_id", "site", "event_time", *(["seq"] if contract.sequence else []),
-                *(["schema_version"] if contract.schema_version else [])]
-    measurements = {m: found[f"m:{m}"] for m in contract.measurements}
-    if any(found[role] is None for role in required) or all(v is None for v in measurements.values()):
+                *(["schema_version"] if contract.schema_version else []),
+                *[role for role in ("readings", "reading:name") if role in roles]]
+    measurements, unknown, readings_ok = _long_measurements(contract, found) if contract.readings else (
+        {m: found[f"m:{m}"] for m in contract.measurements}, 0, True)
+    no_measurement = all(v is None for v in measurements.values())
+    if unknown and (contract.readings.unknown == "dead_letter" or no_measurement):
+        return (Reason.UNKNOWN_MEASUREMENT if contract.readings.unknown == "dead_letter" else None), None
+    if any(found[role] is None for role in required) or (no_measurement and readings_ok):
         return Reason.MISSING_FIELD, None
     readings = {m: None if v is None else _reading(v, contract.measurements[m]) for m, v in measurements.items()}
     wrong = [m for m, v in measurements.items() if v is not None and readings[m] is None]
@@ -129,7 +135,7 @@ def oracle(payload: str, contract: Contract, headers: dict | None = None) -> tup
             or (found.get("device_type") is not None and not isinstance(found["device_type"], str))
             or (contract.sequence and not _is_long(found["seq"]))
             or (contract.schema_version and not _is_long(found["schema_version"]))
-            or fails(wrong)):
+            or not readings_ok or fails(wrong)):
         return Reason.WRONG_TYPE, None
     if contract.schema_version and found["schema_version"] not in contract.schema_version.accepted:
         return Reason.UNSUPPORTED_SCHEMA_VERSION, None
@@ -156,12 +162,45 @@ def oracle(payload: str, contract: Contract, headers: dict | None = None) -> tup
         return Reason.NON_FINITE_VALUE, None
     values = {m: kept.get(m) if contract.bad_values == "drop_value" else readings[m] for m in measurements}
     return None, {"device_id": found["device_id"], "site": found["site"], "event_us": event_us,
-                  "seq": found.get("seq"), **values}
+                  "seq": found.get("seq"), "reading": found.get("reading:name"), **values}
+
+
+def _reading_roles(contract: Contract) -> dict[str, str]:
+    readings = contract.readings
+    if readings is None:
+        return {}
+    return {"readings": readings.array} if readings.array else {"reading:name": readings.name,
+                                                                 "reading:value": readings.value}
+
+
+def _long_measurements(contract: Contract, found: dict) -> tuple[dict, int, bool]:
+    """(each measurement's value, the readings no measurement names, whether the readings are of the right type) of
+    a long record (docs/contract.md: an array's name given twice is its last reading)."""
+    by_reading = {reading: m for m, reading in contract.reading_names().items()}
+    if contract.readings.array is None:
+        name = found["reading:name"]
+        if name is not None and not isinstance(name, str):
+            return dict.fromkeys(contract.measurements), 0, False
+        known = by_reading.get(name)
+        return ({m: found["reading:value"] if m == known else None for m in contract.measurements},
+                int(name is not None and known is None), True)
+    array = found["readings"]
+    if array is not None and not isinstance(array, list):
+        return dict.fromkeys(contract.measurements), 0, False
+    measurements, unknown = dict.fromkeys(contract.measurements), 0
+    name_key, value_key = _keys(contract.readings.name)[0], _keys(contract.readings.value)[0]
+    for element in array or []:
+        name = element.get(name_key) if isinstance(element, dict) else None
+        if not isinstance(name, str) or name not in by_reading:
+            unknown += 1
+        else:
+            measurements[by_reading[name]] = element.get(value_key)
+    return measurements, unknown, True
 
 
 def oracle_windows(events: list[dict], contract: Contract) -> dict[tuple, dict]:
     """{(level, window s, site, device or None, start us): statistics} of the deduplicated events."""
-    unique = {(e["device_id"], e["seq"], e["event_us"]): e for e in events}.values()
+    unique = {(e["device_id"], e["seq"], e["event_us"], e["reading"]): e for e in events}.values()
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for event in unique:
         for size_s in WINDOWS_S:
@@ -199,12 +238,20 @@ def contracts(draw) -> Contract:
                                       "header:iothub-enqueuedtime")]))
     identity = tuple(path if path.startswith("$") or draw(st.booleans()) else f"$.{path[7:]}" for path in identity)
     in_headers = draw(st.sets(st.sampled_from(names)))
+    shape = draw(st.sampled_from(["wide", "wide", "one_reading", "array"]))
+    readings = {"one_reading": {"name": "$.sensor", "value": "$['reading value']"},
+                "array": {"array": draw(st.sampled_from(["$.readings", "$.data.readings"])), "name": "$.n",
+                          "value": "$.v"}}.get(shape)
+    if readings:
+        readings["unknown"] = draw(st.sampled_from(["dead_letter", "ignore"]))
     return Contract.model_validate({
         "device_id": identity[0], "site": identity[1], "event_time": identity[2],
         "event_time_formats": draw(st.sampled_from([["iso8601", "epoch_ms"], ["epoch_s"], ["epoch_ms"]])),
         "sequence": draw(st.sampled_from(["$.seq", "header:seq", ""])),
         **({} if draw(st.booleans()) else {"schema_version": False}),
-        "measurements": {name: {"path": f"header:{name}" if name in in_headers else nest + name,
+        **({"readings": readings} if readings else {}),
+        "measurements": {name: {**({"reading": draw(st.sampled_from([name, f"{name} (u)"]))} if readings else
+                                   {"path": f"header:{name}" if name in in_headers else nest + name}),
                                 "booleans": draw(st.booleans()),
                                 "numeric_strings": draw(st.booleans())} for name in names},
         "bad_values": draw(st.sampled_from(["dead_letter", "drop_value"])),
@@ -325,9 +372,12 @@ def batches(draw, contract: Contract) -> list[tuple[str, list, dict]]:
         site = {"d-1": "north", "d-2": "north", "d 3": "south"}[device]
         event_ms = REFERENCE_MS - draw(st.integers(0, 150_000))
         seq = draw(st.integers(0, 3))
-        if (device, seq if contract.sequence else None, event_ms) in used:
+        one_reading = (draw(st.sampled_from([*contract.measurements, None])) if contract.one_reading_per_record()
+                       else None)
+        identity = (device, seq if contract.sequence else None, event_ms, one_reading)
+        if identity in used:
             continue  # two different readings with one identity: which one counts is not defined
-        used.add((device, seq if contract.sequence else None, event_ms))
+        used.add(identity)
         document: dict = {}
         _place(document, contract.device_id, device)
         _place(document, contract.site, site)
@@ -336,10 +386,12 @@ def batches(draw, contract: Contract) -> list[tuple[str, list, dict]]:
             _place(document, contract.sequence, seq)
         if contract.schema_version:
             _place(document, contract.schema_version.path, 1)
-        for measurement in contract.measurements.values():
+        measured = {}
+        for name in contract.measurements:
             value = draw(values) if draw(st.integers(0, 5)) else draw(other_values)
             if value is not None or draw(st.booleans()):  # null, or absent
-                _place(document, measurement.path, value)
+                measured[name] = value
+        _place_measurements(document, contract, measured, one_reading, draw)
         breakage = draw(st.sampled_from([None] * 6 + list(BREAKAGES)))
         if breakage:
             _broken(document, contract, breakage, draw)
@@ -351,11 +403,36 @@ def batches(draw, contract: Contract) -> list[tuple[str, list, dict]]:
     return draw(st.permutations(payloads))
 
 
+def _place_measurements(document: dict, contract: Contract, measured: dict, one_reading: str | None, draw) -> None:
+    """The values at their paths, or as a long record's readings: now and then one no measurement names
+    (`one_reading` None: that one, with one reading per record), and the array's in any order."""
+    if not contract.readings:
+        for name, value in measured.items():
+            _place(document, contract.measurements[name].path, value)
+        return
+    names = contract.reading_names()
+    readings = [(names[name], value) for name, value in measured.items()]
+    if contract.readings.array is None:
+        reading, value = (names[one_reading], measured.get(one_reading)) if one_reading else ("volts", 3.3)
+        _place(document, contract.readings.name, reading)
+        if value is not None or draw(st.booleans()):
+            _place(document, contract.readings.value, value)
+        return
+    if draw(st.integers(0, 4)) == 0:
+        readings.append(("volts", 3.3))
+    _place(document, contract.readings.array, [{"n": name, "v": value}
+                                               for name, value in draw(st.permutations(readings))])
+
+
 def _broken(document: dict, contract: Contract, breakage: str, draw) -> None:
     """Break `document` as `breakage` says (not_json and array: its JSON text, by the caller)."""
-    first_measurement = next(iter(contract.measurements.values())).path
     if breakage in ("not_json", "array"):
         return
+    if contract.readings and breakage in ("string_measurement", "bool_measurement", "no_measurements",
+                                          "container_not_object"):
+        _broken_readings(document, contract, breakage)
+        return
+    first_measurement = next(iter(contract.measurements.values())).path
     changes = {"drop_device": (contract.device_id, ...), "null_site": (contract.site, None),
                "number_device": (contract.device_id, 7), "string_measurement": (first_measurement, "hot"),
                "bool_measurement": (first_measurement, True), "blank_device": (contract.device_id, " "),
@@ -392,6 +469,21 @@ def _broken(document: dict, contract: Contract, breakage: str, draw) -> None:
             _place(document, path, value)
 
 
+def _broken_readings(document: dict, contract: Contract, breakage: str) -> None:
+    """A long record's readings broken as `breakage` says."""
+    value = {"string_measurement": "hot", "bool_measurement": True, "no_measurements": None,
+             "container_not_object": {"nested": 1}}[breakage]
+    if contract.readings.array is None:
+        _place(document, contract.readings.value, value)
+        return
+    if breakage == "container_not_object":
+        _place(document, contract.readings.array, value)
+        return
+    readings, _ = _lookup(document, contract.readings.array)
+    for reading in readings[:None if breakage == "no_measurements" else 1]:
+        reading["v"] = value
+
+
 # ---- the properties ---------------------------------------------------------------------------------------------
 
 def check_against_the_oracle(spark, contract: Contract, records: list[tuple[str, list, dict]]) -> None:
@@ -402,7 +494,7 @@ def check_against_the_oracle(spark, contract: Contract, records: list[tuple[str,
         letters = {row.offset: row.reason for row in dead_letters(parsed).collect()}
         judged = [oracle(payload, contract, read) for payload, _, read in records]
         assert letters == {offset: reason for offset, (reason, _) in enumerate(judged) if reason}, records
-        events = deduplicate(valid_events(parsed), "30 seconds", contract.deduplicate)
+        events = deduplicate(valid_events(parsed), "30 seconds", contract.deduplication_key())
         rows = windowed_aggregates(events, [f"{s} seconds" for s in WINDOWS_S], contract=contract).collect()
     finally:
         parsed.unpersist()
@@ -454,7 +546,8 @@ def wild_payloads(draw, contract: Contract) -> list[tuple[str, list]]:
     paths = [contract.device_id, contract.site, contract.event_time, *contract.tags.values(),
              *([contract.sequence] if contract.sequence else []),
              *([contract.schema_version.path] if contract.schema_version else []),
-             *(m.path for m in contract.measurements.values())]
+             *(m.path for m in contract.measurements.values() if m.path), *_reading_roles(contract).values()]
+    reading_names = [*contract.reading_names().values(), "volts"]
     payloads = []
     for _ in range(draw(st.integers(1, 30))):
         document: dict = {}
@@ -468,6 +561,10 @@ def wild_payloads(draw, contract: Contract) -> list[tuple[str, list]]:
                 value = draw(st.sampled_from(["d-1", "north", "x y", "Ünïcode"]))
             elif path == contract.event_time:
                 value = _time_value(contract, REFERENCE_MS - draw(st.integers(0, 60_000)), draw)
+            elif contract.readings and path in (contract.readings.name, contract.readings.array):
+                value = (draw(st.sampled_from(reading_names)) if path == contract.readings.name else
+                         draw(st.lists(st.fixed_dictionaries({"n": st.sampled_from(reading_names), "v": values}),
+                                       max_size=3)))
             else:
                 value = draw(values)
             try:

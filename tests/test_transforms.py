@@ -411,7 +411,7 @@ def test_without_a_sequence_duplicates_are_the_same_device_and_event_time_and_st
     assert (by_key[("site", None)]["count"], by_key[("site", None)]["co2_max"]) == (3, 800.0)
     point = aggregate_line(FLAT, by_key[("device", "m-1")])
     assert ",firmware=2.1," in point and "co2_p95=600.0" in point and "co2_min" not in point
-    kept = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)), "30 seconds", False)
+    kept = deduplicate(valid_events(parse_events(raw(spark, *payloads), Validation(), FLAT)), "30 seconds", None)
     assert kept.count() == 4
 
 

@@ -19,6 +19,7 @@ PAYLOAD, ERROR = "payload", "error"
 EVENT_COLUMNS = ("device_id", "site", "device_type", "event_time", "seq")  # then the measurements, then TAGS
 TAGS = "tags"  # a struct of the contract's tags
 EVENT_TIME_ADJUSTED = "event_time_adjusted"  # an early event taken at the reference time (`early_events = "adjust"`)
+READING = "reading_name"  # a one-reading record's measurement name: part of its deduplication key
 
 # The query's output rows (`transforms.batch`) and the handler's pass over them (`sinks.lines`).
 DEAD_LETTER, PARSED = "dead_letter", "parsed"
@@ -35,7 +36,7 @@ WINDOW_START = "window_start"  # the gold table's timestamp of a window
 # InfluxDB keys the points carry besides the columns above (`sinks.points`).
 POINT_KEYS = ("device", "time", "stats_overflowed")
 
-_OWN = (*RAW_COLUMNS, READ_AT, PAYLOAD, ERROR, *EVENT_COLUMNS, TAGS, EVENT_TIME_ADJUSTED, DEAD_LETTER,
+_OWN = (*RAW_COLUMNS, READ_AT, PAYLOAD, ERROR, *EVENT_COLUMNS, TAGS, EVENT_TIME_ADJUSTED, READING, DEAD_LETTER,
         PARSED, TALLY, REASON, *WINDOW_COLUMNS, *GROUP_COLUMNS, *GROUPING_COLUMNS, WINDOW_START, *POINT_KEYS,
         *(f"{GROUP_KEY_PREFIX}{key}" for key in ("device_id", "device_type", TAGS)))
 _RESERVED = frozenset(name.lower() for name in _OWN)

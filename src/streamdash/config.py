@@ -31,6 +31,7 @@ from pydantic import (
 
 from streamdash import columns
 from streamdash.errors import ConfigError
+from streamdash.events import DEDUPLICATION_KEY
 
 # KLL sketch size behind the p95: normalized rank error about 1.65% (DataSketches' bound, 99% confidence).
 DEFAULT_QUANTILE_SKETCH_K = 200
@@ -200,7 +201,10 @@ STATISTIC_NAMES = ("mean", "min", "max", "last", "stddev", "p95")  # `transforms
 
 
 class Measurement(_Section):
-    path: FieldPath
+    # Where a wide record holds its value; unset with `contract.readings` (long records), whose readings name it.
+    path: FieldPath | None = None
+    # With `contract.readings`: the name its readings carry, where it is not the measurement's own ("Temp (C)").
+    reading: str | None = Field(default=None, min_length=1, max_length=256)
     # Plausible values, e.g. [-80, 150]: a value outside is a dead letter (`value_out_of_range`). Unset: any finite.
     range: tuple[float, float] | None = None
     # Opt-in readings of other JSON types: true/false as 1/0, and a string holding a JSON number ("40.5") as it.
@@ -219,6 +223,20 @@ class Measurement(_Section):
 class SchemaVersion(_Section):
     path: FieldPath = "$.schemaVersion"
     accepted: list[int] = Field(default=[1], min_length=1, max_length=100)
+
+
+class Readings(_Section):
+    """Long records: each reading names its measurement. Either the record is one reading (`name` and `value` are
+    paths in the body), or `array` is the path of an array of readings, each an object where `name` and `value` are
+    paths. The job pivots them into the same wide windows as a wide record's (`temperature_mean`, no sensor tag).
+    A reading whose name no measurement has: its record is a dead letter (`unknown_measurement`), or with `unknown
+    = "ignore"` the reading is left out and counted (pipeline_progress' ignored_readings); a record left with none
+    is then left out too, and its readings counted."""
+
+    array: JsonPath | None = None
+    name: JsonPath = "$.name"
+    value: JsonPath = "$.value"
+    unknown: Literal["dead_letter", "ignore"] = "dead_letter"
 
 
 def _simulator_measurements() -> dict[str, Measurement]:
@@ -257,6 +275,8 @@ class Contract(_Section):
     # What `header:` fields hold: AMQP encodings (IoT Hub and the Azure SDKs through Event Hubs), a Kafka producer's
     # text (`plain`), or either, told apart by the bytes (`auto`; `transforms.headers`).
     header_encoding: Literal["auto", "amqp", "plain"] = "auto"
+    # Long records (one reading per record, or an array of readings): where a reading's name and value are.
+    readings: Readings | None = None
 
     @field_validator("device_type", "sequence", "schema_version", mode="before")
     @classmethod
@@ -272,6 +292,24 @@ class Contract(_Section):
             raise ValueError("event_time_formats can have one epoch unit only (a number cannot say which it is)")
         if len(set(self.statistics)) != len(self.statistics):
             raise ValueError("statistics repeat")
+        return self
+
+    @model_validator(mode="after")
+    def _measurements_placed(self) -> Contract:
+        """A wide record's measurements each have a path; a long record's are named by its readings."""
+        for name, measurement in self.measurements.items():
+            if self.readings is None and measurement.path is None:
+                raise ValueError(f"measurements.{name}: needs a path (or contract.readings, for long records)")
+            if self.readings is not None and measurement.path is not None:
+                raise ValueError(f"measurements.{name}: a path and contract.readings exclude each other (the "
+                                 "readings name their measurement)")
+            if self.readings is None and measurement.reading is not None:
+                raise ValueError(f"measurements.{name}: reading names a long record's measurement: set "
+                                 "contract.readings too")
+        names = [(f"measurements.{name}", self.reading_names()[name]) for name in self.measurements]
+        repeated = next((f"{a} and {b}" for i, (a, x) in enumerate(names) for b, y in names[i + 1:] if x == y), None)
+        if self.readings is not None and repeated:
+            raise ValueError(f"{repeated}: the same reading name")
         return self
 
     @model_validator(mode="after")
@@ -296,7 +334,10 @@ class Contract(_Section):
                  "event_time": self.event_time, "sequence": self.sequence,
                  "schema_version": self.schema_version and self.schema_version.path,
                  **{f"measurements.{name}": m.path for name, m in self.measurements.items()},
-                 **{f"tags.{name}": path for name, path in self.tags.items()}}
+                 **{f"tags.{name}": path for name, path in self.tags.items()},
+                 **({"readings.array": self.readings.array} if self.readings and self.readings.array else
+                    {"readings.name": self.readings.name, "readings.value": self.readings.value} if self.readings
+                    else {})}
         if any(path == TIMESTAMP for field, path in paths.items() if field != "event_time"):
             raise ValueError("'timestamp' (the broker's) can only be the event_time")
         keys = [(field, tuple(json_path_segments(path))) for field, path in paths.items() if path and in_body(path)]
@@ -314,10 +355,25 @@ class Contract(_Section):
         """Every path the contract reads a field from."""
         return [self.device_id, self.site, self.event_time, *filter(None, (self.device_type, self.sequence)),
                 *([self.schema_version.path] if self.schema_version else []),
-                *(m.path for m in self.measurements.values()), *self.tags.values()]
+                *(m.path for m in self.measurements.values() if m.path), *self.tags.values()]
 
     def reads_headers(self) -> bool:
         return any(path.startswith(HEADER_PREFIX) for path in self.paths())
+
+    def reading_names(self) -> dict[str, str]:
+        """Each measurement's name in long records' readings."""
+        return {name: m.reading or name for name, m in self.measurements.items()}
+
+    def one_reading_per_record(self) -> bool:
+        """Long records of one reading each: a device sends several records at one time, told apart by the name."""
+        return self.readings is not None and self.readings.array is None
+
+    def deduplication_key(self) -> tuple[str, ...] | None:
+        """Two records are the same event when these columns are equal (`events.DEDUPLICATION_KEY`, and the
+        reading's name where a record is one reading); None where the contract does not deduplicate."""
+        if not self.deduplicate:
+            return None
+        return (*DEDUPLICATION_KEY, *((columns.READING,) if self.one_reading_per_record() else ()))
 
     def stat_columns(self) -> tuple[str, ...]:
         """The fields of a point besides `count`: <measurement>_<statistic>, in order."""

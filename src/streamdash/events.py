@@ -43,6 +43,7 @@ class Reason:
     MALFORMED_JSON = "malformed_json"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     MISSING_FIELD = "missing_field"
+    UNKNOWN_MEASUREMENT = "unknown_measurement"  # long records: a reading named by no measurement
     WRONG_TYPE = "wrong_type"
     BAD_EVENT_TIME = "bad_event_time"
     EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"

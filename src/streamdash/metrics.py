@@ -8,7 +8,8 @@ state_rows, offsets_behind_latest (max over partitions, Kafka source), dead_lett
 validation), where the batch's time went (`<phase>_ms` for each of Spark's `durationMs` phases, such as
 add_batch_ms and query_planning_ms; state_updates_ms, state_removals_ms and state_commit_ms summed over the state
 operators), with `validation.early_events = "adjust"` early_events_adjusted, and with `contract.bad_values =
-"drop_value"` dropped_values_<reason> (values left out of valid records).
+"drop_value"` dropped_values_<reason> (values left out of valid records), with `contract.readings.unknown =
+"ignore"` ignored_readings (long records' readings no measurement names).
 
 `pipeline_writes` (tag stream, time: when the batch's windows had been written, before its dead letters and its
 commit): batch_id, points_written, points_refused (dead-lettered as `sink_rejected`), dead_letters_written,

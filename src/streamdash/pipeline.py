@@ -96,8 +96,9 @@ def dashboards_starter(spark: SparkSession, settings: Settings, name: str) -> Ca
     parsed = parse_events(read_source(spark, settings), settings.validation, contract)
     if settings.validation.early_events == "adjust":  # counted in pipeline_progress as early_events_adjusted
         parsed = parsed.observe("early_events", F.count_if(F.col(EVENT_TIME_ADJUSTED)).alias("adjusted"))
-    events, letters = split_once(parsed, settings.aggregation.watermark)
-    unique = deduplicate(events, settings.aggregation.watermark, contract.deduplicate)
+    key = contract.deduplication_key()
+    events, letters = split_once(parsed, settings.aggregation.watermark, key)
+    unique = deduplicate(events, settings.aggregation.watermark, key)
     windows = windowed_aggregates(unique, settings.aggregation.window_sizes, settings.aggregation.quantile_sketch_k,
                                   contract)
     return partial(query_output(windows, letters).writeStream.outputMode("update").queryName(name)
@@ -127,7 +128,8 @@ def bronze_starter(spark: SparkSession, settings: Settings, name: str) -> Callab
 def gold_windows(settings: Settings, records: DataFrame) -> DataFrame:
     """The windows of bronze's `records` (a stream), as the dashboards compute them but with gold's lateness."""
     parsed = parse_events(records, settings.validation, settings.contract, reference_time(F.col(READ_AT)))
-    events = deduplicate(valid_events(parsed), settings.lakehouse.gold_lateness, settings.contract.deduplicate)
+    events = deduplicate(valid_events(parsed), settings.lakehouse.gold_lateness,
+                         settings.contract.deduplication_key())
     aggregation = settings.aggregation
     return windowed_aggregates(events, aggregation.window_sizes, aggregation.quantile_sketch_k, settings.contract)
 

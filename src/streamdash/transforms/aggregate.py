@@ -61,16 +61,17 @@ def with_watermark(events: DataFrame, watermark: str) -> DataFrame:
     return events.withWatermark("event_time", watermark)
 
 
-def deduplicate(events: DataFrame, watermark: str, enabled: bool = True) -> DataFrame:
-    """Drop exact re-deliveries: the same `DEDUPLICATION_KEY` seen again within the watermark delay (a null seq,
-    without a sequence field, is one value: then the key is the device and the event time). A batch (a notebook's
-    read of the topic) has no watermark to bound its state, so there every repeat is dropped. With `enabled` false
-    (`contract.deduplicate`), events only get the watermark."""
-    if not enabled:
+def deduplicate(events: DataFrame, watermark: str,
+                key: tuple[str, ...] | None = DEDUPLICATION_KEY) -> DataFrame:
+    """Drop exact re-deliveries: the same `key` (`Contract.deduplication_key`) seen again within the watermark delay
+    (a null seq, without a sequence field, is one value: then the key is the device and the event time). A batch (a
+    notebook's read of the topic) has no watermark to bound its state, so there every repeat is dropped. With no
+    key (`contract.deduplicate` off), events only get the watermark."""
+    if key is None:
         return with_watermark(events, watermark) if events.isStreaming else events
     if not events.isStreaming:
-        return events.dropDuplicates(list(DEDUPLICATION_KEY))
-    return with_watermark(events, watermark).dropDuplicatesWithinWatermark(list(DEDUPLICATION_KEY))
+        return events.dropDuplicates(list(key))
+    return with_watermark(events, watermark).dropDuplicatesWithinWatermark(list(key))
 
 
 def state_layout(contract: Contract) -> dict:
@@ -78,7 +79,7 @@ def state_layout(contract: Contract) -> dict:
     under another layout cannot be continued (`checkpoint.check_checkpoint`). `columns` names what every group
     holds besides the statistics: since 0.5 its newest event time too."""
     return {"columns": list(GROUP_COLUMNS),
-            "deduplication_key": list(DEDUPLICATION_KEY) if contract.deduplicate else None,
+            "deduplication_key": list(key) if (key := contract.deduplication_key()) else None,
             "measurements": list(contract.measurements), "statistics": list(contract.statistics),
             "tags": list(contract.tags)}
 

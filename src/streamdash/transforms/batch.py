@@ -22,10 +22,12 @@ from streamdash.events import DEDUPLICATION_KEY
 from streamdash.transforms.parse import dead_letter_columns, evaluated_once, event_columns
 
 
-def split_once(parsed: DataFrame, watermark: str | None = None) -> tuple[DataFrame, DataFrame]:
+def split_once(parsed: DataFrame, watermark: str | None = None,
+               key: tuple[str, ...] | None = DEDUPLICATION_KEY) -> tuple[DataFrame, DataFrame]:
     """`parse.valid_events` and the dead letters of a stream, from one read and one parse of each record.
 
-    Both come out of one shuffle by `DEDUPLICATION_KEY`, which Spark runs once for both (a reused exchange). For
+    Both come out of one shuffle by the deduplication `key` (`Contract.deduplication_key`; None, where the contract
+    does not deduplicate: `DEDUPLICATION_KEY` all the same), which Spark runs once for both (a reused exchange). For
     that the two must ask the same of it: each filter stays above it (`parse.evaluated_once`), and each branch keeps
     every column it carries, or Spark would prune them below it differently and read and parse the topic twice.
     So the dead letters carry `parsed` too. The `watermark` (a streaming query's) is set below the shuffle: Spark's
@@ -38,7 +40,7 @@ def split_once(parsed: DataFrame, watermark: str | None = None) -> tuple[DataFra
     selected = parsed.select(*columns, letter.alias(DEAD_LETTER))
     if watermark is not None:
         selected = selected.withWatermark("event_time", watermark)
-    shuffled = selected.repartition(*DEDUPLICATION_KEY)
+    shuffled = selected.repartition(*(key or DEDUPLICATION_KEY))
     is_letter = F.col(DEAD_LETTER).isNotNull()
     events = shuffled.where(evaluated_once(~is_letter)).select(*columns)
     letters = shuffled.where(evaluated_once(is_letter))

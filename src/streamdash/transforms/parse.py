@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, DoubleType, LongType, StringType, StructField, StructType, VariantType
 
 from streamdash.columns import CORRUPT_RECORD as _CORRUPT
-from streamdash.columns import ERROR, EVENT_TIME_ADJUSTED, PAYLOAD, RAW_COLUMNS, READ_AT
+from streamdash.columns import ERROR, EVENT_TIME_ADJUSTED, PAYLOAD, RAW_COLUMNS, READ_AT, READING
 from streamdash.config import Contract, Measurement, Validation, duration_seconds, in_body, json_path_segments
 from streamdash.events import (
     BLANK_IDENTIFIER,
@@ -53,6 +53,10 @@ _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _VARIANT_TYPE_NAMES = {"long": "BIGINT", "double": "DOUBLE", "string": "STRING", "": "OBJECT"}
 # The JSON types (`schema_of_variant`) each event-time format accepts.
 _EVENT_TIME_TYPES = {"iso8601": ("STRING",), "epoch_ms": ("BIGINT",), "epoch_s": ("BIGINT", "DOUBLE", "DECIMAL")}
+
+
+# Long records' roles (`contract.readings`): a record's one reading, or its array of them.
+_READING_NAME, _READING_VALUE, _READINGS = "reading:name", "reading:value", "readings"
 
 
 def _is_number(json_type: Column) -> Column:
@@ -126,6 +130,45 @@ def evaluated_once(column: Column) -> Column:
 
 
 
+def _variant_path(segments: list[str]) -> str:
+    return "$" + "".join(f"['{key}']" for key in segments)
+
+
+def _reading_roles(contract: Contract) -> dict[str, str]:
+    """The body paths a long record's readings are read from (`contract.readings`), by role."""
+    readings = contract.readings
+    if readings is None:
+        return {}
+    return {_READINGS: readings.array} if readings.array else {_READING_NAME: readings.name,
+                                                              _READING_VALUE: readings.value}
+
+
+def _measurements_of_readings(contract: Contract, name: Column, value: Column, readings: Column) -> dict[str, Column]:
+    """Each measurement's value (a VARIANT, null where the record has no reading of it), and `_unknown_readings`: how
+    many of the record's readings no measurement names. `name` and `value` are one reading's, `readings` the
+    array's (`_reading_roles`); in an array, a name given twice is read as its last reading, as a repeated key."""
+    names = contract.reading_names()
+    if contract.readings.array is None:
+        known = F.coalesce(name.isin(*names.values()), F.lit(False))
+        return {**{f"_source_m:{m}": F.when(name == reading, value) for m, reading in names.items()},
+                "_unknown_readings": F.when(name.isNotNull() & ~known, 1).otherwise(0)}
+    name_path = _variant_path(json_path_segments(contract.readings.name))
+    value_path = _variant_path(json_path_segments(contract.readings.value))
+    array = F.try_variant_get(readings, "$", "array<variant>")
+
+    def named(element: Column) -> Column:
+        return F.try_variant_get(element, name_path, "string")
+
+    def last_named(reading: str) -> Column:
+        return F.try_element_at(F.filter(array, lambda element: named(element) == reading), F.lit(-1))
+
+    unknown = F.size(F.filter(array, lambda element: ~F.coalesce(named(element).isin(*names.values()),
+                                                                   F.lit(False))))
+    return {**{f"_source_m:{m}": F.try_variant_get(last_named(reading), value_path, "variant")
+               for m, reading in names.items()},
+            "_unknown_readings": F.coalesce(unknown, F.lit(0))}
+
+
 def reference_time(read_at: Column | None = None) -> Column:
     """The clock a record's event time is judged against, which no device controls: when the broker appended
     the record, where the broker stamps it (Event Hubs; Kafka topics with `message.timestamp.type=LogAppendTime`),
@@ -145,8 +188,8 @@ def _typed_kind(role: str) -> DataType | None:
         return LongType()
     if role.startswith("m:"):
         return DoubleType()
-    if role == "event_time":
-        return VariantType()  # a string or a number, by the event-time formats
+    if role in ("event_time", _READING_VALUE, _READINGS):
+        return VariantType()  # a string or a number, by the event-time formats; a reading's value, as measurements'
     return StringType() if role else None
 
 
@@ -187,11 +230,13 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
              **({"device_type": c.device_type} if c.device_type else {}),
              **({"seq": c.sequence} if c.sequence else {}),
              **({"schema_version": c.schema_version.path} if c.schema_version else {}),
-             **{f"m:{name}": m.path for name, m in c.measurements.items()},
-             **{f"tag:{name}": path for name, path in c.tags.items()}}
+             **{f"m:{name}": m.path for name, m in c.measurements.items() if m.path},
+             **{f"tag:{name}": path for name, path in c.tags.items()}, **_reading_roles(c)}
     keys = {role: json_path_segments(path) for role, path in paths.items() if in_body(path)}
-    # Fields from a header, the key or the broker's timestamp: VARIANTs judged as the body's are (`headers`).
+    # Fields from a header, the key or the broker's timestamp, and a long record's measurements (from its
+    # readings): VARIANTs judged as the body's are (`headers`, `_measurements_of_readings`).
     sourced = {role: F.col(f"_source_{role}") for role, path in paths.items() if not in_body(path)}
+    sourced |= {f"m:{name}": F.col(f"_source_m:{name}") for name in c.measurements if c.readings}
     # Every object a path goes through (`measurements` in `$.measurements.temperature`) must be one where present.
     containers = sorted({tuple(k[:depth]) for k in keys.values() for depth in range(1, len(k))})
     fast_schema = _typed_schema(keys) if typed_first else None
@@ -255,7 +300,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     tags = [F.struct(*[value(f"tag:{name}", "string").alias(name) for name in c.tags]).alias("tags")] if c.tags else []
     text_roles = [role for role in keys if _typed_kind(role) == StringType()]
     raw = raw.withColumns({f"_source_{role}": headers.field(paths[role], _typed_kind(role) == StringType(),
-                                                            c.header_encoding) for role in sourced})
+                                                            c.header_encoding) for role in sourced
+                          if role in paths})
     vouched = (fast.isNotNull() & fast[_CORRUPT].isNull()
                & ~_any([F.coalesce(typed(keys[role]).rlike(_MAYBE_NOT_A_STRING), F.lit(False)) for role in text_roles]))
     # The text is made from the bytes where it is read, not carried through each step (a copy per step).
@@ -266,10 +312,16 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     raw = raw.withColumn("_reference_us", F.unix_micros(reference_time() if reference is None else reference))
     if fast_schema:
         raw = raw.withColumn("_fast", F.from_json(payload, fast_schema, _JSON_OPTIONS)).withColumn("_vouched", vouched)
+    raw = raw.withColumn("_json", F.when(~F.col("_vouched"), F.from_json(payload, exact_schema, _JSON_OPTIONS))
+                         if fast_schema else F.from_json(payload, exact_schema, _JSON_OPTIONS))
+    if c.readings:  # each reading read once, then each measurement's from it
+        raw = raw.withColumns({f"_{role}": either(typed(keys[role]), at(keys[role]))
+                               for role in keys if role in (_READINGS, _READING_VALUE)}
+                              | ({"_reading_name": value(_READING_NAME, "string")} if _READING_NAME in keys else {}))
+        raw = raw.withColumns(_measurements_of_readings(c, F.col("_reading_name"), F.col(f"_{_READING_VALUE}"),
+                                                        F.col(f"_{_READINGS}")))
     parsed = (
-        raw.withColumn("_json", F.when(~F.col("_vouched"), F.from_json(payload, exact_schema, _JSON_OPTIONS))
-                       if fast_schema else F.from_json(payload, exact_schema, _JSON_OPTIONS))
-        .select(
+        raw.select(
             *raw_columns, "_reference_us", payload.alias("payload"),
             either(F.lit(False), exact.isNull() | exact[_CORRUPT].isNotNull()).alias("_malformed"),
             value("device_id", "string").alias("device_id"),
@@ -277,6 +329,8 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             device_type.alias("device_type"),
             event_time.alias("_event_time"),
             (value("seq", "long") if c.sequence else F.lit(None).cast("long")).alias("seq"),
+            *([F.col("_reading_name").alias(READING)] if c.one_reading_per_record() else []),
+            *(["_unknown_readings"] if c.readings else []),
             *[value(f"m:{name}", "double").alias(name) for name in c.measurements],
             *[variant(f"m:{name}").alias(f"_variant_m:{name}") for name, m in c.measurements.items()
               if m.booleans or m.numeric_strings],
@@ -293,9 +347,13 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     )
     t = {role: F.col(f"_type_{role}") for role in types}
     required = ["device_id", "site", "event_time", *(["seq"] if c.sequence else []),
-                *(["schema_version"] if c.schema_version else [])]
-    missing_field = (_any([_is_absent(t[role]) for role in required])
-                     | reduce(lambda a, b: a & b, [_is_absent(t[f"m:{name}"]) for name in c.measurements]))
+                *(["schema_version"] if c.schema_version else []),
+                *[role for role in (_READINGS, _READING_NAME) if role in keys]]
+    no_measurement = reduce(lambda a, b: a & b, [_is_absent(t[f"m:{name}"]) for name in c.measurements])
+    for role, json_type in ((_READING_NAME, "STRING"), (_READINGS, "ARRAY")):  # else wrong_type, not missing
+        if role in t:
+            no_measurement = no_measurement & F.coalesce(t[role] == json_type, F.lit(True))
+    missing_field = _any([_is_absent(t[role]) for role in required]) | no_measurement
     event_time_types = {"TIMESTAMP", *(json_type for name in c.event_time_formats
                                        for json_type in _EVENT_TIME_TYPES[name])}
     kept, failing = _value_checks(c)
@@ -311,10 +369,19 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
         *([present["device_type"] & (t["device_type"] != "STRING")] if c.device_type else []),
         *([t["seq"] != "BIGINT"] if c.sequence else []),
         *([t["schema_version"] != "BIGINT"] if c.schema_version else []),
+        *([t[_READING_NAME] != "STRING"] if _READING_NAME in t else []),
+        *([t[_READINGS] != "ARRAY"] if _READINGS in t else []),
         values_fail[Reason.WRONG_TYPE],
         *[present[f"tag:{name}"] & ~t[f"tag:{name}"].isin("STRING", "BIGINT", "BOOLEAN") for name in c.tags],
         *[present[f"object:{i}"] & ~t[f"object:{i}"].startswith("OBJECT") for i in range(len(containers))],
     ])
+
+    if c.readings:  # a reading no measurement names; with `unknown = "ignore"`, a record of no other reading
+        unknown = F.col("_unknown_readings") > 0
+        if _READING_NAME in t:
+            unknown = unknown & (t[_READING_NAME] == "STRING")
+        measured = _any([~_is_absent(t[f"m:{name}"]) for name in c.measurements])
+        unknown_readings = unknown & ~measured if c.readings.unknown == "ignore" else unknown
 
     def bad_identifier(value: Column) -> Column:
         return (F.length(value) > validation.max_identifier_length) | value.rlike(_BAD_IDENTIFIER)
@@ -333,6 +400,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     checks = [
         (F.octet_length("value") > validation.max_event_bytes, Reason.OVERSIZE),
         (F.col("_malformed"), Reason.MALFORMED_JSON),
+        *([(unknown_readings, Reason.UNKNOWN_MEASUREMENT)] if c.readings else []),
         (missing_field, Reason.MISSING_FIELD),
         (wrong_type, Reason.WRONG_TYPE),
         *([(~F.col("_schema_version").isin(*c.schema_version.accepted), Reason.UNSUPPORTED_SCHEMA_VERSION)]
@@ -353,13 +421,18 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             reduce(lambda a, b: a + b, [F.count_if(valid & fails) for fails in each]).alias(reason)
             for reason, each in failing.items() if each]).withColumns(
             {name: F.when(keep, F.col(name)) for name, keep in kept.items()})
+    if c.readings and c.readings.unknown == "ignore":  # counted (pipeline_progress' ignored_readings), left out
+        ignored = F.col("error").isNull() | (F.col("error") == Reason.UNKNOWN_MEASUREMENT)
+        judged = judged.observe("ignored_readings", F.coalesce(F.sum(F.when(ignored, F.col("_unknown_readings"))),
+                                                               F.lit(0)).alias("ignored_readings"))
+        judged = judged.where(~F.coalesce(F.col("error") == Reason.UNKNOWN_MEASUREMENT, F.lit(False)))
     return (judged
             .withColumn("event_time", F.when(event_time_in_range, F.timestamp_micros(event_us))
                         .when(adjusted, F.timestamp_micros(reference_us)))
             .withColumn(EVENT_TIME_ADJUSTED, F.coalesce(adjusted & F.col("error").isNull(), F.lit(False)))
             .drop(*[f"_source_{role}" for role in sourced])
             .drop("_reference_us", "_malformed", "_event_time", "_event_time_text", "_event_time_us",
-                  "_schema_version", *[f"_type_{role}" for role in types],
+                  "_schema_version", "_unknown_readings", *[f"_type_{role}" for role in types],
                   *[f"_variant_m:{name}" for name, m in c.measurements.items() if m.booleans or m.numeric_strings]))
 
 

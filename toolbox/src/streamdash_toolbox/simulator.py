@@ -8,7 +8,8 @@ partition and offset Kafka gave it and what it is, so tests compute ground truth
 
 A contract field read from a header (`header:<name>`: an IoT Hub fleet's device id, enqueued time and application
 properties) is sent as one, AMQP-encoded as Event Hubs delivers an AMQP sender's properties (`amqp_headers`), or
-as a Kafka producer's plain bytes.
+as a Kafka producer's plain bytes. A long-record contract (`contract.readings`) gets its readings as it says: an
+array of them in each record, or one record per reading (a wide event's readings at one time, one record each).
 """
 
 from __future__ import annotations
@@ -265,23 +266,23 @@ class TelemetryGenerator:
         return device.clock_skew_ms < -self.s.ahead_tolerance_s * 1000
 
     def _on_time(self, now_ms: int) -> list[Record]:
-        return [self._event(self._sender(now_ms), now_ms, Category.ON_TIME)]
+        return self._event(self._sender(now_ms), now_ms, Category.ON_TIME)
 
     def _late_within(self, now_ms: int) -> list[Record]:
         lateness_ms = int(self.s.watermark_s * 1000 / 3)
-        return [self._event(self._sender(now_ms), now_ms - lateness_ms, Category.LATE_WITHIN)]
+        return self._event(self._sender(now_ms), now_ms - lateness_ms, Category.LATE_WITHIN)
 
     def _late_beyond(self, now_ms: int) -> list[Record]:
         if now_ms - self.start_ms < self.late_beyond_after_ms:
             return self._on_time(now_ms)
         lateness_ms = int((self.s.watermark_s + self.s.max_window_s + 120) * 1000)
-        return [self._event(self._sender(now_ms), now_ms - lateness_ms, Category.LATE_BEYOND)]
+        return self._event(self._sender(now_ms), now_ms - lateness_ms, Category.LATE_BEYOND)
 
     def _out_of_order(self, now_ms: int) -> list[Record]:
         device = self._sender(now_ms)
         earlier = self._event(device, now_ms - 500, Category.OUT_OF_ORDER)
         later = self._event(device, now_ms, Category.ON_TIME)
-        return [later, earlier]
+        return [*later, *earlier]
 
     def _duplicate(self, now_ms: int) -> list[Record]:
         if not self.sent_events:
@@ -290,8 +291,9 @@ class TelemetryGenerator:
         return [Record(key=truth["device_id"], payload=original.payload, category=Category.DUPLICATE, event=truth,
                        headers=original.headers)]
 
-    def _event(self, device: Device, true_ms: int, category: str) -> Record:
-        """An event measured at `true_ms`, stamped by the device's own clock."""
+    def _event(self, device: Device, true_ms: int, category: str) -> list[Record]:
+        """An event measured at `true_ms`, stamped by the device's own clock: one record, or with one reading per
+        record one for each of its readings (each with its own truth, which names the reading)."""
         event_ms = true_ms + device.clock_skew_ms
         if self.contract.sequence is None:  # the device and the time are the event's identity
             while event_ms in device.used_times:
@@ -304,15 +306,25 @@ class TelemetryGenerator:
         else:
             reason = None
         device.seq += 1
-        values = self._measurements(device, true_ms)
-        payload, headers = self._message(self._document(device, event_ms, values))
-        truth = {"device_id": device.device_id, "site": device.site, "device_type": device.device_type,
-                 "event_time_ms": event_ms, "seq": device.seq if self.contract.sequence else None, **values}
-        record = Record(key=device.device_id, payload=payload, category=category, reason=reason,
-                        event=None if reason else truth, headers=headers)
-        if reason is None:
-            self.sent_events.append((record, truth))
-        return record
+        records = []
+        for values in self._readings(self._measurements(device, true_ms)):
+            payload, headers = self._message(self._document(device, event_ms, values))
+            truth = {"device_id": device.device_id, "site": device.site, "device_type": device.device_type,
+                     "event_time_ms": event_ms, "seq": device.seq if self.contract.sequence else None, **values,
+                     **({"reading": next(iter(values))} if self.contract.one_reading_per_record() else {})}
+            record = Record(key=device.device_id, payload=payload, category=category, reason=reason,
+                            event=None if reason else truth, headers=headers)
+            if reason is None:
+                self.sent_events.append((record, truth))
+            records.append(record)
+        return records
+
+    def _readings(self, values: dict[str, float | None]) -> list[dict[str, float | None]]:
+        """An event's values as its records carry them: all in one, or with one reading per record one each (a
+        sensor without a value sends no reading)."""
+        if not self.contract.one_reading_per_record():
+            return [values]
+        return [{name: value} for name, value in values.items() if value is not None]
 
     def _message(self, document: dict) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
         return message(document, self.contract, self.s.amqp_headers)
@@ -329,7 +341,17 @@ class TelemetryGenerator:
         place(document, c.event_time, self._format_time(event_ms))
         if c.sequence:
             place(document, c.sequence, device.seq)
-        for name, value in values.items():
+        if c.readings:
+            names = c.reading_names()
+            readings = [{} for _ in values]
+            for reading, (name, value) in zip(readings, values.items(), strict=True):
+                place(reading, c.readings.name, names[name])
+                place(reading, c.readings.value, value)
+            if c.readings.array:
+                place(document, c.readings.array, readings)
+            else:
+                document |= readings[0]
+        for name, value in values.items() if not c.readings else ():
             place(document, c.measurements[name].path, value)
         if device.extra_sensor:
             document["uptime_s"] = (event_ms - self.start_ms) // 1000  # a sensor the contract does not name
@@ -380,17 +402,20 @@ class TelemetryGenerator:
         c = self.contract
         device = self.rng.choice(self.devices)
         values = {name: self._signal(device, name, now_ms) for name in c.measurements}
-        bad = copy.deepcopy(self._document(device, now_ms, values))
-        first = next(iter(c.measurements.values())).path
+        first = next(iter(c.measurements))
         reason, key = self.rng.choice(self.reasons), device.device_id
+        if reason == Reason.WRONG_TYPE:
+            values[first] = "hot"
+        elif reason == Reason.NON_FINITE_VALUE:  # 1e999 in JSON text, infinity in an AMQP double
+            header = c.measurements[first].path and not in_body(c.measurements[first].path)
+            values[first] = float("inf") if self.s.amqp_headers and header else 1.5e300
+        bad = copy.deepcopy(self._document(device, now_ms, self._readings(values)[0]))
         if reason == Reason.OVERSIZE:
             bad["padding"] = "x" * (self.s.max_event_bytes + 1)
         elif reason == Reason.UNSUPPORTED_SCHEMA_VERSION:
             place(bad, c.schema_version.path, max(c.schema_version.accepted) + 1)
         elif reason == Reason.MISSING_FIELD:
             remove(bad, self.rng.choice([p for p in (c.device_id, c.site, c.event_time, c.sequence) if p and p != KEY]))
-        elif reason == Reason.WRONG_TYPE:
-            place(bad, first, "hot")
         elif reason == Reason.BAD_EVENT_TIME:
             place(bad, c.event_time, self.rng.choice(("yesterday", "2026-11-28T12:00:00", "2026-13-45T99:00:00Z")))
         elif reason == Reason.EVENT_TIME_OUT_OF_RANGE:
@@ -403,8 +428,6 @@ class TelemetryGenerator:
         elif reason == Reason.INVALID_IDENTIFIER:
             key = self.rng.choice(("dev\n0001", "", "   ", "dev-0001\\", "a" * 300))
             place(bad, c.device_id, key)
-        elif reason == Reason.NON_FINITE_VALUE:  # 1e999 in JSON text, infinity in an AMQP double
-            place(bad, first, float("inf") if self.s.amqp_headers and not in_body(first) else 1.5e300)
         payload, headers = self._message(bad)
         if reason == Reason.MALFORMED_JSON:
             payload = payload[: len(payload) // 2]

@@ -24,11 +24,12 @@ def manifest(path: Path) -> list[dict]:
 def counted_events(entries: list[dict], deduplicate: bool = True, categories: tuple[str, ...] = COUNTED) -> list[dict]:
     """What the job must aggregate: counted categories, each (device, seq, event time) once: a device that restarts
     its sequence sends the same seq again at another time, which is another event (without a sequence, seq is None:
-    the device and the event time). Every one of them without deduplication."""
+    the device and the event time; with one reading per record, the reading's name too). Every one of them
+    without deduplication."""
     seen, events = set(), []
     for entry in entries:
         event = entry["event"]
-        key = (event["device_id"], event["seq"], event["event_time_ms"]) if event else None
+        key = (event["device_id"], event["seq"], event["event_time_ms"], event.get("reading")) if event else None
         if entry["category"] in categories and (key not in seen or not deduplicate):
             seen.add(key)
             events.append(event)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,12 +20,16 @@ from pathlib import Path
 import pytest
 
 from streamdash.events import Reason
+from streamdash.sinks import delta
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash_toolbox.stack.process import processes
 from streamdash_toolbox.testing import REPO
 from streamdash_toolbox.testing.pipeline import (
+    STALL_S,
     GroundTruth,
     Job,
+    checkpoint_progress,
+    dead_letter_counts,
     dead_letter_records,
     job_args,
     simulate,
@@ -274,3 +279,64 @@ def test_past_max_outage_the_job_fails_with_one_clear_line(stack, stack_env, top
         assert f"InfluxDB at {nowhere} was unavailable for" in errors[0]
         assert "longer than influxdb.max_outage allows" in errors[0]
         assert stack_env["INFLUXDB_TOKEN"] not in job.output()
+
+
+def test_a_record_spark_s_kafka_source_cannot_read_is_dead_lettered_and_the_stream_goes_on(stack, stack_env, influx,
+                                                                                          database, tmp_path, spark):
+    """Records stamped 9.3e15 ms (on a topic that accepts any timestamp) fail Spark's Kafka source in every batch
+    that holds them: one first in its partition, two in the middle of the simulator's records. The dashboards' and
+    the bronze query each move past them; the dashboards dead-letter each with its position (`unreadable_record`)
+    and count it; every other record is exact in InfluxDB, and in bronze once."""
+    from confluent_kafka import Producer
+
+    from streamdash_toolbox.stack import create_topic
+
+    topic = f"t-{uuid.uuid4().hex[:10]}"
+    bootstrap = stack.info["kafka"]["bootstrap_servers"]
+    create_topic(bootstrap, topic, partitions=3, config={"message.timestamp.after.max.ms": str(2**63 - 1)})
+    producer = Producer({"bootstrap.servers": bootstrap})
+
+    def unreadable(partition: int) -> None:
+        payload = json.dumps({"deviceId": "dev-0001", "site": "site-01", "eventTime": int(time.time() * 1000),
+                              "seq": 1, "schemaVersion": 1, "measurements": {"temperature": 1.0}})
+        producer.produce(topic, payload.encode(), partition=partition, timestamp=9_300_000_000_000_000)
+        assert producer.flush(30) == 0
+
+    unreadable(2)  # the first record of its partition: batch 0 starts at it
+    for phase, seed in ((1, "1"), (2, "2")):
+        sender = simulate(plaintext(stack), topic, tmp_path / f"manifest-{phase}.jsonl", stack_env,
+                          extra=("--duration", "8", "--seed", seed, "--late-beyond-rate", "0"))
+        assert sender.wait(timeout=120) == 0
+        if phase == 1:
+            unreadable(0), unreadable(1)  # amid the records: a batch must stop short of each
+    (tmp_path / "manifest.jsonl").write_text((tmp_path / "manifest-1.jsonl").read_text()
+                                             + (tmp_path / "manifest-2.jsonl").read_text())
+    bronze = str(tmp_path / "bronze")
+    job = Job(job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={bronze}"), stack_env,
+              tmp_path / "job.log")
+    try:
+        job.wait_started()
+        truth = GroundTruth(tmp_path / "manifest.jsonl")
+        truth.assert_matches(influx, database, tmp_path)
+        sent = {(entry["partition"], entry["offset"]) for entry in truth.entries}
+
+        def in_bronze() -> set[tuple[int, int]]:  # not its progress: SPARK-55271 loses a recovered batch's
+            return {(row.partition, row.offset) for row in delta.read(spark, bronze).select("partition", "offset")
+                    .collect()}
+
+        assert wait_for(lambda: in_bronze() == sent, STALL_S, progress=lambda: checkpoint_progress(tmp_path)), (
+            len(in_bronze()), len(sent))
+        assert delta.read(spark, bronze).count() == len(sent), "once each"
+        letters = [record for partition in range(3)
+                   for record in dead_letter_records(tmp_path / "dead_letters", f"_unreadable_{partition}")]
+        assert sorted((r["partition"], r["reason"]) for r in letters) == [
+            (p, Reason.UNREADABLE_RECORD) for p in range(3)]
+        assert {r["offset"] for r in letters if r["partition"] == 2} == {0}
+        assert all(r["offset"] > 0 and "9300000000000000 ms" in r["detail"] for r in letters if r["partition"] < 2)
+        assert dead_letter_counts(influx, database).get(Reason.UNREADABLE_RECORD) == 3
+        skipped = [line for line in job.output().splitlines() if "which Spark's Kafka source cannot read" in line]
+        assert len(skipped) == 6, skipped  # by each query
+        assert job.proc.poll() is None
+        assert job.terminate() == 0
+    finally:
+        job.cleanup()

@@ -51,6 +51,7 @@ class Reason:
     NON_FINITE_VALUE = "non_finite_value"
     VALUE_OUT_OF_RANGE = "value_out_of_range"  # only for a measurement with a `range` in the contract
     SINK_REJECTED = "sink_rejected"  # a point InfluxDB refused (field-type conflict, retention, size)
+    UNREADABLE_RECORD = "unreadable_record"  # a record Spark's Kafka source cannot read (`sources.unreadable`)
 
     # What the parser checks with any configuration (the simulator's malformed records cover these).
     ALWAYS_CHECKED = (OVERSIZE, MALFORMED_JSON, UNSUPPORTED_SCHEMA_VERSION, MISSING_FIELD, WRONG_TYPE,

@@ -21,7 +21,7 @@ from streamdash.checkpoint import is_committed, last_committed_batch, uncommitte
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
-from streamdash.pipeline import query_checkpoints, query_starters
+from streamdash.pipeline import query_checkpoints, query_starters, unreadable_records
 from streamdash.session import (
     check_delta,
     failure_summary,
@@ -31,6 +31,7 @@ from streamdash.session import (
 )
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sources import kafka
+from streamdash.sources.unreadable import UnreadableRecords, is_unreadable_failure
 
 log = logging.getLogger("streamdash.job")
 
@@ -51,7 +52,7 @@ def run(settings: Settings, verbose: bool = False) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stopping.set())
     checkpoints = query_checkpoints(settings)
-    restarts = Restarts(spark, checkpoints)
+    restarts = Restarts(spark, checkpoints, unreadable_records(spark, settings))
     try:
         while not stopping.is_set():
             try:
@@ -84,14 +85,16 @@ def run(settings: Settings, verbose: bool = False) -> None:
 
 
 class Restarts:
-    """When a failed query starts again in the same process: after SPARK-55271 (once), and while another query
-    goes on, up to `MAX` times in a row without a batch committed in between (the dashboards keep their freshness
-    through a Delta table's outage; a query that cannot get past a batch ends the job, whose failure names it)."""
+    """When a failed query starts again in the same process: after SPARK-55271 (once), after a step past a record
+    Spark's Kafka source cannot read (`sources.unreadable`), and while another query goes on, up to `MAX` times in a
+    row without a batch committed in between (the dashboards keep their freshness through a Delta table's outage; a
+    query that cannot get past a batch ends the job, whose failure names it)."""
 
     MAX, DELAY_S = 3, 10.0
 
-    def __init__(self, spark: SparkSession, checkpoints: dict[str, str]):
-        self.spark, self.checkpoints = spark, checkpoints
+    def __init__(self, spark: SparkSession, checkpoints: dict[str, str],
+                 unreadable: dict[str, UnreadableRecords] | None = None):
+        self.spark, self.checkpoints, self.unreadable = spark, checkpoints, unreadable or {}
         self.in_a_row: dict[str, tuple[int, int | None]] = {}  # query: (restarts, last committed batch then)
         self.after_bug: set[str] = set()
 
@@ -100,6 +103,10 @@ class Restarts:
         if hit_kafka_metrics_bug(query) and name not in self.after_bug:
             log.warning("query %s hit SPARK-55271 after recovery; starting it again from its checkpoint", name)
             self.after_bug.add(name)
+            return True
+        if (name in self.unreadable and is_unreadable_failure(query.exception())
+                and self.unreadable[name].skip(name, self.checkpoints[name])):
+            self.after_bug.discard(name)  # the start from the changed checkpoint is another recovery
             return True
         if query.exception() is None or not any(q.isActive for q in queries.values()):
             return False

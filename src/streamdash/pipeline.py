@@ -38,6 +38,7 @@ from streamdash.sinks.lines import LineSinks
 from streamdash.sinks.micro_batch import MicroBatchWriter
 from streamdash.sinks.points import aggregate_line
 from streamdash.sources import eventhubs_native, kafka
+from streamdash.sources.unreadable import UnreadableRecords
 from streamdash.transforms.aggregate import deduplicate, state_layout, windowed_aggregates
 from streamdash.transforms.batch import query_output, split_once
 from streamdash.transforms.parse import parse_events, reference_time, valid_events
@@ -72,6 +73,18 @@ def query_checkpoints(settings: Settings) -> dict[str, str]:
     """Each selected streaming query's name and checkpoint."""
     return {f"{settings.job.name}_{QUERIES[query]}": checkpoint_of(settings, query)
             for query in selected_queries(settings)}
+
+
+def unreadable_records(spark: SparkSession, settings: Settings) -> dict[str, UnreadableRecords]:
+    """Each selected query that reads Kafka, by name, with its way past a record Spark's source cannot read; the
+    dashboards' query dead-letters such a record."""
+    if settings.source.kind != "kafka":
+        return {}
+    influxdb = InfluxWriter.from_config(settings.influxdb)
+    return {name: UnreadableRecords(spark, settings.source, settings.dead_letter if query == "dashboards" else None,
+                                    influxdb, f"{settings.job.name}_unreadable")
+            for query, name in zip(selected_queries(settings), query_checkpoints(settings), strict=True)
+            if query in ("dashboards", "bronze")}
 
 
 def query_starters(spark: SparkSession, settings: Settings) -> dict[str, Callable[[], StreamingQuery]]:

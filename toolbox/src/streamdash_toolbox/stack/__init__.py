@@ -194,18 +194,20 @@ class Stack:
         return secret
 
 
-def create_topic(bootstrap_servers: str, topic: str, partitions: int, append_time: bool = False) -> None:
+def create_topic(bootstrap_servers: str, topic: str, partitions: int, append_time: bool = False,
+                 config: dict[str, str] | None = None) -> None:
     """Create a topic on the local broker if it does not exist yet (on Event Hubs, create the hub in Azure).
 
     `append_time`: the broker stamps each record with the time it appended it (`LogAppendTime`), as Event Hubs
-    does; otherwise a record keeps its producer's timestamp (Kafka's default, `CreateTime`)."""
+    does; otherwise a record keeps its producer's timestamp (Kafka's default, `CreateTime`). `config`: more of the
+    topic's settings."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     if topic in admin.list_topics(timeout=15).topics:
         return
-    config = {"message.timestamp.type": "LogAppendTime"} if append_time else {}
+    config = ({"message.timestamp.type": "LogAppendTime"} if append_time else {}) | (config or {})
     new_topic = NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config)
     future = admin.create_topics([new_topic])[topic]
     try:

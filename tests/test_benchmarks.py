@@ -19,7 +19,7 @@ from streamdash_toolbox.testing import REPO
 @pytest.mark.stack  # starts a stack of its own
 def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     argv = [sys.executable, "-m", "benchmarks.side_by_side", "--events", "3000", "--rates", "500",
-            "--live-s", "10", "--warmup-s", "10", "--soak-s", "30", "--soak-rate", "300", "--points", "5000",
+            "--live-s", "10", "--warmup-s", "10", "--soak-s", "15", "--soak-rate", "300", "--points", "5000",
             "--lakehouse-rates", "500", "--out", str(tmp_path)]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -43,7 +43,7 @@ def test_a_small_side_by_side_run_measures_every_side(tmp_path):
     assert results["(e)"]["samples"] > 0 and 0 < results["(e)"]["freshness_p50_s"] <= results["(e)"]["freshness_p99_s"]
     # an update became visible after the poll before the one that saw it: the middle of that interval is earlier
     assert results["(e)"]["freshness_p50_s"] < results["(e)"]["freshness_seen_p50_s"]
-    assert results["(f)"]["sent"] == 30 * 300 and results["(f)"]["rss_end_mib"] > 0
+    assert results["(f)"]["sent"] == 15 * 300 and results["(f)"]["rss_end_mib"] > 0
     heap = results["(f)"]["live_heap_mib"]
     assert len(heap) >= 2 and all(0 < mib < results["(f)"]["rss_after_warmup_mib"] for mib in heap)
     table = (tmp_path / "table.md").read_text()

@@ -335,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--start-time-ms", type=int, help="event time of the first event (default: now; the job "
                        "dead-letters events more than validation.max_event_time_behind older than their send time)")
     fleet.add_argument("--first-seq", type=int, default=0, help="continue each device's sequence after this number")
-    fleet.add_argument("--conf", help="a job configuration file (conf/<env>.toml): payloads follow its [contract] "
-                       "(default: the simulator's payload)")
+    fleet.add_argument("--conf", help="a job configuration file (conf/<env>.toml): payloads follow its [contract], "
+                       "header fields and long records (readings) included (default: the simulator's payload)")
     fleet.add_argument("--mixed-fleet", action="store_true",
                        help="device types with different sensors, sensors null for a spell, devices that go silent, "
                        "and clocks skewed from a second behind to an hour either way (the manifest says which "

@@ -63,10 +63,14 @@ class Unreadable:
                 f"(|timestamp| <= {MAX_TIMESTAMP_MS} ms)")
 
 
+def _client_class_name(name: str) -> str:
+    """A class name of the driver's Kafka client, shaded on Databricks."""
+    return ("kafkashaded." if on_databricks() else "") + name
+
+
 def _kafka_class(spark: SparkSession, name: str):
-    """A class of the driver's Kafka client (shaded on Databricks)."""
     package = spark.sparkContext._jvm
-    for part in (("kafkashaded." if on_databricks() else "") + name).split("."):
+    for part in _client_class_name(name).split("."):
         package = getattr(package, part)
     return package
 
@@ -80,9 +84,9 @@ def find_unreadable(spark: SparkSession, source: KafkaSource, ranges: dict[int, 
     for key, value in kafka_options(source).items():
         if key.startswith("kafka.") and key != "kafka.group.id":
             properties.put(key.removeprefix("kafka."), value)
-    deserializer = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
-    properties.put("key.deserializer", ("kafkashaded." if on_databricks() else "") + deserializer)
-    properties.put("value.deserializer", ("kafkashaded." if on_databricks() else "") + deserializer)
+    deserializer = _client_class_name("org.apache.kafka.common.serialization.ByteArrayDeserializer")
+    properties.put("key.deserializer", deserializer)
+    properties.put("value.deserializer", deserializer)
     properties.put("enable.auto.commit", "false")
     consumer = _kafka_class(spark, "org.apache.kafka.clients.consumer.KafkaConsumer")(properties)
     try:

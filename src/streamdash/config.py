@@ -238,6 +238,10 @@ class Readings(_Section):
     value: JsonPath = "$.value"
     unknown: Literal["dead_letter", "ignore"] = "dead_letter"
 
+    def paths(self) -> dict[str, str]:
+        """The body paths read from each record, by field: the array, or the one reading's name and value."""
+        return {"array": self.array} if self.array else {"name": self.name, "value": self.value}
+
 
 def _simulator_measurements() -> dict[str, Measurement]:
     return {name: Measurement(path=f"$.measurements.{name}") for name in ("temperature", "humidity", "pressure",
@@ -330,14 +334,13 @@ class Contract(_Section):
     @model_validator(mode="after")
     def _paths_apart(self) -> Contract:
         """Payload keys become struct fields of the parse, and Spark resolves those in any case too."""
+        readings = self.readings.paths() if self.readings else {}
         paths = {"device_id": self.device_id, "site": self.site, "device_type": self.device_type,
                  "event_time": self.event_time, "sequence": self.sequence,
                  "schema_version": self.schema_version and self.schema_version.path,
                  **{f"measurements.{name}": m.path for name, m in self.measurements.items()},
                  **{f"tags.{name}": path for name, path in self.tags.items()},
-                 **({"readings.array": self.readings.array} if self.readings and self.readings.array else
-                    {"readings.name": self.readings.name, "readings.value": self.readings.value} if self.readings
-                    else {})}
+                 **{f"readings.{field}": path for field, path in readings.items()}}
         if any(path == TIMESTAMP for field, path in paths.items() if field != "event_time"):
             raise ValueError("'timestamp' (the broker's) can only be the event_time")
         keys = [(field, tuple(json_path_segments(path))) for field, path in paths.items() if path and in_body(path)]

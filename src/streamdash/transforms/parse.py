@@ -55,8 +55,9 @@ _VARIANT_TYPE_NAMES = {"long": "BIGINT", "double": "DOUBLE", "string": "STRING",
 _EVENT_TIME_TYPES = {"iso8601": ("STRING",), "epoch_ms": ("BIGINT",), "epoch_s": ("BIGINT", "DOUBLE", "DECIMAL")}
 
 
-# Long records' roles (`contract.readings`): a record's one reading, or its array of them.
+# Long records' roles (`contract.readings`): a record's one reading, or its array of them, by `Readings.paths` field.
 _READING_NAME, _READING_VALUE, _READINGS = "reading:name", "reading:value", "readings"
+_READING_ROLES = {"name": _READING_NAME, "value": _READING_VALUE, "array": _READINGS}
 
 
 def _is_number(json_type: Column) -> Column:
@@ -134,19 +135,10 @@ def _variant_path(segments: list[str]) -> str:
     return "$" + "".join(f"['{key}']" for key in segments)
 
 
-def _reading_roles(contract: Contract) -> dict[str, str]:
-    """The body paths a long record's readings are read from (`contract.readings`), by role."""
-    readings = contract.readings
-    if readings is None:
-        return {}
-    return {_READINGS: readings.array} if readings.array else {_READING_NAME: readings.name,
-                                                              _READING_VALUE: readings.value}
-
-
 def _measurements_of_readings(contract: Contract, name: Column, value: Column, readings: Column) -> dict[str, Column]:
     """Each measurement's value (a VARIANT, null where the record has no reading of it), and `_unknown_readings`: how
     many of the record's readings no measurement names. `name` and `value` are one reading's, `readings` the
-    array's (`_reading_roles`); in an array, a name given twice is read as its last reading, as a repeated key."""
+    array's; in an array, a name given twice is read as its last reading, as a repeated key."""
     names = contract.reading_names()
     if contract.readings.array is None:
         known = F.coalesce(name.isin(*names.values()), F.lit(False))
@@ -226,12 +218,14 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     `reference_time(ingested_at)`).
     `typed_first=False` sends every record through the exact parse (the property tests compare both)."""
     c = contract or Contract()
+    readings = c.readings.paths() if c.readings else {}
     paths = {"device_id": c.device_id, "site": c.site, "event_time": c.event_time,
              **({"device_type": c.device_type} if c.device_type else {}),
              **({"seq": c.sequence} if c.sequence else {}),
              **({"schema_version": c.schema_version.path} if c.schema_version else {}),
              **{f"m:{name}": m.path for name, m in c.measurements.items() if m.path},
-             **{f"tag:{name}": path for name, path in c.tags.items()}, **_reading_roles(c)}
+             **{f"tag:{name}": path for name, path in c.tags.items()},
+             **{_READING_ROLES[field]: path for field, path in readings.items()}}
     keys = {role: json_path_segments(path) for role, path in paths.items() if in_body(path)}
     # Fields from a header, the key or the broker's timestamp, and a long record's measurements (from its
     # readings): VARIANTs judged as the body's are (`headers`, `_measurements_of_readings`).
@@ -315,11 +309,11 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
     raw = raw.withColumn("_json", F.when(~F.col("_vouched"), F.from_json(payload, exact_schema, _JSON_OPTIONS))
                          if fast_schema else F.from_json(payload, exact_schema, _JSON_OPTIONS))
     if c.readings:  # each reading read once, then each measurement's from it
-        raw = raw.withColumns({f"_{role}": either(typed(keys[role]), at(keys[role]))
-                               for role in keys if role in (_READINGS, _READING_VALUE)}
-                              | ({"_reading_name": value(_READING_NAME, "string")} if _READING_NAME in keys else {}))
-        raw = raw.withColumns(_measurements_of_readings(c, F.col("_reading_name"), F.col(f"_{_READING_VALUE}"),
-                                                        F.col(f"_{_READINGS}")))
+        raw = raw.withColumns({f"_{role}": value(role, "string") if role == _READING_NAME
+                               else either(typed(keys[role]), at(keys[role]))
+                               for role in keys if role in _READING_ROLES.values()})
+        raw = raw.withColumns(_measurements_of_readings(c, *(F.col(f"_{role}") for role in
+                                                             (_READING_NAME, _READING_VALUE, _READINGS))))
     parsed = (
         raw.select(
             *raw_columns, "_reference_us", payload.alias("payload"),
@@ -329,7 +323,7 @@ def parse_events(raw: DataFrame, validation: Validation, contract: Contract | No
             device_type.alias("device_type"),
             event_time.alias("_event_time"),
             (value("seq", "long") if c.sequence else F.lit(None).cast("long")).alias("seq"),
-            *([F.col("_reading_name").alias(READING)] if c.one_reading_per_record() else []),
+            *([F.col(f"_{_READING_NAME}").alias(READING)] if c.one_reading_per_record() else []),
             *(["_unknown_readings"] if c.readings else []),
             *[value(f"m:{name}", "double").alias(name) for name in c.measurements],
             *[variant(f"m:{name}").alias(f"_variant_m:{name}") for name, m in c.measurements.items()

@@ -341,23 +341,27 @@ class TelemetryGenerator:
         place(document, c.event_time, self._format_time(event_ms))
         if c.sequence:
             place(document, c.sequence, device.seq)
-        if c.readings:
-            names = c.reading_names()
-            readings = [{} for _ in values]
-            for reading, (name, value) in zip(readings, values.items(), strict=True):
-                place(reading, c.readings.name, names[name])
-                place(reading, c.readings.value, value)
+        if c.readings is None:
+            for name, value in values.items():
+                place(document, c.measurements[name].path, value)
+        else:
+            readings = [self._reading(name, value) for name, value in values.items()]
             if c.readings.array:
                 place(document, c.readings.array, readings)
             else:
                 document |= readings[0]
-        for name, value in values.items() if not c.readings else ():
-            place(document, c.measurements[name].path, value)
         if device.extra_sensor:
             document["uptime_s"] = (event_ms - self.start_ms) // 1000  # a sensor the contract does not name
         if self.rng.random() < 0.05:
             document["firmware"] = {"version": "1.4.2", "channel": "stable"}  # unknown fields are tolerated
         return document
+
+    def _reading(self, name: str, value: float | None) -> dict:
+        """A long record's reading of measurement `name` (`contract.readings`)."""
+        reading: dict = {}
+        place(reading, self.contract.readings.name, self.contract.reading_names()[name])
+        place(reading, self.contract.readings.value, value)
+        return reading
 
     def _format_time(self, event_ms: int) -> str | int | float:
         formats = self.contract.event_time_formats

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -232,15 +234,9 @@ def test_the_simulator_s_mixed_fleet_under_another_contract_matches_ground_truth
     mixed fleet: device types without a sensor or with one the contract does not name, null spells, silent
     spells, and clocks from a second behind to an hour either way; the job reads the same contract, through the
     Event Hubs-style listener. Everything the manifest says was counted is in InfluxDB, exactly."""
-    from streamdash_toolbox.testing.pipeline import send_with_late_data
-
-    contract = Contract.model_validate(FLAT_CONTRACT)
-    job, conf, target = simulated_fleet_job(stack, stack_env, eventhub, database, tmp_path, FLAT_CONTRACT)
-    try:
-        job.wait_started()
-        manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
-                                       extra=("--conf", str(conf), "--mixed-fleet", "--devices", "20", "--sites", "4"))
-        truth = GroundTruth(manifest, contract=contract)
+    with simulated_fleet(stack, stack_env, influx, eventhub, database, tmp_path, FLAT_CONTRACT,
+                         "--mixed-fleet", "--devices", "20", "--sites", "4") as (job, truth):
+        contract = truth.contract
         categories = {entry["category"] for entry in truth.entries}
         assert {"late_beyond", "duplicate", "malformed"} <= categories
         assert any(e["reason"] == Reason.EVENT_TIME_OUT_OF_RANGE for e in truth.entries), "a fast clock"
@@ -248,8 +244,6 @@ def test_the_simulator_s_mixed_fleet_under_another_contract_matches_ground_truth
         assert any(m in e and e[m] is None for e in events for m in contract.measurements), "a null spell"
         assert any("rpm" not in e for e in events), "a device type without the sensor"
         progress = matches_then_stops(job, truth, influx, database, tmp_path)
-    finally:
-        job.cleanup()
     late = {(e["event"]["device_id"], e["event"]["event_time_ms"]) for e in truth.entries
             if e["category"] == "late_beyond"}
     late_records = sum(1 for e in truth.entries if e["event"] and (e["event"]["device_id"],
@@ -266,15 +260,26 @@ def eventhubs_job(stack, stack_env, eventhub: str, database: str, work: Path, *o
                java_trust_store(stack.info["kafka"]["ca_file"], work))
 
 
-def simulated_fleet_job(stack, stack_env, eventhub: str, database: str, work: Path,
-                        contract: dict) -> tuple[Job, Path, list[str]]:
-    """The job reading `contract` (as --set overrides) through the Event Hubs-style listener, the same contract as
-    a configuration file for the simulator's --conf, and the simulator's target arguments."""
+@contextmanager
+def simulated_fleet(stack, stack_env, influx, eventhub: str, database: str, work: Path, contract: dict,
+                    *simulator_args: str) -> Iterator[tuple[Job, GroundTruth]]:
+    """The job reading `contract` (as --set overrides) through the Event Hubs-style listener, fed in two phases
+    (`send_with_late_data`) by the simulator sending the same contract (a --conf file), and the ground truth of what
+    it sent; the job is cleaned up after."""
+    from streamdash_toolbox.testing.pipeline import send_with_late_data
+
     conf = work / "fleet.toml"
     conf.write_text("[contract]\n" + "\n".join(f"{key} = {toml_value(value)}" for key, value in contract.items()))
     overrides = [f"contract.{key}={toml_value(value)}" for key, value in contract.items()]
     job = eventhubs_job(stack, stack_env, eventhub, database, work, *overrides)
-    return job, conf, ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    target = ["--eventhubs", "--bootstrap", stack_env["STREAMDASH_EVENTHUBS_BOOTSTRAP"]]
+    try:
+        job.wait_started()
+        manifest = send_with_late_data(target, eventhub, work, stack_env, influx, database,
+                                       extra=("--conf", str(conf), *simulator_args))
+        yield job, GroundTruth(manifest, contract=Contract.model_validate(contract))
+    finally:
+        job.cleanup()
 
 
 def toml_value(value: object) -> str:
@@ -299,20 +304,11 @@ def test_an_iothub_fleet_s_properties_in_amqp_encoded_headers_match_ground_truth
     """The simulator sends the contract's header fields AMQP-encoded as Event Hubs delivers IoT Hub's properties
     (no device id in the body), with late, duplicate and malformed records (bad headers among them), through the
     SASL_SSL listener; InfluxDB and the dead letters match what the manifest says was sent, exactly."""
-    from streamdash_toolbox.testing.pipeline import send_with_late_data
-
-    contract = Contract.model_validate(IOTHUB_CONTRACT)
-    job, conf, target = simulated_fleet_job(stack, stack_env, eventhub, database, tmp_path, IOTHUB_CONTRACT)
-    try:
-        job.wait_started()
-        manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
-                                       extra=("--conf", str(conf), "--malformed-rate", "0.03"))
-        truth = GroundTruth(manifest, contract=contract)
+    with simulated_fleet(stack, stack_env, influx, eventhub, database, tmp_path, IOTHUB_CONTRACT,
+                         "--malformed-rate", "0.03") as (job, truth):
         reasons = {entry["reason"] for entry in truth.entries if entry["category"] == "malformed"}
         assert {Reason.MISSING_FIELD, Reason.INVALID_IDENTIFIER, Reason.BAD_EVENT_TIME} <= reasons
         matches_then_stops(job, truth, influx, database, tmp_path)
-    finally:
-        job.cleanup()
 
 
 # Gateways that send one reading per record: the sensor's name and value beside the device's fields, names the
@@ -329,20 +325,12 @@ def test_a_fleet_of_one_reading_per_record_pivots_into_wide_windows_matching_gro
     """The simulator's mixed fleet as one record per reading (a device's readings at one time share its sequence
     number and time), with re-deliveries, late and malformed records, through the SASL_SSL listener: InfluxDB holds
     `temperature_mean` and the rest as for wide records, each window exactly what the manifest says was sent."""
-    from streamdash_toolbox.testing.pipeline import send_with_late_data
-
-    contract = Contract.model_validate(LONG_CONTRACT)
-    job, conf, target = simulated_fleet_job(stack, stack_env, eventhub, database, tmp_path, LONG_CONTRACT)
-    try:
-        job.wait_started()
-        manifest = send_with_late_data(target, eventhub, tmp_path, stack_env, influx, database,
-                                       extra=("--conf", str(conf), "--mixed-fleet", "--devices", "12", "--sites", "3"))
-        truth = GroundTruth(manifest, contract=contract)
+    with simulated_fleet(stack, stack_env, influx, eventhub, database, tmp_path, LONG_CONTRACT,
+                         "--mixed-fleet", "--devices", "12", "--sites", "3") as (job, truth):
+        contract = truth.contract
         readings = [e["event"] for e in truth.entries if e["category"] == "on_time"]
         assert all(len(set(contract.measurements) & set(event)) == 1 for event in readings)
         by_event = Counter((e["device_id"], e["seq"], e["event_time_ms"]) for e in readings)
         assert max(by_event.values()) == len(contract.measurements), "an event's readings in records of their own"
         assert any(e["category"] == "duplicate" for e in truth.entries)
         matches_then_stops(job, truth, influx, database, tmp_path)
-    finally:
-        job.cleanup()

@@ -17,7 +17,7 @@ from streamdash.events import Reason
 from streamdash.sinks.points import aggregate_line
 from streamdash.sources.kafka import CREATE_TIME
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
-from streamdash.transforms.parse import dead_letters, parse_events, valid_events
+from streamdash.transforms.parse import dead_letters, parse_events, plan, typed_schema, valid_events
 from streamdash_toolbox.testing.records import GOOD, T0, changed, raw, with_
 
 
@@ -444,6 +444,18 @@ def test_booleans_and_numeric_strings_are_numbers_where_the_contract_opts_in(spa
     assert row.error == reason
     if values and not reason:
         assert (row.door, row.tank, row.flow) == values
+
+
+@pytest.mark.parametrize("contract", [
+    Contract(), FLAT, PUMP,
+    PUMP.model_copy(update={"device_id": "header:iothub-connection-device-id", "event_time": "timestamp"}),
+    Contract.model_validate({"sequence": "", "schema_version": False, "measurements": {"temp": {}},
+                             "readings": {"array": "$.readings", "name": "$.n", "value": "$.v"}}),
+], ids=["default", "flat", "pump", "headers", "readings"])
+def test_every_shape_of_contract_plans_the_typed_parse_first(spark, contract):
+    """A plan without the typed parse still decides every record alike (the exact parse decides as it does, which the
+    property tests check), only a third dearer; this is what notices it."""
+    assert typed_schema(plan(contract)) is not None
 
 
 def test_dropping_only_bad_values_keeps_the_record_and_counts_each_by_reason(spark, tmp_path):

@@ -72,14 +72,14 @@ def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WIND
 
 
 def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakehouse: bool = False,
-              devices: int = 100) -> dict:
+              devices: int = 100, overrides: tuple[str, ...] = ()) -> dict:
     """(e) how long after it was sent each event is visible in its site's 10 s window; the first `warmup_s`
     of sending are sent but not counted (the JVM is still JIT-compiling Spark's planner and the queries' code:
     its compiler threads take about half the JVM's CPU a minute in, an eighth after three). `cpu_s_per_1k` counts
     every event sent from the job's start; `live_cpu_s_per_1k` only the events sent after the warm-up, with the CPU
     spent from then until the job had read them all, and `cores` what that takes at this rate."""
     topic = bench.new_topic()
-    job, database, folder = bench.start_job(topic, "live", lakehouse=lakehouse)
+    job, database, folder = bench.start_job(topic, "live", WINDOW_SIZES, lakehouse, *overrides)
     # (when the poll before saw the data, when this one did, site, window start ns, count, whether it was the
     # site's newest window when seen)
     observations: list[tuple[float, float, str, int, int, bool]] = []
@@ -152,7 +152,7 @@ def freshness(bench: Bench, rate: float, seconds: float, warmup_s: float, lakeho
     live_events = sum(1 for event in events if event["event_time_ms"] >= counted_from_ms)
     live_cpu_s_per_1k = live_cpu_s / max(live_events, 1) * 1000
     return {"side": f"(e) freshness at {rate:g}/s" + (f", {devices:,} devices" if devices != 100 else "")
-            + (LAKEHOUSE if lakehouse else ""), "samples": len(latencies),
+            + (LAKEHOUSE if lakehouse else "") + "".join(f", {o}" for o in overrides), "samples": len(latencies),
             "caught_up": caught_up,
             **percentiles("freshness", latencies), **percentiles("freshness_seen", seen),
             **percentiles("freshness_any_window", any_window),

@@ -157,6 +157,24 @@ def test_chronograf_fleet_overview_returns_data(query, dashboard_run):
     assert not failed, failed
 
 
+def test_chronograf_s_statistic_follows_a_fleet_of_its_own(influx):
+    """A pump fleet has no temperature: the statistic variable lists the fleet's own fields, Chronograf falls back to
+    the first of them, and the cell shows it (a field key quoted as one)."""
+    database = influx.create_database("pumps")
+    now_ns = time.time_ns() // 10**9 * 10**9
+    lines = [f"telemetry_site,site=plant-{i % 2},window=10s count={i + 1}i,tank_mean={40 + i} {now_ns - i * 10**10}"
+             for i in range(6)]
+    assert InfluxWriter(influx.url, "o", f"{database}/autogen", influx.token).write_lines(lines).written == 6
+    query = dashboards.influx_query(influx.url, influx.token, database)
+    checks = dashboards.check_chronograf(CHRONOGRAF, query, dashboards.Window(), database)
+    [statistic] = [c for c in checks if c.panel.startswith("Mean of")]
+    assert statistic.panel == "Mean of count by site" and 'mean("count")' in statistic.statement
+    assert statistic.ok, statistic.problem
+    variables = dashboards.chronograf_variables(dashboards.load(CHRONOGRAF)["dashboard"]["templates"], query,
+                                                database)
+    assert variables == {"window": ("10s", "tagValue"), "statistic": ("count", "fieldKey")}
+
+
 def test_live_pushes_carry_the_windows_that_landed_in_influxdb(influx, dashboard_run):
     requests = dashboard_run["live"].requests
     pushes = [r for r in requests if r["auth"] == f"Bearer {LIVE_TOKEN}"]

@@ -7,7 +7,10 @@ with each value regex-escaped. Template variables are resolved by running their 
 checked too. A repeated panel is checked for the variable's first value. Expression targets (`__expr__`) must refer
 to query targets of the same panel; Grafana Live targets must name a channel the job pushes to.
 Chronograf: `:dashboardTime:` -> `now() - <range>`, `:upperDashboardTime:` -> `now()`, `:interval:`, and
-template variables `:name:` -> their values, single-quoted.
+template variables `:name:` -> their values, quoted as Chronograf quotes each type (a tag value in single quotes, a
+field key, tag key or measurement in double quotes); a variable with a meta query takes its selected value where
+the query still lists it, else the query's first value, as Chronograf does when a dashboard loads (so a fleet
+without the exported selection still gets a panel of its own fields).
 
 Grafana's own model: `model_problems` decodes a dashboard with grafana-foundation-sdk (generated from Grafana's
 schema) and reports what does not survive a decode/encode round trip: an unknown or misplaced field, a value of
@@ -183,27 +186,53 @@ def _uid(target: dict, panel: dict) -> str:
     return (target.get("datasource") or panel.get("datasource") or {}).get("uid", "")
 
 
-def expand_chronograf(statement: str, variables: dict[str, str], window: Window) -> str:
+# How Chronograf writes a template value of each type into a query, and which column of its meta query lists them.
+_CHRONOGRAF_QUOTES = {"tagValue": "'", "fieldKey": '"', "tagKey": '"', "measurement": '"', "database": '"'}
+_CHRONOGRAF_META_COLUMNS = {"tagValues": "value", "fieldKeys": "fieldKey", "tagKeys": "tagKey",
+                            "measurements": "name", "databases": "name"}
+
+
+def expand_chronograf(statement: str, variables: dict[str, tuple[str, str]], window: Window) -> str:
+    """`variables`: name -> (value, its Chronograf value type)."""
     expanded = (statement.replace(":dashboardTime:", f"now() - {window.minutes}m")
                 .replace(":upperDashboardTime:", "now()").replace(":interval:", window.interval))
-    for name, value in variables.items():
-        expanded = expanded.replace(f":{name}:", f"'{value}'")
+    for name, (value, value_type) in variables.items():
+        quote = _CHRONOGRAF_QUOTES.get(value_type, "")
+        expanded = expanded.replace(f":{name}:", f"{quote}{value}{quote}")
     return expanded
+
+
+def chronograf_variables(templates: list[dict], query: Any, database: str) -> dict[str, tuple[str, str]]:
+    """Each template variable's value as Chronograf picks it when the dashboard loads: the exported selection where
+    the variable's meta query (run on `database`) still lists it, else the first value listed."""
+    variables = {}
+    for template in templates:
+        [selected] = [(v["value"], v["type"]) for v in template["values"] if v.get("selected")]
+        meta = template.get("query") or {}
+        column = _CHRONOGRAF_META_COLUMNS.get(template["type"])
+        if meta.get("influxql") and column:
+            statement = expand_chronograf(meta["influxql"], {
+                "database": (database, "database"), "measurement": (meta.get("measurement", ""), "measurement"),
+                "tagKey": (meta.get("tagKey", ""), "tagKey")}, Window())
+            listed = [row[column] for row in query(statement)]
+            if selected[0] not in listed:
+                selected = (listed[0], selected[1]) if listed else selected
+        variables[template["tempVar"].strip(":")] = selected
+    return variables
 
 
 def check_chronograf(path: Path, query: Any, window: Window, database: str) -> list[QueryCheck]:
     """Run every cell query of an exported Chronograf dashboard, its database renamed to `database`."""
     exported = load(path)["dashboard"]
-    variables = {}
-    for template in exported.get("templates", []):
-        selected = [v["value"] for v in template["values"] if v.get("selected")]
-        variables[template["tempVar"].strip(":")] = selected[0]
+    variables = chronograf_variables(exported.get("templates", []), query, database)
     checks = []
     for cell in exported["cells"]:
         for number, cell_query in enumerate(cell["queries"]):
             statement = expand_chronograf(cell_query["query"], variables, window)
             statement = statement.replace('"streamdash"."autogen"', f'"{database}"."autogen"')
-            check = QueryCheck(exported["name"], cell["name"], str(number), statement)
+            title = expand_chronograf(cell["name"], {name: (value, "") for name, (value, _) in variables.items()},
+                                      window)
+            check = QueryCheck(exported["name"], title, str(number), statement)
             _run(check, query)
             checks.append(check)
     return checks

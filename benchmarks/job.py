@@ -34,10 +34,11 @@ def read_everything(bench: Bench, database: str, records: int) -> bool:
 
 def drain(bench: Bench, topic: str, records: int, window_sizes: list[str] = WINDOW_SIZES,
           lakehouse: bool = False, *overrides: str, master: str = "local[2]", executors: tuple[int, ...] = ()) -> dict:
-    """(b) from `earliest` until the job has read every record and written its last batch: its windows (the
-    dashboards have caught up: what Telegraf's figure means too), its dead letters and, with `lakehouse`, its
-    bronze and gold tables. Timed and its CPU counted from the process's start, as Telegraf's;
-    `from_first_read_s` from when its first batch began. The batches are even: none is left with a few records.
+    """(b) from `earliest` until the dashboards' query has read every record and written its last batch: its
+    windows (the dashboards have caught up: what Telegraf's figure means too) and its dead letters; with
+    `lakehouse`, the bronze and gold queries run beside it, and the time is still the dashboards'. Timed and its
+    CPU counted from the process's start, as Telegraf's; `from_first_read_s` from when its first batch began.
+    The batches are even: none is left with a few records.
     On a cluster (`master`), the CPU of the processes `executors` (the workers, whose children the executors are)
     counts too."""
     batches = -(-records // MAX_BATCH_RECORDS)

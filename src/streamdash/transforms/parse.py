@@ -59,7 +59,7 @@ _MAYBE_NOT_A_STRING = r'^([-+0-9{\["]|true$|false$|NaN$|Infinity$)'
 _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 # What `schema_of_variant` calls the JSON type a fast-parse type stands for (None: an object).
 _VARIANT_TYPE_NAMES = {"long": "BIGINT", "double": "DOUBLE", "string": "STRING", None: "OBJECT"}
-# The JSON types a field may hold (`schema_of_variant`'s names; a prefix, as in DECIMAL(p,s)).
+# The JSON types a field may hold (`schema_of_variant`'s names; DECIMAL stands for any DECIMAL(p,s)).
 _TEXT, _INTEGER, _OBJECT, _ARRAY = ("STRING",), ("BIGINT",), ("OBJECT",), ("ARRAY",)
 _TAG_TYPES = ("STRING", "BIGINT", "BOOLEAN")
 
@@ -71,9 +71,10 @@ _READING_NAME, _READING_VALUE, _READINGS = "reading:name", "reading:value", "rea
 class Field:
     """One value the contract reads from each record. `role`: its name in the parse (`device_id`, `m:temperature`,
     `tag:zone`, `reading:name`, `object:0` for an object a body path goes through). `segments`: its keys in the
-    body, or None where `source` gives its VARIANT (a header, the key, the broker's time, a long record's
-    reading). `kind`: the SQL type the fast parse reads it as (None: an object). `accepts`: the JSON types it may
-    hold (None: a measurement, judged by its value checks). `required`: a record without it is `missing_field`."""
+    body, or None where its VARIANT is the column `_source_<role>`: `source` (a header, the key, the broker's
+    time) or a long record's reading (`_measurements_of_readings`). `kind`: the SQL type the fast parse reads it
+    as (None: an object). `accepts`: the JSON types it may hold (None: a measurement, judged by its value checks).
+    `required`: a record without it is `missing_field`."""
 
     role: str
     kind: DataType | None
@@ -112,7 +113,7 @@ def plan(c: Contract) -> list[Field]:
     fields = []
     for role, path, kind, accepts, required in entries:
         if path is None:  # a long record's measurement, from `_measurements_of_readings`
-            fields.append(Field(role, kind, accepts, required, source=F.col(f"_source_{role}")))
+            fields.append(Field(role, kind, accepts, required))
         elif in_body(path):
             fields.append(Field(role, kind, accepts, required, tuple(json_path_segments(path))))
         else:

@@ -61,6 +61,7 @@ _JSON_NUMBER = r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$"
 _VARIANT_TYPE_NAMES = {"long": "BIGINT", "double": "DOUBLE", "string": "STRING", None: "OBJECT"}
 # The JSON types a field may hold (`schema_of_variant`'s names; DECIMAL stands for any DECIMAL(p,s)).
 _TEXT, _INTEGER, _OBJECT, _ARRAY = ("STRING",), ("BIGINT",), ("OBJECT",), ("ARRAY",)
+_NUMBER = ("BIGINT", "DOUBLE", "DECIMAL")
 _TAG_TYPES = ("STRING", "BIGINT", "BOOLEAN")
 
 # Long records' roles (`contract.readings`): a record's one reading, or its array of them, by `Readings.paths` field.
@@ -145,6 +146,10 @@ def typed_schema(fields: list[Field]) -> StructType | None:
     return StructType([*struct(tree).fields, StructField(_CORRUPT, StringType())])
 
 
+def _source(f: Field) -> Column:
+    return F.col(f"_source_{f.role}")
+
+
 class _Reader:
     """Each field's value, VARIANT and JSON type: a body field's from the fast parse (`_fast`) where it vouched for
     the record (`_vouched`), else from the exact parse's top-level VARIANTs (`_json`); any other's from its source
@@ -173,13 +178,13 @@ class _Reader:
 
     def value(self, f: Field, sql_type: str) -> Column:
         if f.segments is None:
-            return F.try_variant_get(F.col(f"_source_{f.role}"), "$", sql_type)
+            return F.try_variant_get(_source(f), "$", sql_type)
         return self._either(self.typed(f), self._exact(f, sql_type))
 
     def variant(self, f: Field) -> Column:
         """The field as a VARIANT: the fast parse's where it reads one (the event time, a reading's value)."""
         if f.segments is None:
-            return F.col(f"_source_{f.role}")
+            return _source(f)
         if f.kind == VariantType():
             return self._either(self.typed(f), self._exact(f, "variant"))
         return self._exact(f, "variant")
@@ -187,14 +192,10 @@ class _Reader:
     def json_type(self, f: Field) -> Column:
         """The JSON type as `schema_of_variant` names it (null where absent); from the fast parse, its SQL type's."""
         if f.segments is None:
-            return _json_type(F.col(f"_source_{f.role}"))
+            return _json_type(_source(f))
         known = (_json_type(self.typed(f)) if f.kind == VariantType() else
                  F.when(self.typed(f).isNotNull(), F.lit(_VARIANT_TYPE_NAMES[f.kind.typeName() if f.kind else None])))
         return self._either(known, _json_type(self._exact(f, "variant")))
-
-
-def _is_number(json_type: Column) -> Column:
-    return (json_type == "BIGINT") | (json_type == "DOUBLE") | json_type.startswith("DECIMAL")
 
 
 def _json_type(value: Column) -> Column:
@@ -221,35 +222,38 @@ def _accepted(json_type: Column, accepts: tuple[str, ...]) -> Column:
     return accepted | json_type.startswith("DECIMAL") if "DECIMAL" in accepts else accepted
 
 
-def _iso8601(json_type: Column, text: Column, variant: Column) -> tuple[Column, Column]:
-    return text.rlike(_ISO_WITH_OFFSET), F.unix_micros(text.try_cast("timestamp"))
+def _is_number(json_type: Column) -> Column:
+    return _accepted(json_type, _NUMBER)
 
 
-def _epoch_ms(json_type: Column, text: Column, variant: Column) -> tuple[Column, Column]:
-    return json_type == "BIGINT", F.try_multiply(F.try_variant_get(variant, "$", "long"), F.lit(1000))
+def _iso8601(text: Column, variant: Column) -> Column:
+    return F.when(text.rlike(_ISO_WITH_OFFSET), F.unix_micros(text.try_cast("timestamp")))
 
 
-def _epoch_s(json_type: Column, text: Column, variant: Column) -> tuple[Column, Column]:
-    seconds = F.try_multiply(F.try_variant_get(variant, "$", "decimal(38,6)"), F.lit(1_000_000))
-    return _is_number(json_type), seconds.try_cast("long")
+def _epoch_ms(text: Column, variant: Column) -> Column:
+    return F.try_multiply(F.try_variant_get(variant, "$", "long"), F.lit(1000))
 
 
-# Each event-time format: the JSON types it reads, and (whether a value is one, its microseconds since 1970) from
-# the value's JSON type, its text (null unless a string) and its VARIANT. try_* never overflow, whatever the input.
-_EVENT_TIME_FORMATS: dict[str, tuple[tuple[str, ...], Callable[[Column, Column, Column], tuple[Column, Column]]]] = {
-    "iso8601": (("STRING",), _iso8601),
-    "epoch_ms": (("BIGINT",), _epoch_ms),
-    "epoch_s": (("BIGINT", "DOUBLE", "DECIMAL"), _epoch_s),
+def _epoch_s(text: Column, variant: Column) -> Column:
+    return F.try_multiply(F.try_variant_get(variant, "$", "decimal(38,6)"), F.lit(1_000_000)).try_cast("long")
+
+
+# Each event-time format: the JSON types it reads, and its microseconds since 1970 (null where it is none) from the
+# value's text (null unless a string) and its VARIANT. try_* never overflow, whatever the input.
+_EVENT_TIME_FORMATS: dict[str, tuple[tuple[str, ...], Callable[[Column, Column], Column]]] = {
+    "iso8601": (_TEXT, _iso8601),
+    "epoch_ms": (_INTEGER, _epoch_ms),
+    "epoch_s": (_NUMBER, _epoch_s),
 }
 
 
 def _event_time_us(formats: list[str], json_type: Column, text: Column, variant: Column) -> Column:
-    """Microseconds since 1970 by the first of `formats` that reads the value (a TIMESTAMP, from a header or the
-    broker, whatever they are), null when none does."""
+    """Microseconds since 1970 by the first of `formats` whose JSON types the value has (a TIMESTAMP, from a header
+    or the broker, whatever they are), null when it reads no time (no two formats share a JSON type)."""
     micros = F.lit(None).cast("long")
     for name in reversed(formats):  # the first listed is tried first
-        is_one, its_micros = _EVENT_TIME_FORMATS[name][1](json_type, text, variant)
-        micros = F.when(is_one, its_micros).otherwise(micros)
+        accepts, read = _EVENT_TIME_FORMATS[name]
+        micros = F.when(_accepted(json_type, accepts), read(text, variant)).otherwise(micros)
     return F.when(json_type == "TIMESTAMP", F.unix_micros(F.try_variant_get(variant, "$", "timestamp"))
                   ).otherwise(micros)
 

@@ -7,10 +7,11 @@ with each value regex-escaped. Template variables are resolved by running their 
 checked too. A repeated panel is checked for the variable's first value. Expression targets (`__expr__`) must refer
 to query targets of the same panel; Grafana Live targets must name a channel the job pushes to.
 Chronograf: `:dashboardTime:` -> `now() - <range>`, `:upperDashboardTime:` -> `now()`, `:interval:`, and
-template variables `:name:` -> their values, quoted as Chronograf quotes each type (a tag value in single quotes, a
-field key, tag key or measurement in double quotes); a variable with a meta query takes its selected value where
-the query still lists it, else the query's first value, as Chronograf does when a dashboard loads (so a fleet
-without the exported selection still gets a panel of its own fields).
+template variables `:name:` -> their values, quoted as Chronograf quotes each type (a tag value or timestamp in
+single quotes, a field key, tag key, measurement or database in double quotes; `ui/src/tempVars/utils/replace.ts`);
+a variable with a meta query takes its selected value where the query still lists it, else the query's first value,
+and is left unreplaced when the query lists none, as Chronograf does when a dashboard loads
+(`ui/src/tempVars/utils/index.ts`), so a fleet without the exported selection still gets a panel of its own fields.
 
 Grafana's own model: `model_problems` decodes a dashboard with grafana-foundation-sdk (generated from Grafana's
 schema) and reports what does not survive a decode/encode round trip: an unknown or misplaced field, a value of
@@ -187,7 +188,8 @@ def _uid(target: dict, panel: dict) -> str:
 
 
 # How Chronograf writes a template value of each type into a query, and which column of its meta query lists them.
-_CHRONOGRAF_QUOTES = {"tagValue": "'", "fieldKey": '"', "tagKey": '"', "measurement": '"', "database": '"'}
+_CHRONOGRAF_QUOTES = {"tagValue": "'", "timeStamp": "'", "fieldKey": '"', "tagKey": '"', "measurement": '"',
+                      "database": '"'}
 _CHRONOGRAF_META_COLUMNS = {"tagValues": "value", "fieldKeys": "fieldKey", "tagKeys": "tagKey",
                             "measurements": "name", "databases": "name"}
 
@@ -204,10 +206,11 @@ def expand_chronograf(statement: str, variables: dict[str, tuple[str, str]], win
 
 def chronograf_variables(templates: list[dict], query: Any, database: str) -> dict[str, tuple[str, str]]:
     """Each template variable's value as Chronograf picks it when the dashboard loads: the exported selection where
-    the variable's meta query (run on `database`) still lists it, else the first value listed."""
+    the variable's meta query (run on `database`) still lists it, else the first value listed; none where the
+    query lists nothing."""
     variables = {}
     for template in templates:
-        [selected] = [(v["value"], v["type"]) for v in template["values"] if v.get("selected")]
+        [(value, value_type)] = [(v["value"], v["type"]) for v in template["values"] if v.get("selected")]
         meta = template.get("query") or {}
         column = _CHRONOGRAF_META_COLUMNS.get(template["type"])
         if meta.get("influxql") and column:
@@ -215,9 +218,10 @@ def chronograf_variables(templates: list[dict], query: Any, database: str) -> di
                 "database": (database, "database"), "measurement": (meta.get("measurement", ""), "measurement"),
                 "tagKey": (meta.get("tagKey", ""), "tagKey")}, Window())
             listed = [row[column] for row in query(statement)]
-            if selected[0] not in listed:
-                selected = (listed[0], selected[1]) if listed else selected
-        variables[template["tempVar"].strip(":")] = selected
+            if not listed:
+                continue
+            value = value if value in listed else listed[0]
+        variables[template["tempVar"].strip(":")] = (value, value_type)
     return variables
 
 
@@ -226,12 +230,12 @@ def check_chronograf(path: Path, query: Any, window: Window, database: str) -> l
     exported = load(path)["dashboard"]
     variables = chronograf_variables(exported.get("templates", []), query, database)
     checks = []
+    unquoted = {name: (value, "") for name, (value, _) in variables.items()}  # a cell title shows values as they are
     for cell in exported["cells"]:
+        title = expand_chronograf(cell["name"], unquoted, window)
         for number, cell_query in enumerate(cell["queries"]):
             statement = expand_chronograf(cell_query["query"], variables, window)
             statement = statement.replace('"streamdash"."autogen"', f'"{database}"."autogen"')
-            title = expand_chronograf(cell["name"], {name: (value, "") for name, (value, _) in variables.items()},
-                                      window)
             check = QueryCheck(exported["name"], title, str(number), statement)
             _run(check, query)
             checks.append(check)

@@ -21,9 +21,10 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from streamdash.command_line import configure_logging
 from streamdash.config import Contract, load_settings
 from streamdash.events import DEDUPLICATION_KEY
-from streamdash.job import configure_logging, parse_args
+from streamdash.job import parse_args
 from streamdash.metrics import InfluxProgressListener
 from streamdash.session import spark_session
 from streamdash.sinks.influxdb import InfluxWriter

@@ -270,6 +270,14 @@ def test_the_bounds_themselves_are_accepted(monkeypatch):
     assert settings.job.shuffle_partitions == 10000 and settings.influxdb.timeout_s == 3600
 
 
+def test_a_carry_over_needs_bronze_to_recompute_from(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError, match=re.escape("it needs lakehouse.bronze and a Kafka source")):
+        load_settings("local", CONF, ["job.on_contract_change=carry_over"])
+    settings = load_settings("local", CONF, ["job.on_contract_change=carry_over", "lakehouse.bronze=/tmp/b"])
+    assert settings.job.on_contract_change == "carry_over"
+
+
 def test_an_unknown_section_given_with_set_is_blamed_on_the_set(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     with pytest.raises(ConfigError) as error:

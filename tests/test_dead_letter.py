@@ -35,7 +35,7 @@ def test_the_driver_and_spark_write_the_same_dead_letters_and_counts(spark, infl
     monkeypatch.setattr(dead_letter, "MAX_JSON_BYTES_FROM_DRIVER", 0)
     DeadLetters(executors, writer, "spark", planned).write(letters, 7)
 
-    assert [p.name for p in (tmp_path / "driver").glob("stream=driver/batch_id=7/[!._]*")] == ["part-00000.json"]
+    assert [p.name for p in (tmp_path / "driver").glob("stream=driver/batch_id=7/[!._]*")] == ["part-0-0.json"]
     assert records(tmp_path / "driver") == records(tmp_path / "spark")
     assert [(r["offset"], r["reason"], r["topic"]) for r in records(tmp_path / "driver")] == [
         (0, Reason.MALFORMED_JSON, "telemetry"), (1, Reason.WRONG_TYPE, "telemetry"),
@@ -45,6 +45,10 @@ def test_the_driver_and_spark_write_the_same_dead_letters_and_counts(spark, infl
     assert sorted((row["stream"], row["reason"], row["count"], row["time"]) for row in counts) == sorted(
         (stream, reason, 1, 1_796_000_000_000 * 1_000_000 + 7) for stream in ("driver", "spark")
         for reason in (Reason.MALFORMED_JSON, Reason.WRONG_TYPE, Reason.INVALID_IDENTIFIER))
+    # A new checkpoint (another query) numbers its batches from 0 again: its batch 7 keeps the old query's records.
+    DeadLetters(driver, writer, "driver", {7: 1_796_000_060_000}.get, lambda: "query-2").write(letters, 7)
+    assert sorted(p.name for p in (tmp_path / "driver").glob("stream=driver/batch_id=7/[!._]*")) == [
+        "part-0-0.json", "part-query-2-0.json"]
 
 
 def test_a_batch_without_dead_letters_writes_nothing(spark, influx, database, tmp_path):

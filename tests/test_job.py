@@ -159,7 +159,7 @@ def test_a_new_checkpoint_records_its_state_layout_and_another_layout_is_refused
     other = Contract(measurements={"co2": {"path": "$.co2"}}, sequence=None)
     with pytest.raises(StreamdashError, match=r"another layout \(it differs in measurements\)") as error:
         check_checkpoint(spark, str(tmp_path / "new"), state_layout(other))
-    assert str(tmp_path / "new") in str(error.value)
+    assert str(tmp_path / "new") in str(error.value) and 'job.on_contract_change = "carry_over"' in str(error.value)
 
 
 @pytest.mark.parametrize(("newest_event_ns", "freshness_ms"), [

@@ -5,6 +5,7 @@ the backfill is gold over a range; Delta dead letters are idempotent and evolve 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -25,10 +26,12 @@ from streamdash_toolbox.testing import REPO, ground_truth
 from streamdash_toolbox.testing.pipeline import (
     LOG_CONFIG,
     STALL_S,
+    WATERMARK_S,
     WINDOWS,
     GroundTruth,
     Job,
     checkpoint_progress,
+    dead_letter_records,
     gold_points,
     influx_points,
     job_args,
@@ -210,3 +213,70 @@ def test_a_session_that_cannot_write_delta_is_refused_at_start_in_one_line(stack
     errors = [line for line in (run.stdout + run.stderr).splitlines() if " ERROR streamdash.job: " in line]
     assert run.returncode == 1 and len(errors) == 1, (run.stdout + run.stderr)[-3000:]
     assert "lakehouse.bronze: this Spark session cannot write Delta tables" in errors[0]
+
+
+def test_a_measurement_added_to_a_running_deployment_is_carried_over_losing_nothing_and_doubling_nothing(
+        spark, stack, stack_env, influx, topic, database, tmp_path):
+    """The job runs with three measurements, stops, and starts again with `battery` added and
+    `job.on_contract_change = "carry_over"` while the simulator goes on. Then InfluxDB holds every window of what
+    was sent exactly once (battery in each window that ended after the carried watermark, and in no earlier one),
+    every dead letter and dead-letter count once, bronze every record once, and gold, rebuilt from bronze, every
+    window with battery."""
+    bronze, gold_table = str(tmp_path / "lake" / "bronze"), str(tmp_path / "lake" / "gold")
+    lake = (f"lakehouse.bronze={bronze}", f"lakehouse.gold={gold_table}", "lakehouse.trigger_interval=2 seconds",
+            f"lakehouse.gold_lateness={WATERMARK_S} seconds")
+    without_battery = "contract.measurements={" + ", ".join(
+        f'{name} = {{path = "$.measurements.{name}"}}' for name in ("temperature", "humidity", "pressure")) + "}"
+    before = job_args(stack, topic, database, tmp_path, *lake, without_battery)
+    after = job_args(stack, topic, database, tmp_path, *lake, "job.on_contract_change=carry_over")
+    target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
+    checkpoint = tmp_path / "checkpoints" / "aggregates"
+    moved = partial(checkpoint_progress, tmp_path)
+
+    def committed_watermark_ms() -> int:
+        commits = [int(name.name) for name in (checkpoint / "commits").glob("[0-9]*")]
+        text = (checkpoint / "commits" / str(max(commits))).read_text() if commits else "v1\n{}"
+        return json.loads(text.splitlines()[1]).get("nextBatchWatermarkMs", 0)
+
+    sender = simulate(target, topic, tmp_path / "manifest.jsonl", stack_env,
+                      extra=("--late-beyond-rate", "0", "--duration", "900"))
+    job = Job(before, stack_env, tmp_path / "job.log")
+    try:
+        job.wait_started()
+        assert wait_for(lambda: committed_watermark_ms() > 0 and len(list((checkpoint / "commits").iterdir())) > 4,
+                        STALL_S, progress=moved)
+        assert job.terminate() == 0
+        job = Job(after, stack_env, tmp_path / "job.log")
+        job.wait_started()
+        assert "the contract changed (measurements)" in job.output(), job.output()[-3000:]
+        due = json.loads((tmp_path / "checkpoints" / "carry_over" / "dashboards.json").read_text())
+        carried_ms, largest_ms = due["watermark_ms"], max(WINDOWS.values()) * 1000
+        # The simulator goes on until the new state has closed every window open at the change.
+        closed_ms = due["changed_at_ms"] + 5_000 + largest_ms
+        assert wait_for(lambda: committed_watermark_ms() >= closed_ms, STALL_S, progress=moved)
+    finally:
+        sender.send_signal(signal.SIGTERM)
+        assert sender.wait(timeout=120) == 0
+    try:
+        assert wait_for(lambda: "the carry-over is done" in job.output(), STALL_S, progress=moved), \
+            job.output()[-3000:]
+        truth = GroundTruth(tmp_path / "manifest.jsonl")
+        for (measurement, window, site, device, start_ns), fields in truth.points.items():
+            if start_ns // 1_000_000 + WINDOWS[window] * 1000 <= carried_ms:  # closed under the old contract
+                truth.points[(measurement, window, site, device, start_ns)] = {
+                    name: value for name, value in fields.items() if not name.startswith("battery_")}
+        assert any("battery_mean" not in fields for fields in truth.points.values())
+        assert any("battery_mean" in fields for fields in truth.points.values())
+        truth.assert_matches(influx, database, tmp_path)
+        assert len(dead_letter_records(tmp_path / "dead_letters")) == len(truth.dead), "each dead letter once"
+        rebuilt = GroundTruth(tmp_path / "manifest.jsonl")
+        assert wait_for(lambda: not rebuilt.window_differences(gold_points(spark, gold_table)), STALL_S,
+                        progress=moved), rebuilt.window_differences(gold_points(spark, gold_table))[:8]
+        assert job.terminate() == 0
+    finally:
+        job.cleanup()
+    stored = delta.read(spark, bronze)
+    assert stored.count() == len(truth.entries), "every record of the topic once, through the change"
+    assert stored.select("partition", "offset").distinct().count() == len(truth.entries)
+    assert not (tmp_path / "checkpoints" / "carry_over" / "dashboards.json").exists()
+    assert list((tmp_path / "checkpoints" / "previous").glob("*/aggregates/commits"))

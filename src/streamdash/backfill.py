@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import logging
 import sys
+import threading
 import uuid
 from functools import partial
 from pathlib import Path
@@ -27,9 +28,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.columns import READ_AT
-from streamdash.config import Settings, duration_seconds, load_settings
+from streamdash.command_line import configuration_arguments, configure_logging
+from streamdash.config import Settings, duration_seconds, load_settings, window_label
 from streamdash.errors import StreamdashError
-from streamdash.job import configuration_arguments, configure_logging
 from streamdash.pipeline import gold_windows
 from streamdash.session import check_delta, failure_summary, spark_session
 from streamdash.sinks import delta
@@ -46,8 +47,10 @@ SINKS = ("gold", "influxdb")
 
 
 def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: dt.datetime,
-             sinks: tuple[str, ...] = ("gold",)) -> dict[str, int]:
-    """Rewrite the windows that start in [start, end) in `sinks` (of `SINKS`); returns what it wrote."""
+             sinks: tuple[str, ...] = ("gold",), ends_after: dt.datetime | None = None,
+             stop: threading.Event | None = None) -> dict[str, int]:
+    """Rewrite the windows that start in [start, end) (and end after `ends_after`) in `sinks` (of `SINKS`);
+    returns what it wrote. `stop` set: the backfill is stopped, and says so (a repeat writes the same)."""
     lakehouse = settings.lakehouse
     if lakehouse.bronze is None:
         raise StreamdashError("backfill reads the bronze table: set lakehouse.bronze")
@@ -64,6 +67,10 @@ def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: d
                .where(F.col(delta.BRONZE_PARTITION).between(first.date(), (end + after).date()))
                .where(F.col(READ_AT).between(first, end + after)))
     windows = gold_windows(settings, records).where(F.col("window_start_ns").between(_ns(start), _ns(end) - 1))
+    if ends_after is not None:
+        size_ns = F.create_map(*[F.lit(value) for size in settings.aggregation.window_sizes
+                                 for value in (window_label(size), int(duration_seconds(size) * 1e9))])
+        windows = windows.where(F.col("window_start_ns") + size_ns[F.col("window")] > _ns(ends_after))
     targets = ([delta.GoldTable(lakehouse.gold)] if "gold" in sinks else []) + (
         [LineSinks(partial(aggregate_line, settings.contract), InfluxWriter.from_config(settings.influxdb))]
         if "influxdb" in sinks else [])
@@ -85,7 +92,12 @@ def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: d
     query = (windows.writeStream.outputMode("update").queryName(f"{settings.job.name}_backfill")
              .option("checkpointLocation", checkpoint).trigger(availableNow=True).foreachBatch(write).start())
     try:
-        query.awaitTermination()
+        while not query.awaitTermination(1.0):
+            if stop is not None and stop.is_set():
+                query.stop()
+                raise StreamdashError("backfill stopped before it finished")
+    except StreamdashError:
+        raise
     except Exception as err:  # noqa: BLE001 - named in one line below
         raise StreamdashError(f"backfill failed: {failure_summary(err)}") from None
     finally:

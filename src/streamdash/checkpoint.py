@@ -13,6 +13,8 @@ from streamdash.events import DEDUPLICATION_KEY
 from streamdash.storage import file_system, hadoop_path, read_text, write_text
 
 STATE_LAYOUT_FILE = "state_layout.json"
+CARRY_OVER_FOLDER = "carry_over"  # what a contract change carried over still has to recompute (`carry_over`)
+GOLD_COUNTED_UNTIL_FILE = "counted_until.json"
 _START_OVER = ("Set job.checkpoint_location to a new folder (the job then starts from source.starting_offsets), or "
                "delete {checkpoint} to start over")
 
@@ -34,19 +36,42 @@ def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None
             f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
             f"version reads, aggregates and dead-letters in one query and cannot continue from them. {start_over}")
     marker = f"{checkpoint}/{STATE_LAYOUT_FILE}"
-    recorded_text = read_text(spark, marker)
-    if recorded_text is not None:
-        recorded = json.loads(recorded_text)
-        changed = sorted(key for key in {*recorded, *layout} if recorded.get(key) != layout.get(key))
-        if changed:
+    if read_text(spark, marker) is not None:
+        if changed := layout_changes(spark, checkpoint, layout):
             raise StreamdashError(f"{checkpoint} holds aggregation state of another layout (it differs in "
-                                  f"{', '.join(changed)}); this configuration cannot continue from it. {start_over}")
+                                  f"{', '.join(changed)}); this configuration cannot continue from it. {start_over}, "
+                                  "or carry the running deployment over to the new contract: "
+                                  "job.on_contract_change = \"carry_over\" (docs/operations.md)")
     elif fs.exists(hadoop_path(spark, f"{checkpoint}/aggregates")):
         raise StreamdashError(
             f"{checkpoint} holds the state of streamdash 0.3 or earlier, whose deduplication was keyed by "
             f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
     else:
         write_text(spark, marker, json.dumps(layout, sort_keys=True))
+
+
+def layout_changes(spark: SparkSession, checkpoint: str, layout: dict) -> list[str]:
+    """What differs between `layout` and the one recorded under `checkpoint` (none recorded: nothing)."""
+    text = read_text(spark, f"{checkpoint}/{STATE_LAYOUT_FILE}")
+    recorded = layout if text is None else json.loads(text)
+    return sorted(key for key in {*recorded, *layout} if recorded.get(key) != layout.get(key))
+
+
+def carried_over(spark: SparkSession, checkpoint: str) -> dict[str, dict]:
+    """What a contract change carried over (`carry_over`) still has to recompute, by query."""
+    folder = f"{checkpoint}/{CARRY_OVER_FOLDER}"
+    fs = file_system(spark, folder)
+    if not fs.exists(hadoop_path(spark, folder)):
+        return {}
+    return {status.getPath().getName().removesuffix(".json"): json.loads(read_text(spark, str(status.getPath())))
+            for status in fs.listStatus(hadoop_path(spark, folder)) if status.getPath().getName().endswith(".json")}
+
+
+def gold_counted_until_ms(spark: SparkSession, gold_checkpoint: str) -> int:
+    """Up to which watermark an earlier gold query, before a contract change, counted the windows late for the
+    dashboards (0: none)."""
+    text = read_text(spark, f"{gold_checkpoint}/{GOLD_COUNTED_UNTIL_FILE}")
+    return 0 if text is None else int(json.loads(text)["watermark_ms"])
 
 
 def query_id(spark: SparkSession, query_checkpoint: str) -> str:
@@ -97,6 +122,14 @@ def batch_time_ms(spark: SparkSession, query_checkpoint: str, batch_id: int) -> 
     """When the query planned batch `batch_id` (its offset log's `batchTimestampMs`: the job's clock, the same on a
     replay of the batch)."""
     return int(_batch_metadata(spark, query_checkpoint, batch_id)["batchTimestampMs"])
+
+
+def next_watermark_ms(spark: SparkSession, query_checkpoint: str) -> int | None:
+    """The watermark the query's last commit set for its next batch (its commit log's `nextBatchWatermarkMs`), or
+    None before its first commit."""
+    committed = last_committed_batch(spark, query_checkpoint)
+    text = None if committed is None else read_text(spark, f"{query_checkpoint.rstrip('/')}/commits/{committed}")
+    return None if text is None else int(json.loads(text.splitlines()[1])["nextBatchWatermarkMs"])
 
 
 def batch_watermark_ms(spark: SparkSession, query_checkpoint: str, batch_id: int) -> int:

@@ -469,6 +469,10 @@ class Job(_Section):
     # Which of the streaming queries this process runs (`pipeline.QUERIES`); unset: the dashboards' and one for each
     # configured Delta table. ["dashboards"] or ["bronze", "gold"] split them over two jobs.
     queries: list[Literal["dashboards", "bronze", "gold"]] | None = Field(default=None, min_length=1)
+    # A checkpoint whose state was written under another contract (a measurement, tag or statistic added or
+    # removed): `refuse` it, or `carry_over` (Kafka and bronze only): new state starts where the old had committed,
+    # at its watermark, and the windows open then are recomputed from bronze (`streamdash.carry_over`).
+    on_contract_change: Literal["refuse", "carry_over"] = "refuse"
 
 
 def _source_kind(source: Any) -> str:
@@ -494,6 +498,13 @@ class Settings(_Section):
         if duration_seconds(self.validation.max_event_time_ahead) >= duration_seconds(self.aggregation.watermark):
             raise ValueError("validation.max_event_time_ahead must be shorter than aggregation.watermark (a clock "
                              "that far ahead would move the watermark past other devices' on-time events)")
+        return self
+
+    @model_validator(mode="after")
+    def _carry_over_recomputes_from_bronze(self) -> Settings:
+        if self.job.on_contract_change == "carry_over" and (self.source.kind != "kafka" or not self.lakehouse.bronze):
+            raise ValueError("job.on_contract_change = \"carry_over\" recomputes the windows open at the change "
+                             "from bronze and starts at Kafka offsets: it needs lakehouse.bronze and a Kafka source")
         return self
 
     @model_validator(mode="after")

@@ -17,7 +17,9 @@ from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from streamdash import lifetime
-from streamdash.checkpoint import is_committed, last_committed_batch, uncommitted_batch
+from streamdash.carry_over import Recompute, carry_over
+from streamdash.checkpoint import is_committed, last_committed_batch, layout_changes, uncommitted_batch
+from streamdash.command_line import configuration_arguments, configure_logging
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.metrics import InfluxProgressListener
@@ -32,6 +34,7 @@ from streamdash.session import (
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sources import kafka
 from streamdash.sources.unreadable import UnreadableRecords, is_unreadable_failure
+from streamdash.transforms.aggregate import state_layout
 
 log = logging.getLogger("streamdash.job")
 
@@ -44,6 +47,10 @@ def run(settings: Settings, verbose: bool = False) -> None:
     if settings.job.self_metrics:
         listener = InfluxProgressListener(InfluxWriter.from_config(settings.influxdb))
         spark.streams.addListener(listener)
+    if settings.job.on_contract_change == "carry_over":
+        layout = state_layout(settings.contract)
+        if changed := layout_changes(spark, settings.job.checkpoint_location.rstrip("/"), layout):
+            carry_over(spark, settings, layout, changed)
     starters = query_starters(spark, settings)
     queries = {name: start() for name, start in starters.items()}
     log.info("started %d queries: %s", len(queries), ", ".join(queries))
@@ -53,8 +60,10 @@ def run(settings: Settings, verbose: bool = False) -> None:
             signal.signal(sig, lambda signum, frame: stopping.set())
     checkpoints = query_checkpoints(settings)
     restarts = Restarts(spark, checkpoints, unreadable_records(spark, settings))
+    recompute = Recompute(spark, settings, stopping)
     try:
         while not stopping.is_set():
+            recompute.step()
             try:
                 if not spark.streams.awaitAnyTermination(1.0):
                     continue
@@ -150,22 +159,6 @@ def stop_gracefully(spark: SparkSession, queries: dict[str, StreamingQuery], che
         elif batch is not None and uncommitted_batch(spark, checkpoints[name]) is not None:
             log.info("%s: the batch begun after the stop is left to the next start", name)
     return cancelled
-
-
-def configuration_arguments(parser: argparse.ArgumentParser, default_conf_dir: Path) -> argparse.ArgumentParser:
-    """What every entry point takes to load its configuration (`load_settings(args.env, args.conf_dir,
-    args.overrides)`)."""
-    parser.add_argument("--env", default="local", help="configuration: conf/<env>.toml")
-    parser.add_argument("--conf-dir", default=str(default_conf_dir))
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="override one configuration value (repeatable)")
-    return parser
-
-
-def configure_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        logging.getLogger("py4j").setLevel(logging.WARNING)  # otherwise a line per call from the JVM
 
 
 def parse_args(argv: list[str], default_conf_dir: Path) -> argparse.Namespace:

@@ -25,6 +25,7 @@ from streamdash.checkpoint import (
     batch_watermark_ms,
     check_checkpoint,
     committed_source_offsets,
+    gold_counted_until_ms,
     query_id,
 )
 from streamdash.columns import EVENT_TIME_ADJUSTED, READ_AT
@@ -149,16 +150,18 @@ def gold_windows(settings: Settings, records: DataFrame) -> DataFrame:
 
 def gold_starter(spark: SparkSession, settings: Settings, name: str) -> Callable[[], StreamingQuery]:
     """Gold merges each batch's windows, and counts those the dashboards had closed: their watermark lags the
-    same newest event time by `aggregation.watermark` where gold's lags it by `lakehouse.gold_lateness`."""
+    same newest event time by `aggregation.watermark` where gold's lags it by `lakehouse.gold_lateness`. Gold
+    rebuilt after a contract change counts only past where the gold before it had."""
     lakehouse, aggregation = settings.lakehouse, settings.aggregation
     delta.create_bronze(spark, lakehouse.bronze)  # when gold runs in a job without bronze's query
     windows = gold_windows(settings, delta.read_stream(spark, lakehouse.bronze))
     checkpoint = checkpoint_of(settings, "gold")
     ahead_ms = int((duration_seconds(lakehouse.gold_lateness) - duration_seconds(aggregation.watermark)) * 1000)
+    counted_until_ms = gold_counted_until_ms(spark, checkpoint)  # by gold before a contract change (`carry_over`)
 
     def dashboards_watermark_ms(batch_id: int) -> int | None:
         gold_ms = batch_watermark_ms(spark, checkpoint, batch_id)
-        return gold_ms + ahead_ms if gold_ms else None
+        return gold_ms + ahead_ms if gold_ms and gold_ms >= counted_until_ms else None
 
     handler = delta.GoldBatches(
         delta.GoldTable(lakehouse.gold), name,

@@ -3,6 +3,8 @@ Catalog volumes, abfss): checkpoints and dead letters live there."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyspark.sql import SparkSession
 
 
@@ -15,19 +17,32 @@ def file_system(spark: SparkSession, path: str):
     return hadoop_path(spark, path).getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
-def replace_folder_with_file(spark: SparkSession, folder: str, name: str, data: bytes) -> None:
-    """`folder` replaced by one holding only the file `name`: written under a hidden name (`_` + name: Spark's
-    readers skip it) and renamed when complete, so a reader never sees half of it."""
-    fs = file_system(spark, folder)
-    fs.delete(hadoop_path(spark, folder), True)
-    staged, final = hadoop_path(spark, f"{folder}/_{name}"), hadoop_path(spark, f"{folder}/{name}")
-    out = fs.create(staged, True)
+def replace_parts(spark: SparkSession, folder: str, owner: str, write: Callable[[str], None]) -> None:
+    """Replace the files `owner` has in `folder` (`part-<owner>-<n>.json`) with the `part-*` files `write(staging)`
+    puts in a staging folder (`_<owner>`: Spark's readers skip it), and leave other owners' files alone: a replay of
+    a batch replaces what it wrote before, a new checkpoint's batch of the same number (another owner) keeps the
+    old one's."""
+    fs, staging = file_system(spark, folder), f"{folder}/_{owner}"
+    fs.delete(hadoop_path(spark, staging), True)
+    write(staging)
+    for status in fs.listStatus(hadoop_path(spark, folder)):
+        if status.getPath().getName().startswith(f"part-{owner}-"):
+            fs.delete(status.getPath(), False)
+    staged = sorted((status.getPath() for status in fs.listStatus(hadoop_path(spark, staging))
+                     if status.getPath().getName().startswith("part-")), key=lambda path: path.getName())
+    for number, path in enumerate(staged):
+        final = hadoop_path(spark, f"{folder}/part-{owner}-{number}.json")
+        if not fs.rename(path, final):
+            raise OSError(f"could not rename {path} to {final}")
+    fs.delete(hadoop_path(spark, staging), True)
+
+
+def write_bytes(spark: SparkSession, path: str, data: bytes, overwrite: bool = False) -> None:
+    stream = file_system(spark, path).create(hadoop_path(spark, path), overwrite)
     try:
-        out.write(bytearray(data))
+        stream.write(bytearray(data))
     finally:
-        out.close()
-    if not fs.rename(staged, final):
-        raise OSError(f"could not rename {staged} to {final}")
+        stream.close()
 
 
 def read_text(spark: SparkSession, path: str) -> str | None:
@@ -44,8 +59,4 @@ def read_text(spark: SparkSession, path: str) -> str | None:
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
     """A new small file holding `text` (refused if the file exists)."""
-    stream = file_system(spark, path).create(hadoop_path(spark, path), False)
-    try:
-        stream.write(bytearray(text.encode()))
-    finally:
-        stream.close()
+    write_bytes(spark, path, text.encode())

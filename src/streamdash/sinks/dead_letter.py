@@ -1,10 +1,11 @@
 """The dead-letter sink: every record that failed validation and every point InfluxDB refused, kept with its
 reason, plus a count per reason in InfluxDB (`pipeline_deadletter`).
 
-Records land under `<path>`: as JSON lines in one folder per stream and micro-batch
-(`stream=<stream>/batch_id=<n>`, overwritten on a replay; the stream is `<job>_dead_letters` for records that
-failed validation, `<job>_aggregates` for points InfluxDB refused), or as a Delta table appended with
-`txnAppId` (the stream and the query's id) and `txnVersion` (the batch id), so a replayed batch is skipped.
+Records land under `<path>`: as JSON lines in one folder per stream and micro-batch (`stream=<stream>/batch_id=<n>`;
+the stream is `<job>_dead_letters` for records that failed validation, `<job>_aggregates` for points InfluxDB
+refused), in files named by the query's id (`part-<query id>-<n>.json`), which a replay replaces and a new
+checkpoint's batch of the same number does not; or as a Delta table appended with `txnAppId` (the stream and the
+query's id) and `txnVersion` (the batch id), so a replayed batch is skipped.
 Columns: payload, topic, partition, offset, kafka_timestamp (null for refused points), headers (where the source
 read them: a contract with a `header:` field; base64 values in JSON), reason, detail (InfluxDB's message for refused
 points), batch_id, dead_lettered_at.
@@ -25,7 +26,7 @@ from streamdash.events import Reason
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.points import dead_letter_count_line
 from streamdash.sinks.report import WriteReport
-from streamdash.storage import replace_folder_with_file
+from streamdash.storage import replace_parts, write_bytes
 from streamdash.transforms.parse import DEAD_LETTER_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,15 @@ class DeadLetters:
             app_id = stream if self.query_id is None else f"{stream}-{self.query_id()}"
             (stamped.write.format("delta").mode("append").option("txnAppId", app_id)
              .option("txnVersion", batch_id).option("mergeSchema", "true").save(sink.path))
-        elif sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
-            text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())
-            replace_folder_with_file(records.sparkSession, folder, "part-00000.json", text.encode())
         else:
-            stamped.drop("batch_id").write.mode("overwrite").json(folder)
+            spark, owner = records.sparkSession, "0" if self.query_id is None else self.query_id()
+            if sum(row["json_bytes"] for row in counts) <= MAX_JSON_BYTES_FROM_DRIVER:
+                text = "".join(f"{row[0]}\n" for row in stamped.select(as_json).collect())
+                replace_parts(spark, folder, owner,
+                              lambda staging: write_bytes(spark, f"{staging}/part-00000.json", text.encode()))
+            else:
+                replace_parts(spark, folder, owner,
+                              lambda staging: stamped.drop("batch_id").write.mode("overwrite").json(staging))
         report = self.counts.write_lines([dead_letter_count_line(row, stream, batch_id, self.batch_time_ms(batch_id))
                                           for row in counts])
         for line, why in report.rejected:

@@ -105,7 +105,8 @@ class GoldTable:
             # stays that of the recent windows however long the table gets.
             in_range = f"t.window_start BETWEEN timestamp_micros({first}) AND timestamp_micros({last})"
             matched = " AND ".join([in_range, *(f"t.`{key}` <=> s.`{key}`" for key in GOLD_KEY)])
-            spark.sql(f"MERGE INTO {sql_name(self.table)} t USING {view} s ON {matched} "
+            # A contract that gained a measurement or statistic adds its columns (`carry_over`).
+            spark.sql(f"MERGE WITH SCHEMA EVOLUTION INTO {sql_name(self.table)} t USING {view} s ON {matched} "
                       "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
         finally:
             spark.catalog.dropTempView(view)

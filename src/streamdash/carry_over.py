@@ -39,6 +39,7 @@ from streamdash.checkpoint import (
     gold_counted_until_ms,
     last_committed_batch,
     next_watermark_ms,
+    uncommitted_batch,
 )
 from streamdash.config import Settings, duration_seconds
 from streamdash.errors import StreamdashError
@@ -93,6 +94,9 @@ def _carry_dashboards(spark: SparkSession, checkpoint: str, aside: str) -> dict 
     # once for each branch that reads it).
     version, metadata, *offsets = read_text(spark, f"{checkpoint}/offsets/{batch}").splitlines()
     watermark_ms = next_watermark_ms(spark, checkpoint)
+    if (unfinished := uncommitted_batch(spark, checkpoint)) is not None:
+        log.warning("%s: batch %d had not committed; its records are read again under the new contract, and the dead "
+                    "letters it may have written before it stopped are written again", checkpoint, unfinished)
     _move(spark, checkpoint, aside)
     write_text(spark, f"{checkpoint}/offsets/0",
                "\n".join([version, json.dumps({**json.loads(metadata), "batchWatermarkMs": watermark_ms}), *offsets]))

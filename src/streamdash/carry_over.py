@@ -145,6 +145,9 @@ class Recompute:
             backfill(self.spark, settings, _moment(due["watermark_ms"] - largest_ms), _moment(end_ms),
                      ("influxdb",), ends_after=_moment(due["watermark_ms"]), stop=self.stop)
         except StreamdashError as err:
+            if self.stop.is_set():
+                log.info("the recompute of the windows open at the contract change is left to the next start")
+                return
             self.next_try = time.monotonic() + self.RETRY_S
             log.error("the recompute of the windows open at the contract change did not finish (%s); it is tried "
                       "again in %.0f s, or at the next start", err, self.RETRY_S)

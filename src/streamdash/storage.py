@@ -37,8 +37,9 @@ def replace_parts(spark: SparkSession, folder: str, owner: str, write: Callable[
     fs.delete(hadoop_path(spark, staging), True)
 
 
-def write_bytes(spark: SparkSession, path: str, data: bytes, overwrite: bool = False) -> None:
-    stream = file_system(spark, path).create(hadoop_path(spark, path), overwrite)
+def write_bytes(spark: SparkSession, path: str, data: bytes) -> None:
+    """A new file holding `data` (refused if the file exists)."""
+    stream = file_system(spark, path).create(hadoop_path(spark, path), False)
     try:
         stream.write(bytearray(data))
     finally:

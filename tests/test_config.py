@@ -278,6 +278,14 @@ def test_a_carry_over_needs_bronze_to_recompute_from(monkeypatch):
     assert settings.job.on_contract_change == "carry_over"
 
 
+def test_limits_judge_a_statistic_the_job_computes(monkeypatch):
+    monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
+    with pytest.raises(ConfigError, match=re.escape("limits.statistic 'p95' is not among contract.statistics")):
+        load_settings("local", CONF, ["limits.path=limits.csv", 'contract.statistics=["mean"]',
+                                      "limits.statistic=p95"])
+    assert load_settings("local", CONF, ["limits.path=limits.csv"]).limits.statistic == "mean"
+
+
 def test_an_unknown_section_given_with_set_is_blamed_on_the_set(monkeypatch):
     monkeypatch.setenv("INFLUXDB_TOKEN", "u:p")
     with pytest.raises(ConfigError) as error:

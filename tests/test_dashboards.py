@@ -38,6 +38,7 @@ ALERT_RULES = GRAFANA / "provisioning" / "alerting" / "streamdash.yml"
 CHRONOGRAF = REPO / "dashboards" / "chronograf" / "fleet_overview.json"
 LIVE_TOKEN = "glsa_live-token-do-not-print"
 DEFAULT_WINDOWS = {"10s": 10, "1m": 60}
+LIMITED_DEVICE = "dev-0001"
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +51,12 @@ def dashboard_run(stack, stack_env, influx, tmp_path_factory):
     topic, database = f"dash-{work.name[-8:]}", influx.create_database("dashboards")
     create_topic(stack.info["kafka"]["bootstrap_servers"], topic, partitions=3)
     live = FaultServer([(503, {"Retry-After": "0"})], default_status=200, expected_auth=f"Bearer {LIVE_TOKEN}")
+    limits = work / "limits.csv"  # every device's temperature within the fleet's limits, but LIMITED_DEVICE's own
+    limits.write_text("scope,key,measurement,warn_low,warn_high,crit_low,crit_high\n"
+                      f"fleet,,temperature,,1000000,,\ndevice,{LIMITED_DEVICE},temperature,,,,-1000\n")
     args = job_args(stack, topic, database, work) + [
         "--set", 'aggregation.window_sizes=["10 seconds", "1 minute"]', "--set", f"grafana_live.url={live.url}",
-        "--set", "grafana_live.token=${GRAFANA_LIVE_TOKEN}"]
+        "--set", "grafana_live.token=${GRAFANA_LIVE_TOKEN}", "--set", f"limits.path={limits}"]
     job = Job(args, {**stack_env, "GRAFANA_LIVE_TOKEN": LIVE_TOKEN}, work / "job.log")
     try:
         job.wait_started()
@@ -282,7 +286,7 @@ def test_a_malformed_panel_fails_the_model_check(malformation):
 def test_alert_rules_fit_grafanas_rule_model_and_a_malformed_rule_is_refused(tmp_path):
     rules = dashboards.load_alert_rules(ALERT_RULES)
     assert [rule["uid"] for rule in rules] == ["streamdash-device-silent", "streamdash-freshness",
-                                               "streamdash-dead-letter-share"]
+                                               "streamdash-dead-letter-share", "streamdash-device-limits"]
     for rule in rules:
         assert {step["datasourceUid"] for step in rule["data"]} == {"streamdash-influxdb", dashboards.EXPRESSION_UID}
     document = yaml.safe_load(ALERT_RULES.read_text())
@@ -295,7 +299,8 @@ def test_alert_rules_fit_grafanas_rule_model_and_a_malformed_rule_is_refused(tmp
 
 def test_alert_rules_evaluate_on_the_run_as_grafana_would(query, influx, dashboard_run):
     """Each rule's query on the real InfluxDB, its reduce and threshold applied: after the run every device is
-    live and the dead-letter share is exactly what the simulator sent; ten minutes on, every device is silent."""
+    live and the dead-letter share is exactly what the simulator sent; ten minutes on, every device is silent; the
+    limits rule fires for the one device past its own limit."""
     rules = {rule["uid"]: rule for rule in dashboards.load_alert_rules(ALERT_RULES)}
     entries = dashboard_run["entries"]
     last_event_ms = max(e["event"]["event_time_ms"] for e in entries if e["event"])
@@ -314,6 +319,11 @@ def test_alert_rules_evaluate_on_the_run_as_grafana_would(query, influx, dashboa
     ((stream, value),) = share.reduced.items()
     assert share.ok and stream[0][1].endswith("_aggregates")
     assert value == pytest.approx(dead / len(entries), rel=1e-9) and share.firing == {stream: value > 0.05}
+
+    # One rule, each device with its own limits: only LIMITED_DEVICE's temperature is past its crit bound.
+    limits = dashboards.evaluate_rule(rules["streamdash-device-limits"], query, last_event_ms + 60_000)
+    assert limits.ok and limits.firing == {
+        (device, ("measurement", "temperature"), site): device[1] == LIMITED_DEVICE for device, site in devices}
 
     freshness = dashboards.evaluate_rule(rules["streamdash-freshness"], query, progress_ms + 1000)
     assert freshness.ok and all(labels[0][1].endswith("_aggregates") for labels in freshness.reduced)
@@ -337,8 +347,18 @@ def test_dashboards_check_command_reports_each_panel(influx, dashboard_run):
     good = check(dashboard_run["database"])
     assert good.returncode == 0, good.stdout + good.stderr
     assert "panel queries returned data" in good.stdout and influx.token not in good.stdout + good.stderr
+    assert "skipped:" not in good.stdout  # the run judged limits: its limits panel has data
     empty = check(influx.create_database("empty"))
     assert empty.returncode == 2 and "returned no data or failed" in empty.stderr
+    # A job without `limits`: the same points but telemetry_limits; its panel is skipped and says why.
+    without = influx.create_database("nolimits")
+    influx.query(f'SELECT * INTO "{without}"."autogen".:MEASUREMENT FROM "{dashboard_run["database"]}"."autogen".'
+                 '/^(telemetry_device|telemetry_site|pipeline_.*)$/ GROUP BY *', dashboard_run["database"])
+    skipped = check(without)
+    assert skipped.returncode == 0, skipped.stdout + skipped.stderr
+    assert [line for line in skipped.stdout.splitlines() if "skipped:" in line] == [
+        line for line in skipped.stdout.splitlines() if "Devices out of their limits" in line]
+    assert "skipped: no limits judged in this database" in skipped.stdout
 
 
 def test_the_query_command_prints_what_landed(influx, dashboard_run):

@@ -455,6 +455,17 @@ class Lakehouse(_Section):
         return self
 
 
+class Limits(_Section):
+    """Limits per device, device type, site or fleet (`streamdash.limits`): each device window's `statistic` judged
+    against them and written to `telemetry_limits`, for one alert rule with every device's own limits."""
+
+    path: str = Field(min_length=1)  # a CSV file with a header row, or a Delta table (`format`)
+    format: Literal["csv", "delta"] = "csv"
+    statistic: Literal[STATISTIC_NAMES] = "mean"
+    # How often the job reads the table again while it runs: a changed limit takes effect within this much time.
+    reread_every: Duration("1 day") = "30 seconds"
+
+
 class Job(_Section):
     name: str = "streamdash"
     checkpoint_location: str = Field(min_length=1)
@@ -490,6 +501,7 @@ class Settings(_Section):
     grafana_live: GrafanaLiveSink | None = None
     dead_letter: DeadLetterSink
     lakehouse: Lakehouse = Lakehouse()
+    limits: Limits | None = None
     job: Job
 
     @model_validator(mode="after")
@@ -505,6 +517,12 @@ class Settings(_Section):
         if self.job.on_contract_change == "carry_over" and (self.source.kind != "kafka" or not self.lakehouse.bronze):
             raise ValueError("job.on_contract_change = \"carry_over\" recomputes the windows open at the change "
                              "from bronze and starts at Kafka offsets: it needs lakehouse.bronze and a Kafka source")
+        return self
+
+    @model_validator(mode="after")
+    def _limits_judge_a_computed_statistic(self) -> Settings:
+        if self.limits and self.limits.statistic not in self.contract.statistics:
+            raise ValueError(f"limits.statistic {self.limits.statistic!r} is not among contract.statistics")
         return self
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from streamdash.checkpoint import (
 )
 from streamdash.columns import EVENT_TIME_ADJUSTED, READ_AT
 from streamdash.config import Settings, duration_seconds, window_label
+from streamdash.limits import LiveLimits
 from streamdash.metrics import metrics_writer
 from streamdash.sinks import delta
 from streamdash.sinks.dead_letter import DeadLetters
@@ -181,7 +182,8 @@ def batch_handler(spark: SparkSession, settings: Settings, stream: str) -> Micro
     this_query, batch_ms = cache(partial(query_id, spark, checkpoint)), partial(batch_time_ms, spark, checkpoint)
     return MicroBatchWriter(
         stream=stream,
-        windows=LineSinks(partial(aggregate_line, settings.contract), influxdb, views),
+        windows=LineSinks(partial(aggregate_line, settings.contract), influxdb, views,
+                          LiveLimits(spark, settings.limits, settings.contract) if settings.limits else None),
         refused=DeadLetters(settings.dead_letter, influxdb, stream, batch_ms, this_query),
         invalid=DeadLetters(settings.dead_letter, influxdb, f"{settings.job.name}_dead_letters", batch_ms,
                             this_query),

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial, reduce
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pyspark.sql import DataFrame
 
 from streamdash.columns import TALLY  # a row's dead-letter tally (`dead_letter.tally`), null on rows to write
 from streamdash.sinks.report import WriteReport, add_to_tally
+
+if TYPE_CHECKING:
+    from streamdash.limits import LiveLimits
 
 
 class LineSink(Protocol):
@@ -27,8 +30,8 @@ class LineSink(Protocol):
         ...
 
 
-def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineSink],
-                    rows: Iterable[Any]) -> Iterator[list[WriteReport]]:
+def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineSink], rows: Iterable[Any], *,
+                    more_lines: Callable[[dict], list[str]] | None = None) -> Iterator[list[WriteReport]]:
     """`mapPartitions` body: rows -> lines -> each sink in order; yields one report per sink for the driver, each
     with the newest `newest_event_ns` among the rows. A row whose `TALLY` column is set is a dead letter: it is
     counted into the reports' `dead_letters`, not written, so that one pass over a batch serves both."""
@@ -40,6 +43,8 @@ def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineS
         else:
             add_to_tally(tallies, letter["reason"], 1, letter["json_bytes"])
     lines = [to_line(row) for row in dicts]
+    if more_lines is not None:  # such as each device window judged against its limits (`streamdash.limits`)
+        lines += [extra for row in dicts for extra in more_lines(row)]
     newest = max((row["newest_event_ns"] for row in dicts if row.get("newest_event_ns") is not None), default=None)
     reports = [sink.write_lines(lines) for sink in sinks]
     for report in reports:
@@ -47,9 +52,11 @@ def write_partition(to_line: Callable[[dict], str | None], sinks: Sequence[LineS
     yield reports
 
 
-def write_rows(batch: Any, to_line: Callable[[dict], str | None], sinks: Sequence[LineSink]) -> list[WriteReport]:
+def write_rows(batch: Any, to_line: Callable[[dict], str | None], sinks: Sequence[LineSink],
+               more_lines: Callable[[dict], list[str]] | None = None) -> list[WriteReport]:
     """Write every row of a DataFrame to `sinks` from the executors; one report per sink, partitions merged."""
-    per_partition = batch.rdd.mapPartitions(partial(write_partition, to_line, tuple(sinks))).collect()
+    per_partition = batch.rdd.mapPartitions(partial(write_partition, to_line, tuple(sinks),
+                                                    more_lines=more_lines)).collect()
     return [reduce(WriteReport.merge, (reports[i] for reports in per_partition), WriteReport())
             for i in range(len(sinks))]
 
@@ -61,6 +68,8 @@ class LineSinks:
     to_line: Callable[[dict], str | None]
     record: LineSink
     views: tuple[LineSink, ...] = ()
+    limits: LiveLimits | None = None  # each device window judged against its limits, written beside it
 
     def write(self, rows: DataFrame, batch_id: int) -> WriteReport:
-        return write_rows(rows, self.to_line, [self.record, *self.views])[0]
+        judged = self.limits.lines() if self.limits else None
+        return write_rows(rows, self.to_line, [self.record, *self.views], judged)[0]

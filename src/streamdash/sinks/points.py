@@ -6,6 +6,8 @@
 |                     | and the contract's tags           | stddev,p95} for each measurement <m>    |              |
 |                     |                                   | (the contract's statistics)             |              |
 | telemetry_site      | site, window                      | as telemetry_device                     | window start |
+| telemetry_limits    | site, device, device_type,        | level (0 ok, 1 warn, 2 crit), state,    | window start |
+|                     | measurement, window               | value, limit (the bound passed)         |              |
 | pipeline_deadletter | stream (the query name), reason   | count (int)                             | see below    |
 | pipeline_progress   | stream (the query name)           | see `streamdash.metrics`                | batch start  |
 | pipeline_writes     | stream (the query name)           | see `streamdash.metrics`                | windows written |
@@ -27,6 +29,7 @@ from streamdash.sinks.line_protocol import line
 
 DEVICE_MEASUREMENT = "telemetry_device"
 SITE_MEASUREMENT = "telemetry_site"
+LIMITS_MEASUREMENT = "telemetry_limits"  # `streamdash.limits`
 DEAD_LETTER_MEASUREMENT = "pipeline_deadletter"
 PROGRESS_MEASUREMENT = "pipeline_progress"
 WRITES_MEASUREMENT = "pipeline_writes"

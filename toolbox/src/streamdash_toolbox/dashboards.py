@@ -39,6 +39,7 @@ from grafana_foundation_sdk.models.alerting import Rule
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from streamdash import influxql
+from streamdash.sinks.points import LIMITS_MEASUREMENT
 
 GRAFANA_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 REGEX_LITERAL = re.compile(r"/\^?([^/]*?)\$?/")
@@ -54,10 +55,16 @@ class QueryCheck:
     statement: str
     values: int = 0
     problem: str = ""
+    skipped: str = ""  # why a panel of a feature the job was not configured with has no data (`OPTIONAL`)
 
     @property
     def ok(self) -> bool:
-        return not self.problem and self.values > 0
+        return not self.problem and (self.values > 0 or bool(self.skipped))
+
+
+# Measurements the job writes only when a feature is configured: a panel over one that the database does not hold
+# is skipped with this reason instead of failed.
+OPTIONAL = {LIMITS_MEASUREMENT: "no limits judged in this database (the job's `limits` is not set)"}
 
 
 @dataclass
@@ -179,6 +186,9 @@ def check_grafana(path: Path, query: Any, window: Window, live_channels: list[st
             else:
                 check.statement = expand_grafana(target["query"], variables, window)
                 _run(check, query)
+                if not check.values and not check.problem:
+                    check.skipped = next((why for name, why in OPTIONAL.items() if f'"{name}"' in check.statement
+                                          and not query(f'SHOW MEASUREMENTS WITH MEASUREMENT = "{name}"')), "")
             checks.append(check)
     return checks
 

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from streamdash.columns import READ_AT
 from streamdash.command_line import configuration_arguments, configure_logging
-from streamdash.config import Settings, duration_seconds, load_settings, window_label
+from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
 from streamdash.pipeline import gold_windows
 from streamdash.session import check_delta, failure_summary, spark_session
@@ -38,6 +38,7 @@ from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.lines import LineSinks
 from streamdash.sinks.points import aggregate_line
 from streamdash.storage import file_system, hadoop_path
+from streamdash.transforms.aggregate import window_end_ms
 
 log = logging.getLogger("streamdash.backfill")
 BACKFILL_BATCH_ID = -1  # the gold table's batch_id of a backfilled window
@@ -68,9 +69,7 @@ def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: d
                .where(F.col(READ_AT).between(first, end + after)))
     windows = gold_windows(settings, records).where(F.col("window_start_ns").between(_ns(start), _ns(end) - 1))
     if ends_after is not None:
-        size_ns = F.create_map(*[F.lit(value) for size in settings.aggregation.window_sizes
-                                 for value in (window_label(size), int(duration_seconds(size) * 1e9))])
-        windows = windows.where(F.col("window_start_ns") + size_ns[F.col("window")] > _ns(ends_after))
+        windows = windows.where(window_end_ms(settings.aggregation.window_sizes) > _ns(ends_after) / 1_000_000)
     targets = ([delta.GoldTable(lakehouse.gold)] if "gold" in sinks else []) + (
         [LineSinks(partial(aggregate_line, settings.contract), InfluxWriter.from_config(settings.influxdb))]
         if "influxdb" in sinks else [])

@@ -122,18 +122,21 @@ def _move(spark: SparkSession, source: str, target: str) -> None:
 class Recompute:
     """The windows a carried-over change left open, recomputed from bronze into InfluxDB once the dashboards' new
     state has closed them and bronze holds what the dashboards read; `step()` at each turn of the job's loop. A
-    failed or stopped recompute is tried again (it writes the same windows)."""
+    failed or stopped recompute is tried again (it writes the same windows). What is due is read once, at start:
+    only the carry-over at start makes it."""
 
     RETRY_S = 60.0
 
     def __init__(self, spark: SparkSession, settings: Settings, stop: threading.Event):
         self.spark, self.settings, self.stop = spark, settings, stop
         self.root = settings.job.checkpoint_location.rstrip("/")
+        self.due = (carried_over(self.spark, self.root).get("dashboards")
+                    if "dashboards" in selected_queries(settings) else None)
         self.next_try = 0.0
 
     def step(self) -> None:
-        due = carried_over(self.spark, self.root).get("dashboards")
-        if due is None or "dashboards" not in selected_queries(self.settings) or time.monotonic() < self.next_try:
+        due = self.due
+        if due is None or time.monotonic() < self.next_try:
             return
         settings = self.settings
         largest_ms = int(max(map(duration_seconds, settings.aggregation.window_sizes)) * 1000)
@@ -154,6 +157,7 @@ class Recompute:
             return
         path = f"{self.root}/{CARRY_OVER_FOLDER}/dashboards.json"
         file_system(self.spark, path).delete(hadoop_path(self.spark, path), False)
+        self.due = None
         log.info("the windows open at the contract change are recomputed from bronze: the carry-over is done")
 
     def _ready(self, due: dict, closed_ms: int) -> bool:

@@ -35,25 +35,26 @@ def check_checkpoint(spark: SparkSession, checkpoint: str, layout: dict) -> None
         raise StreamdashError(
             f"{checkpoint} holds checkpoints of an earlier query layout ({found[0].getPath().getName()}); this "
             f"version reads, aggregates and dead-letters in one query and cannot continue from them. {start_over}")
-    marker = f"{checkpoint}/{STATE_LAYOUT_FILE}"
-    if read_text(spark, marker) is not None:
-        if changed := layout_changes(spark, checkpoint, layout):
-            raise StreamdashError(f"{checkpoint} holds aggregation state of another layout (it differs in "
-                                  f"{', '.join(changed)}); this configuration cannot continue from it. {start_over}, "
-                                  "or carry the running deployment over to the new contract: "
-                                  "job.on_contract_change = \"carry_over\" (docs/operations.md)")
-    elif fs.exists(hadoop_path(spark, f"{checkpoint}/aggregates")):
-        raise StreamdashError(
-            f"{checkpoint} holds the state of streamdash 0.3 or earlier, whose deduplication was keyed by "
-            f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
-    else:
-        write_text(spark, marker, json.dumps(layout, sort_keys=True))
+    changed = layout_changes(spark, checkpoint, layout)
+    if changed:
+        raise StreamdashError(f"{checkpoint} holds aggregation state of another layout (it differs in "
+                              f"{', '.join(changed)}); this configuration cannot continue from it. {start_over}, "
+                              "or carry the running deployment over to the new contract: "
+                              "job.on_contract_change = \"carry_over\" (docs/operations.md)")
+    if changed is None:  # no layout recorded: a new checkpoint, or one of 0.3 or earlier
+        if fs.exists(hadoop_path(spark, f"{checkpoint}/aggregates")):
+            raise StreamdashError(
+                f"{checkpoint} holds the state of streamdash 0.3 or earlier, whose deduplication was keyed by "
+                f"(device_id, seq) alone; this version keys it by ({', '.join(DEDUPLICATION_KEY)}). {start_over}")
+        write_text(spark, f"{checkpoint}/{STATE_LAYOUT_FILE}", json.dumps(layout, sort_keys=True))
 
 
-def layout_changes(spark: SparkSession, checkpoint: str, layout: dict) -> list[str]:
-    """What differs between `layout` and the one recorded under `checkpoint` (none recorded: nothing)."""
+def layout_changes(spark: SparkSession, checkpoint: str, layout: dict) -> list[str] | None:
+    """What differs between `layout` and the one recorded under `checkpoint` (None: none recorded)."""
     text = read_text(spark, f"{checkpoint}/{STATE_LAYOUT_FILE}")
-    recorded = layout if text is None else json.loads(text)
+    if text is None:
+        return None
+    recorded = json.loads(text)
     return sorted(key for key in {*recorded, *layout} if recorded.get(key) != layout.get(key))
 
 

@@ -29,7 +29,7 @@ from streamdash.checkpoint import (
     query_id,
 )
 from streamdash.columns import EVENT_TIME_ADJUSTED, READ_AT
-from streamdash.config import Settings, duration_seconds, window_label
+from streamdash.config import Settings, duration_seconds
 from streamdash.limits import LiveLimits
 from streamdash.metrics import metrics_writer
 from streamdash.sinks import delta
@@ -166,7 +166,7 @@ def gold_starter(spark: SparkSession, settings: Settings, name: str) -> Callable
 
     handler = delta.GoldBatches(
         delta.GoldTable(lakehouse.gold), name,
-        {window_label(size): int(duration_seconds(size) * 1000) for size in aggregation.window_sizes},
+        aggregation.window_sizes,
         dashboards_watermark_ms,
         metrics_writer(InfluxWriter.from_config(settings.influxdb)) if settings.job.self_metrics else None)
     return partial(windows.writeStream.outputMode("update").queryName(name)

@@ -23,6 +23,7 @@ from streamdash.metrics import gold_line, write_metric
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.report import WriteReport
 from streamdash.storage import file_system, hadoop_path
+from streamdash.transforms.aggregate import window_end_ms
 
 GOLD_KEY = ("level", "window", "window_start", "site", "device_id")
 
@@ -122,7 +123,7 @@ class GoldBatches:
 
     gold: GoldTable
     stream: str
-    window_ms: dict[str, int]  # each window label's size
+    window_sizes: list[str]  # `aggregation.window_sizes`
     dashboards_watermark_ms: Callable[[int], int | None]  # batch id -> where the dashboards' stood (None: not yet)
     metrics: InfluxWriter | None = None
 
@@ -131,9 +132,8 @@ class GoldBatches:
         try:
             merged = self.gold.write(batch, batch_id).written
             closed_ms = self.dashboards_watermark_ms(batch_id)
-            size_ms = F.create_map(*[F.lit(value) for pair in self.window_ms.items() for value in pair])
-            end_ms = F.col("window_start_ns") / 1_000_000 + size_ms[F.col("window")]
-            late = 0 if closed_ms is None or not merged else batch.where(end_ms <= closed_ms).count()
+            late = (0 if closed_ms is None or not merged
+                    else batch.where(window_end_ms(self.window_sizes) <= closed_ms).count())
         finally:
             batch.unpersist()
         if self.metrics:

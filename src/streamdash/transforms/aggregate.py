@@ -86,6 +86,13 @@ def state_layout(contract: Contract) -> dict:
 
 
 
+def window_end_ms(window_sizes: list[str]) -> Column:
+    """The end of an output row's window (`window_start_ns` plus its size), in milliseconds."""
+    size_ms = F.create_map(*[F.lit(value) for size in window_sizes
+                             for value in (window_label(size), int(duration_seconds(size) * 1000))])
+    return F.col("window_start_ns") / 1_000_000 + size_ms[F.col("window")]
+
+
 def _groupings(window_sizes: list[str], device_keys: dict[str, str]) -> Column:
     """One struct per (size, level): the window label, the bucket start in microseconds and the level's keys:
     `device_keys` (column: SQL type) on device rows, nulls of the same types on site rows."""

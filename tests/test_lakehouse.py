@@ -121,6 +121,18 @@ def progress_sum(influx, database: str, field: str, stream: str) -> int:
     return rows[0]["sum"] if rows else 0
 
 
+def wait_until_gold_matches(spark, table: str, truth: GroundTruth, moved) -> None:
+    """Until gold holds exactly `truth`'s windows, or the checkpoints stand still for `STALL_S`."""
+    assert wait_for(lambda: not truth.window_differences(gold_points(spark, table)), STALL_S, progress=moved), \
+        truth.window_differences(gold_points(spark, table))[:8]
+
+
+def assert_bronze_holds_each_record_once(spark, table: str, truth: GroundTruth) -> None:
+    stored = delta.read(spark, table)
+    assert stored.count() == len(truth.entries), "every record of the topic once"
+    assert stored.select("partition", "offset").distinct().count() == len(truth.entries)
+
+
 def test_three_queries_survive_a_sigkill_gold_keeps_the_late_events_and_the_backfill_is_gold_over_a_range(
         spark, stack, stack_env, influx, topic, database, tmp_path):
     """The job with both tables runs three queries, SIGKILLed mid-run and started again. Then: InfluxDB holds what
@@ -162,14 +174,11 @@ def test_three_queries_survive_a_sigkill_gold_keeps_the_late_events_and_the_back
         truth = GroundTruth(manifest)
         truth.assert_matches(influx, database, tmp_path)
         with_late = GroundTruth(manifest, categories=ground_truth.BACKFILLED)
-        assert wait_for(lambda: not with_late.window_differences(gold_points(spark, gold_table)), STALL_S,
-                        progress=moved), with_late.window_differences(gold_points(spark, gold_table))[:8]
+        wait_until_gold_matches(spark, gold_table, with_late, moved)
         assert job.terminate() == 0
     finally:
         job.cleanup()
-    stored = delta.read(spark, bronze)
-    assert stored.count() == len(truth.entries), "every record of the topic once, through the SIGKILL"
-    assert stored.select("partition", "offset").distinct().count() == len(truth.entries)
+    assert_bronze_holds_each_record_once(spark, bronze, truth)
     in_influx, in_gold = influx_points(influx, database), gold_points(spark, gold_table)
     differ = {key for key in in_gold if in_gold[key]["count"] != in_influx.get(key, {}).get("count")}
     assert any(e["category"] == "late_beyond" for e in truth.entries) and differ, "late events in gold only"
@@ -269,14 +278,10 @@ def test_a_measurement_added_to_a_running_deployment_is_carried_over_losing_noth
         assert any("battery_mean" in fields for fields in truth.points.values())
         truth.assert_matches(influx, database, tmp_path)
         assert len(dead_letter_records(tmp_path / "dead_letters")) == len(truth.dead), "each dead letter once"
-        rebuilt = GroundTruth(tmp_path / "manifest.jsonl")
-        assert wait_for(lambda: not rebuilt.window_differences(gold_points(spark, gold_table)), STALL_S,
-                        progress=moved), rebuilt.window_differences(gold_points(spark, gold_table))[:8]
+        wait_until_gold_matches(spark, gold_table, GroundTruth(tmp_path / "manifest.jsonl"), moved)
         assert job.terminate() == 0
     finally:
         job.cleanup()
-    stored = delta.read(spark, bronze)
-    assert stored.count() == len(truth.entries), "every record of the topic once, through the change"
-    assert stored.select("partition", "offset").distinct().count() == len(truth.entries)
+    assert_bronze_holds_each_record_once(spark, bronze, truth)
     assert not (tmp_path / "checkpoints" / "carry_over" / "dashboards.json").exists()
     assert list((tmp_path / "checkpoints" / "previous").glob("*/aggregates/commits"))

@@ -5,7 +5,12 @@ batch's windows written to InfluxDB with influxdb-client from the driver, as a u
 
 - `f2`: count and the means, every window size and level in one aggregation (the job's shape);
 - `f3`: f2 after the job's deduplication (`dropDuplicatesWithinWatermark` on `events.DEDUPLICATION_KEY`);
-- `f3_stats`: f3 with every statistic the job computes (mean, min, max, last, stddev, p95).
+- `f3_stats`: f3 with every statistic the job computes (mean, min, max, last, stddev, p95);
+- `f3_stats_lakehouse`: f3_stats beside Spark's own bronze and gold queries in the same application, as a user
+  would write them: the source appended to a Delta table by Delta's streaming sink, and that table read as a stream,
+  parsed, deduplicated and windowed with `lakehouse.gold_lateness`, each batch merged into a Delta table on the
+  window's identity (the tables are `lakehouse.bronze` and `lakehouse.gold`, every query in its fair-scheduler
+  pool and on `lakehouse.trigger_interval` as the job's).
 
     spark-submit ... benchmarks/floor_query.py f3 --env local --set K=V ...
 """
@@ -18,21 +23,23 @@ from pathlib import Path
 
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from streamdash.command_line import configure_logging
-from streamdash.config import Contract, load_settings
+from streamdash.config import Contract, Settings, load_settings
 from streamdash.events import DEDUPLICATION_KEY
 from streamdash.job import parse_args
 from streamdash.metrics import InfluxProgressListener
+from streamdash.pipeline import SCHEDULER_POOLS
 from streamdash.session import spark_session
+from streamdash.sinks import delta
 from streamdash.sinks.influxdb import InfluxWriter
 from streamdash.sinks.points import aggregate_line
 from streamdash.sources import kafka
 from streamdash.transforms.aggregate import deduplicate, windowed_aggregates
 
-QUERIES = ("f2", "f3", "f3_stats")
+QUERIES = ("f2", "f3", "f3_stats", "f3_stats_lakehouse")
 # The simulator's payload; the event time as text, since half the live simulator's records carry ISO-8601 times.
 SCHEMA = ("deviceId string, site string, deviceType string, eventTime string, seq long, "
           "measurements struct<temperature double, humidity double, pressure double, battery double>")
@@ -51,6 +58,34 @@ def typed_events(raw: DataFrame) -> DataFrame:
             .where(F.col("device_id").isNotNull() & F.col("site").isNotNull() & F.col("event_time").isNotNull()))
 
 
+def start_lakehouse(spark: SparkSession, settings: Settings) -> None:
+    """Spark's own bronze and gold queries, each in the pool the job's would run in."""
+    lakehouse, aggregation = settings.lakehouse, settings.aggregation
+    checkpoints = settings.job.checkpoint_location.rstrip("/")
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", SCHEDULER_POOLS["bronze"])
+    delta.create_bronze(spark, lakehouse.bronze)  # the gold query reads it from the start
+    (delta.bronze_records(kafka.read_stream(spark, settings.source)).writeStream.format("delta")
+     .partitionBy(delta.BRONZE_PARTITION).option("checkpointLocation", f"{checkpoints}/spark_bronze")
+     .trigger(processingTime=lakehouse.trigger_interval).start(lakehouse.bronze))
+    windows = windowed_aggregates(
+        deduplicate(typed_events(spark.readStream.format("delta").load(lakehouse.bronze)), lakehouse.gold_lateness,
+                    DEDUPLICATION_KEY), aggregation.window_sizes, aggregation.quantile_sketch_k, Contract())
+
+    def merge(batch: DataFrame, batch_id: int) -> None:
+        rows = delta.gold_rows(batch, batch_id)
+        if not delta.exists(spark, lakehouse.gold):
+            rows.write.format("delta").save(lakehouse.gold)
+            return
+        rows.createOrReplaceTempView("gold_batch")
+        on = " AND ".join(f"t.`{key}` <=> s.`{key}`" for key in delta.GOLD_KEY)
+        batch.sparkSession.sql(f"MERGE INTO delta.`{lakehouse.gold}` t USING gold_batch s ON {on} "
+                               "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *")
+
+    (windows.writeStream.outputMode("update").option("checkpointLocation", f"{checkpoints}/spark_gold")
+     .trigger(processingTime=lakehouse.trigger_interval).foreachBatch(merge).start())
+    spark.sparkContext.setLocalProperty("spark.scheduler.pool", SCHEDULER_POOLS["dashboards"])
+
+
 def main(argv: list[str]) -> None:
     query, args = argv[0], parse_args(argv[1:], Path(__file__).resolve().parent.parent / "conf")
     assert query in QUERIES, f"{query}: one of {QUERIES}"
@@ -59,7 +94,9 @@ def main(argv: list[str]) -> None:
     spark = spark_session(settings)
     influx = settings.influxdb
     spark.streams.addListener(InfluxProgressListener(InfluxWriter.from_config(influx)))
-    contract = Contract() if query == "f3_stats" else Contract(statistics=["mean"])
+    if query == "f3_stats_lakehouse":
+        start_lakehouse(spark, settings)
+    contract = Contract() if query.startswith("f3_stats") else Contract(statistics=["mean"])
     aggregation = settings.aggregation
     unique = deduplicate(typed_events(kafka.read_stream(spark, settings.source)), aggregation.watermark,
                          None if query == "f2" else DEDUPLICATION_KEY)
@@ -72,11 +109,11 @@ def main(argv: list[str]) -> None:
         writer.write(bucket=influx.bucket, record=[line for line in lines if line])
 
     name = f"{settings.job.name}_aggregates"
-    started = (windows.writeStream.outputMode("update").queryName(name)
-               .option("checkpointLocation", f"{settings.job.checkpoint_location.rstrip('/')}/{query}")
-               .trigger(processingTime=settings.job.trigger_interval).foreachBatch(write).start())
+    (windows.writeStream.outputMode("update").queryName(name)
+     .option("checkpointLocation", f"{settings.job.checkpoint_location.rstrip('/')}/{query}")
+     .trigger(processingTime=settings.job.trigger_interval).foreachBatch(write).start())
     log.info("started 1 queries: %s (%s)", name, query)
-    started.awaitTermination()
+    spark.streams.awaitAnyTermination()  # any of its queries failing ends it
 
 
 if __name__ == "__main__":

@@ -139,10 +139,14 @@ def test_three_queries_survive_a_sigkill_gold_keeps_the_late_events_and_the_back
     the simulator sent within the dashboards' watermark; bronze every record of the topic once; gold every window
     with the events that came too late for the dashboards but within gold's lateness, and it counted the windows
     in which it differs from them. `streamdash backfill` of the range into a new table makes gold's windows again,
-    and with `--influxdb` rewrites InfluxDB's with the late events too."""
+    and with `--influxdb` rewrites InfluxDB's with the late events too, each of dev-0001's windows judged against
+    its limit (crit whatever its temperature) and no other device's."""
     bronze, gold_table = str(tmp_path / "lake" / "bronze"), str(tmp_path / "lake" / "gold")
+    limits = tmp_path / "limits.csv"
+    limits.write_text("scope,key,measurement,warn_low,warn_high,crit_low,crit_high\n"
+                      "device,dev-0001,temperature,,,,-1000\n")
     args = job_args(stack, topic, database, tmp_path, f"lakehouse.bronze={bronze}", f"lakehouse.gold={gold_table}",
-                    "lakehouse.trigger_interval=2 seconds")
+                    "lakehouse.trigger_interval=2 seconds", f"limits.path={limits}")
     target = ["--bootstrap", stack.info["kafka"]["bootstrap_servers"]]
     batches = "SELECT count(input_rows) FROM pipeline_progress WHERE input_rows > 0 AND stream =~ /_aggregates$/"
 
@@ -185,8 +189,8 @@ def test_three_queries_survive_a_sigkill_gold_keeps_the_late_events_and_the_back
     assert set(in_influx) <= set(in_gold)
     assert progress_sum(influx, database, "windows_late_for_dashboards", f"e2e_{database}_gold") >= len(differ)
 
-    influx.query("DROP MEASUREMENT telemetry_device", database)
-    influx.query("DROP MEASUREMENT telemetry_site", database)
+    for measurement in ("telemetry_device", "telemetry_site", "telemetry_limits"):
+        influx.query(f"DROP MEASUREMENT {measurement}", database)
     event_ms = [e["event"]["event_time_ms"] for e in truth.entries if e["event"]]
     largest_ms = max(WINDOWS.values()) * 1000
     start = dt.datetime.fromtimestamp(min(event_ms) // largest_ms * largest_ms / 1000, dt.UTC)
@@ -200,7 +204,13 @@ def test_three_queries_survive_a_sigkill_gold_keeps_the_late_events_and_the_back
     assert "backfill done" in run.stdout + run.stderr, run.stdout[-2000:] + run.stderr[-2000:]
     backfilled = gold_points(spark, again)  # the same windows as gold's, and the same values (to rounding)
     assert set(backfilled) == set(in_gold) and not with_late.window_differences(backfilled)
-    assert not with_late.window_differences(influx_points(influx, database))
+    rewritten = influx_points(influx, database)
+    assert not with_late.window_differences(rewritten)
+    judged = {(r["window"], r["time"], r["device"], r["measurement"], r["state"])
+              for r in influx.query("SELECT * FROM telemetry_limits", database)}
+    assert judged == {(window, time, device, "temperature", "crit")
+                      for (measurement, window, _, device, time), fields in rewritten.items()
+                      if device == "dev-0001" and fields.get("temperature_mean") is not None}
 
 
 def test_a_session_that_cannot_write_delta_is_refused_at_start_in_one_line(stack, stack_env, topic, database,

@@ -7,7 +7,8 @@ It is the gold query itself (`pipeline.gold_windows`: the stream's parse, dedupl
 `end + the largest window + the lateness`, run with an available-now trigger and a checkpoint of its own that it
 deletes when done. Each record is judged as the stream judged it (against `reference_time(ingested_at)`), so the
 same records are valid, and the windows that start in [start, end) come out as gold has them. Writing a window
-again overwrites it, so a backfill can be repeated.
+again overwrites it, so a backfill can be repeated. Into InfluxDB, each device window is judged against the limits
+(`[limits]`) as they are when the backfill runs, as the stream judges its windows.
 
     spark-submit jobs/backfill.py --env local --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z
     spark-submit jobs/backfill.py --env local --from ... --to ... --sinks gold,influxdb   # InfluxDB too
@@ -31,6 +32,7 @@ from streamdash.columns import READ_AT
 from streamdash.command_line import configuration_arguments, configure_logging
 from streamdash.config import Settings, duration_seconds, load_settings
 from streamdash.errors import StreamdashError
+from streamdash.limits import LiveLimits
 from streamdash.pipeline import gold_windows
 from streamdash.session import check_delta, failure_summary, spark_session
 from streamdash.sinks import delta
@@ -71,7 +73,8 @@ def backfill(spark: SparkSession, settings: Settings, start: dt.datetime, end: d
     if ends_after is not None:
         windows = windows.where(window_end_ms(settings.aggregation.window_sizes) > _ns(ends_after) / 1_000_000)
     targets = ([delta.GoldTable(lakehouse.gold)] if "gold" in sinks else []) + (
-        [LineSinks(partial(aggregate_line, settings.contract), InfluxWriter.from_config(settings.influxdb))]
+        [LineSinks(partial(aggregate_line, settings.contract), InfluxWriter.from_config(settings.influxdb),
+                   limits=LiveLimits(spark, settings.limits, settings.contract) if settings.limits else None)]
         if "influxdb" in sinks else [])
     written = {"window rows": 0, "points": 0}
 

@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
     (windows.writeStream.outputMode("update").queryName(name)
      .option("checkpointLocation", f"{settings.job.checkpoint_location.rstrip('/')}/{query}")
      .trigger(processingTime=settings.job.trigger_interval).foreachBatch(write).start())
-    log.info("started 1 queries: %s (%s)", name, query)
+    log.info("started %d queries: %s (%s)", len(spark.streams.active), name, query)
     spark.streams.awaitAnyTermination()  # any of its queries failing ends it
 
 
